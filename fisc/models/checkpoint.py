@@ -1,0 +1,32 @@
+"""Rebuilding the descriptor model from a training checkpoint (no Lightning needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from fisc.models.descriptor import DescriptorModel, ModelConfig, build_descriptor_model
+from fisc.models.weights import WeightsConfig
+
+
+def load_checkpoint_model(path: str | Path) -> tuple[DescriptorModel, ModelConfig]:
+    """The descriptor model stored in a fisc training checkpoint, in eval mode, on CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        model_dict = dict(ckpt["hyper_parameters"]["model"])
+        state = ckpt["state_dict"]
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{path} is not a fisc training checkpoint (no model hyper-parameters)") from e
+    weights = model_dict.pop("weights", {})
+    cfg = ModelConfig(**model_dict, weights=WeightsConfig(**weights))
+    model = build_descriptor_model(
+        ModelConfig(**{**model_dict, "weights": WeightsConfig(source="none")})
+    )
+    prefix = "model."
+    model_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    model.load_state_dict(model_state, strict=True)
+    return model.eval(), cfg

@@ -1,0 +1,128 @@
+"""LightningModule: contrastive training of a descriptor model, validation μAP every epoch."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+
+from fisc.descriptors.h5io import Descriptors
+from fisc.evaluation import evaluate
+from fisc.losses.infonce_koleo import InfoNCEKoLeoLoss
+from fisc.models.descriptor import ModelConfig, build_descriptor_model
+from fisc.models.weights import WeightsConfig
+from fisc.train.config import LossConfig, OptimConfig
+
+
+class CopyDetectionModule(pl.LightningModule):
+    def __init__(self, model: dict, loss: dict, optim: dict, batch_size: int, load_weights: bool = True):
+        super().__init__()
+        self.save_hyperparameters()  # plain dicts: checkpoints stay loadable with weights_only
+        self.model_cfg = model_config_from_dict(model)
+        if not load_weights:  # the checkpoint's state dict will replace them anyway
+            self.model_cfg.weights = WeightsConfig(source="none")
+        self.model = build_descriptor_model(self.model_cfg)
+        loss_cfg = LossConfig(**loss)
+        if loss_cfg.name != "infonce_koleo":
+            raise ValueError(f"unknown loss {loss_cfg.name!r}")
+        self.loss = InfoNCEKoLeoLoss(loss_cfg.temperature, loss_cfg.entropy_weight)
+        self.optim_cfg = OptimConfig(**optim)
+        self._val_outputs: list[list[tuple[np.ndarray, np.ndarray]]] = [[], []]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+    # training -----------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        dm = self.trainer.datamodule
+        if dm is not None and getattr(dm, "train_set", None) is not None:
+            dm.train_set.epoch = self.current_epoch  # keys the augmentation randomness
+
+    def training_step(self, batch, batch_idx):
+        view_a, view_b, index = batch
+        embeddings = self.model(torch.cat([view_a, view_b]))
+        out = self.loss(embeddings.float(), torch.cat([index, index]))
+        n = view_a.shape[0]
+        self.log("train/loss", out.loss, prog_bar=True, batch_size=n)
+        self.log("train/infonce", out.infonce, batch_size=n)
+        self.log("train/koleo", out.koleo, batch_size=n)
+        self.log("train/pos_top1", out.positive_rank_accuracy, prog_bar=True, batch_size=n)
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=n)
+        return out.loss
+
+    def configure_optimizers(self):
+        o = self.optim_cfg
+        lr = o.lr * self.hparams.batch_size / o.base_batch
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if o.name == "adamw":
+            opt = torch.optim.AdamW(params, lr=lr, weight_decay=o.weight_decay)
+        elif o.name == "sgd":
+            opt = torch.optim.SGD(params, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        else:
+            raise ValueError(f"unknown optimizer {o.name!r} (adamw | sgd)")
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
+        warmup = min(total - 1, int(o.warmup_epochs * per_epoch))
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: warmup_cosine(step, warmup, total, o.min_lr_ratio)
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # validation ---------------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._val_outputs = [[], []]
+
+    def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        pixels, index, _ = batch
+        vectors = self.model(pixels).float()
+        self._val_outputs[dataloader_idx].append((index.cpu().numpy(), vectors.cpu().numpy()))
+
+    def on_validation_epoch_end(self) -> None:
+        dm = self.trainer.datamodule
+        if self.trainer.sanity_checking or dm is None or dm.validation is None:
+            return
+        v = dm.validation
+        sets = [_merge(parts, ids) for parts, ids in zip(
+            self._val_outputs, (v.queries.ids, v.references.ids), strict=True)]
+        result = evaluate(sets[0], sets[1], v.ground_truth)
+        for key in ("micro_ap", "recall_at_p90", "recall_at_1"):
+            self.log(f"val/{key}", float(getattr(result, key)), prog_bar=key == "micro_ap",
+                     sync_dist=False, rank_zero_only=False)
+        self._val_outputs = [[], []]
+
+
+def _merge(parts: list[tuple[np.ndarray, np.ndarray]], ids) -> Descriptors:
+    """Descriptors of one validation set from all ranks, de-duplicated by dataset index
+    (the distributed sampler pads with repeats)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        gathered: list = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, parts)
+        parts = [p for rank_parts in gathered for p in rank_parts]
+    index = np.concatenate([p[0] for p in parts])
+    vectors = np.concatenate([p[1] for p in parts])
+    index, first = np.unique(index, return_index=True)
+    if len(index) != len(ids):
+        raise RuntimeError(f"validation covered {len(index)} of {len(ids)} images")
+    return Descriptors(np.asarray(ids)[index], vectors[first])
+
+
+def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """LR multiplier: linear warm-up over ``warmup`` steps, then cosine to ``min_ratio``."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def model_config_from_dict(d: dict) -> ModelConfig:
+    d = dict(d)
+    weights = WeightsConfig(**d.pop("weights", {}))
+    return ModelConfig(**d, weights=weights)
+
+
+def model_config_to_dict(cfg: ModelConfig) -> dict:
+    return asdict(cfg)
