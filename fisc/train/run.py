@@ -66,7 +66,8 @@ def make_logger(cfg: LoggerConfig, run_dir: Path, run_name: str):
     if cfg.kind == "csv":
         from pytorch_lightning.loggers import CSVLogger
 
-        return CSVLogger(save_dir=str(run_dir), name="csv", version="")
+        # a new version_N per launch: a resumed run never overwrites earlier metrics
+        return CSVLogger(save_dir=str(run_dir), name="csv")
     if cfg.kind == "wandb":
         from pytorch_lightning.loggers import WandbLogger
 

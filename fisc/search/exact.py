@@ -1,0 +1,194 @@
+"""Exact L2 nearest-neighbour search between query and reference descriptors.
+
+Backends: ``"faiss"`` (``faiss.IndexFlatL2``, CPU), ``"torch"`` (tiled matmul, CPU or CUDA,
+see :mod:`fisc.search.torch_knn`) and ``"auto"`` (faiss when importable and the device is the
+CPU, else torch). Both rank candidates with float32 ``||q||² + ||r||² − 2 q·r``; the retained
+neighbours' distances are then recomputed from explicit differences in float64 (``refine``),
+so that near-duplicates (tiny distances) are not drowned in cancellation error, and each row is
+re-sorted by (distance, reference index).
+
+:func:`global_capped_search` is the leaderboard protocol's search: the ``cap`` closest
+(query, reference) pairs over all queries pooled, exact however unevenly they spread over queries.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+BACKENDS = ("auto", "faiss", "torch")
+
+
+def check_descriptors(x, name: str) -> np.ndarray:
+    """Validate a descriptor matrix and return it as C-contiguous float32 numpy."""
+    if hasattr(x, "detach"):  # torch tensor, on any device
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"{name} descriptors must be 2-D (n × d), got shape {x.shape}")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"{name} descriptors are empty (shape {x.shape})")
+    if x.dtype.kind not in "fiu":
+        raise ValueError(f"{name} descriptors must be numeric, got dtype {x.dtype}")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    bad = ~np.isfinite(x.sum(axis=1, dtype=np.float64))  # NaN/inf in a row poisons its sum
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise ValueError(f"{name} descriptors: {rows.size} of {x.shape[0]} rows have non-finite "
+                         f"values (first rows: {rows[:5].tolist()})")
+    return x
+
+
+def _check_pair(q, r) -> tuple[np.ndarray, np.ndarray]:
+    q, r = check_descriptors(q, "query"), check_descriptors(r, "reference")
+    if q.shape[1] != r.shape[1]:
+        raise ValueError(f"query dimension {q.shape[1]} != reference dimension {r.shape[1]}")
+    return q, r
+
+
+def _resolve_backend(backend: str, device) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    on_cpu = str(device) == "cpu"
+    if backend == "auto":
+        if not on_cpu:
+            return "torch"
+        try:
+            import faiss  # noqa: F401
+        except ImportError:
+            return "torch"
+        return "faiss"
+    if backend == "faiss" and not on_cpu:
+        raise ValueError(f"the faiss backend runs on the CPU only; use backend='torch' on {device}")
+    return backend
+
+
+def _faiss_knn(q: np.ndarray, r: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    import faiss
+
+    index = faiss.IndexFlatL2(r.shape[1])
+    index.add(r)
+    dist, idx = index.search(q, k)
+    return dist.astype(np.float32, copy=False), idx.astype(np.int64, copy=False)
+
+
+def _exact_dist2(q: np.ndarray, r: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``||q_i − r_idx[i,j]||²`` from explicit float64 differences, in bounded chunks."""
+    n, k = idx.shape
+    out = np.empty((n, k), np.float32)
+    step = max(1, 4_000_000 // max(1, k * q.shape[1]))
+    for s in range(0, n, step):
+        diff = r[idx[s:s + step]].astype(np.float64)
+        diff -= q[s:s + step, None, :]
+        out[s:s + step] = np.einsum("bkd,bkd->bk", diff, diff)
+    return out
+
+
+def _knn(q, r, k, backend, device, query_tile, ref_tile, refine) -> tuple[np.ndarray, np.ndarray]:
+    """k-NN on validated float32 inputs with a resolved backend; k already ≤ n_r."""
+    if backend == "faiss":
+        dist, idx = _faiss_knn(q, r, k)
+    else:
+        from fisc.search.torch_knn import torch_knn
+
+        dist, idx = torch_knn(q, r, k, device=device, query_tile=query_tile, ref_tile=ref_tile)
+    if refine:
+        dist = _exact_dist2(q, r, idx)
+    order = np.lexsort((idx, dist), axis=-1)  # per row: distance, then reference index
+    return np.take_along_axis(dist, order, 1), np.take_along_axis(idx, order, 1)
+
+
+def knn(
+    q, r, k: int, backend: str = "auto", device="cpu", query_tile: int = 4096,
+    ref_tile: int = 65536, refine: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact ``k`` nearest references (squared L2) of every query.
+
+    Returns ``(dist2 float32 [n_q, k], idx int64 [n_q, k])``, each row ascending by distance
+    then index. ``k`` larger than the number of references is clamped to it. ``device`` and the
+    tile sizes apply to the torch backend.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    q, r = _check_pair(q, r)
+    backend = _resolve_backend(backend, device)
+    return _knn(q, r, min(k, r.shape[0]), backend, device, query_tile, ref_tile, refine)
+
+
+def per_query_search(
+    q, r, k: int, backend: str = "auto", device="cpu", query_tile: int = 4096,
+    ref_tile: int = 65536,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``k`` neighbours per query, flattened: ``(qi, ri, dist2)`` ordered by query then distance."""
+    dist, idx = knn(q, r, k, backend, device, query_tile, ref_tile)
+    qi = np.repeat(np.arange(dist.shape[0], dtype=np.int64), dist.shape[1])
+    return qi, idx.ravel(), dist.ravel()
+
+
+def _sorted_pairs(qi, ri, dist, cap):
+    order = np.lexsort((ri, qi, dist))[:cap]
+    return qi[order], ri[order], dist[order]
+
+
+def global_capped_search(
+    q, r, cap: int, backend: str = "auto", device="cpu", query_tile: int = 4096,
+    ref_tile: int = 65536, oversample: int = 4,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``cap`` closest (query, reference) pairs over all queries together.
+
+    Returns ``(qi int64, ri int64, dist2 float32)`` sorted by distance, then query index, then
+    reference index. Exact: a query may contribute any number of pairs. Each query starts with
+    ``k0 = oversample · ceil(cap / n_q)`` neighbours (the search costs about the same for any
+    small k, and with ``oversample = 1`` the pool is exactly ``cap`` long so that every query
+    would be searched twice); while a query's k-th distance is within the pool's
+    ``cap``-th smallest distance ``t`` it may own more pairs within the cap, so it is searched
+    again with twice its k. Once no such query remains, every pair left out of the pool is
+    farther than ``t``, hence not among the ``cap`` closest.
+    """
+    if cap < 1:
+        raise ValueError(f"cap must be >= 1, got {cap}")
+    if oversample < 1:
+        raise ValueError(f"oversample must be >= 1, got {oversample}")
+    q, r = _check_pair(q, r)
+    backend = _resolve_backend(backend, device)
+    n_q, n_r = q.shape[0], r.shape[0]
+
+    def search(rows: np.ndarray | None, k: int):
+        return _knn(q if rows is None else q[rows], r, k, backend, device, query_tile, ref_tile,
+                    True)
+
+    if cap >= n_q * n_r:  # everything
+        dist, idx = search(None, n_r)
+        qi = np.repeat(np.arange(n_q, dtype=np.int64), n_r)
+        return _sorted_pairs(qi, idx.ravel(), dist.ravel(), cap)
+
+    k0 = min(n_r, oversample * math.ceil(cap / n_q))
+    dist, idx = search(None, k0)
+    pool_q = np.repeat(np.arange(n_q, dtype=np.int64), k0)
+    pool_r, pool_d = idx.ravel(), dist.ravel()
+    k_of = np.full(n_q, k0, np.int64)  # current k of each query
+    kth = dist[:, -1].copy()  # its k-th (largest retained) distance
+
+    while True:
+        # pool size >= n_q * k0 >= cap here, since cap < n_q * n_r
+        t = np.partition(pool_d, cap - 1)[cap - 1]
+        grow = np.flatnonzero((kth <= t) & (k_of < n_r))
+        if grow.size == 0:
+            break
+        regrown = np.zeros(n_q, bool)
+        regrown[grow] = True
+        keep = ~regrown[pool_q]
+        parts_q, parts_r, parts_d = [pool_q[keep]], [pool_r[keep]], [pool_d[keep]]
+        for k_old in np.unique(k_of[grow]):
+            rows = grow[k_of[grow] == k_old]
+            k_new = int(min(n_r, 2 * k_old))
+            dist, idx = search(rows, k_new)
+            parts_q.append(np.repeat(rows, k_new))
+            parts_r.append(idx.ravel())
+            parts_d.append(dist.ravel())
+            k_of[rows] = k_new
+            kth[rows] = dist[:, -1]
+        pool_q, pool_r, pool_d = (np.concatenate(p) for p in (parts_q, parts_r, parts_d))
+
+    return _sorted_pairs(pool_q, pool_r, pool_d, cap)

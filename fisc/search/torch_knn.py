@@ -1,0 +1,57 @@
+"""Tiled exact L2 k-NN in torch (CPU or CUDA), memory bounded by the tile sizes."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+@torch.no_grad()
+def torch_knn(
+    q: np.ndarray, r: np.ndarray, k: int, device: str | torch.device = "cpu",
+    query_tile: int = 4096, ref_tile: int = 65536,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``k`` nearest references of each query by squared L2; inputs already validated.
+
+    Distances are ``||q||² + ||r||² − 2 q·r`` clamped at 0, computed in float32 one
+    ``query_tile × ref_tile`` block at a time; a running top-k is merged over reference tiles.
+    Returns numpy ``(dist2 float32 [n_q, k], idx int64 [n_q, k])``, rows sorted ascending
+    (ties in index order among the retained items).
+    """
+    if query_tile < 1 or ref_tile < 1:
+        raise ValueError("query_tile and ref_tile must be >= 1")
+    device = torch.device(device)
+    n_q, n_r = q.shape[0], r.shape[0]
+    k = min(k, n_r)
+    rt = torch.as_tensor(r, device=device)
+    r_norm = (rt * rt).sum(dim=1)
+    out_d = np.empty((n_q, k), np.float32)
+    out_i = np.empty((n_q, k), np.int64)
+    for q0 in range(0, n_q, query_tile):
+        qb = torch.as_tensor(q[q0:q0 + query_tile], device=device)
+        q_norm = (qb * qb).sum(dim=1, keepdim=True)
+        best_d = torch.empty((qb.shape[0], 0), dtype=torch.float32, device=device)
+        best_i = torch.empty((qb.shape[0], 0), dtype=torch.int64, device=device)
+        for r0 in range(0, n_r, ref_tile):
+            rb = rt[r0:r0 + ref_tile]
+            # d = ||r||² − 2 q·r + ||q||², one allocation per tile
+            d = torch.addmm(r_norm[r0:r0 + ref_tile].unsqueeze(0), qb, rb.T, beta=1.0, alpha=-2.0)
+            d.add_(q_norm).clamp_(min=0.0)
+            kk = min(k, d.shape[1])
+            if kk < d.shape[1]:
+                td, ti = torch.topk(d, kk, dim=1, largest=False, sorted=False)
+            else:
+                td, ti = d, torch.arange(d.shape[1], device=device).expand_as(d)
+            best_d = torch.cat([best_d, td], dim=1)
+            best_i = torch.cat([best_i, ti + r0], dim=1)
+            if best_d.shape[1] > k:
+                best_d, sel = torch.topk(best_d, k, dim=1, largest=False, sorted=False)
+                best_i = torch.gather(best_i, 1, sel)
+        # sort by (distance, index): stable sort on index, then stable sort on distance
+        best_i, perm = torch.sort(best_i, dim=1, stable=True)
+        best_d = torch.gather(best_d, 1, perm)
+        best_d, perm = torch.sort(best_d, dim=1, stable=True)
+        best_i = torch.gather(best_i, 1, perm)
+        out_d[q0:q0 + qb.shape[0]] = best_d.cpu().numpy()
+        out_i[q0:q0 + qb.shape[0]] = best_i.cpu().numpy()
+    return out_d, out_i

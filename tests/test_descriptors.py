@@ -1,0 +1,119 @@
+"""HDF5 round trips, extraction (bad files, non-finite output, batch independence), evaluation
+of files made elsewhere."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fisc.data.decode import ImageDecodeError
+from fisc.data.disc21 import list_images
+from fisc.descriptors.extract import NonFiniteDescriptorError, extract_descriptors
+from fisc.descriptors.h5io import (
+    Descriptors,
+    read_submission,
+    read_vectors,
+    write_submission,
+    write_vectors,
+)
+from fisc.evaluation import evaluate
+
+
+def test_working_file_round_trip(tmp_path):
+    d = Descriptors(np.array(["R000002", "R000001"]), np.random.rand(2, 5).astype(np.float32))
+    write_vectors(tmp_path / "r.h5", d)
+    back = read_vectors(tmp_path / "r.h5")
+    assert back.ids.tolist() == ["R000002", "R000001"]
+    np.testing.assert_array_equal(back.vectors, d.vectors)
+    with h5py.File(tmp_path / "r.h5") as f:
+        assert f["vectors"].dtype == np.float32 and f["image_names"].dtype.kind == "S"
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary left behind
+
+
+def test_submission_round_trip_sorted(tmp_path):
+    q = Descriptors(np.array(["Q00001", "Q00000"]), np.arange(6, dtype=np.float64).reshape(2, 3))
+    r = Descriptors(np.array(["R000000"]), np.ones((1, 3)))
+    write_submission(tmp_path / "s.h5", q, r)
+    q2, r2 = read_submission(tmp_path / "s.h5")
+    assert q2.ids.tolist() == ["Q00000", "Q00001"]
+    np.testing.assert_array_equal(q2.vectors, [[3, 4, 5], [0, 1, 2]])
+    assert q2.vectors.dtype == np.float32 and r2.ids.tolist() == ["R000000"]
+
+
+def test_failed_write_keeps_previous_file(tmp_path):
+    good = Descriptors(np.array(["R000000"]), np.ones((1, 2), np.float32))
+    write_vectors(tmp_path / "r.h5", good)
+    with pytest.raises(ValueError):
+        write_vectors(tmp_path / "r.h5", Descriptors(np.array(["Rü"]), np.zeros((1, 2))))
+    np.testing.assert_array_equal(read_vectors(tmp_path / "r.h5").vectors, good.vectors)
+
+
+def _folder(tmp_path, n=5):
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (20 + i, 30, 3), np.uint8)).save(
+            tmp_path / f"R{i:06d}.png")
+    return tmp_path
+
+
+class MeanColour(torch.nn.Module):
+    def forward(self, x):
+        return torch.nn.functional.normalize(x.mean(dim=(2, 3)) + 3.0, dim=1)
+
+
+def test_extraction_is_batch_independent(tmp_path):
+    images = list_images(_folder(tmp_path), "reference")
+    one, _ = extract_descriptors(MeanColour(), images, 16, (0.5,) * 3, (0.5,) * 3,
+                                 batch_size=1, progress=False)
+    many, _ = extract_descriptors(MeanColour(), images, 16, (0.5,) * 3, (0.5,) * 3,
+                                  batch_size=4, progress=False)
+    assert one.ids.tolist() == list(images.ids)
+    np.testing.assert_array_equal(one.vectors, many.vectors)
+
+
+def test_bad_file_raises_or_is_skipped(tmp_path):
+    folder = _folder(tmp_path)
+    (folder / "R000009.jpg").write_bytes(b"not a jpeg")
+    images = list_images(folder, "reference")
+    with pytest.raises(ImageDecodeError, match="R000009.jpg"):
+        extract_descriptors(MeanColour(), images, 16, (0.5,) * 3, (0.5,) * 3, progress=False)
+    d, skipped = extract_descriptors(MeanColour(), images, 16, (0.5,) * 3, (0.5,) * 3,
+                                     on_error="skip", progress=False)
+    assert skipped == ["R000009"]
+    assert "R000009" not in d.ids and len(d.ids) == 5
+    assert np.isfinite(d.vectors).all()
+
+
+def test_nan_descriptors_are_an_error(tmp_path):
+    class Broken(torch.nn.Module):
+        def forward(self, x):
+            out = torch.ones(x.shape[0], 4)
+            out[0] = float("nan")
+            return out
+
+    images = list_images(_folder(tmp_path), "reference")
+    with pytest.raises(NonFiniteDescriptorError, match="R000000"):
+        extract_descriptors(Broken(), images, 8, (0.5,) * 3, (0.5,) * 3, batch_size=8,
+                            progress=False)
+
+
+def test_evaluate_planted_matches_and_bad_inputs():
+    rng = np.random.default_rng(0)
+    refs = rng.normal(size=(50, 8)).astype(np.float32)
+    r_ids = np.array([f"R{i:06d}" for i in range(50)])
+    q = refs[:10] + 0.01 * rng.normal(size=(10, 8)).astype(np.float32)
+    q_ids = np.array([f"Q{i:05d}" for i in range(10)])
+    gt = {f"Q{i:05d}": f"R{i:06d}" for i in range(10)}
+    result = evaluate(Descriptors(q_ids, q), Descriptors(r_ids, refs), gt)
+    assert result.micro_ap == pytest.approx(1.0)
+    assert result.recall_at_1 == 1.0 and result.n_predictions == 100
+    with pytest.raises(ValueError, match="unknown reference"):
+        evaluate(Descriptors(q_ids, q), Descriptors(r_ids, refs), {**gt, "Q00000": "R999999"})
+    with pytest.raises(ValueError, match="256"):
+        evaluate(Descriptors(q_ids, np.zeros((10, 300), np.float32)),
+                 Descriptors(r_ids, np.zeros((50, 300), np.float32)), gt)
+    with pytest.raises(ValueError, match="no descriptor"):
+        evaluate(Descriptors(q_ids[:5], q[:5]), Descriptors(r_ids, refs), gt)

@@ -1,0 +1,106 @@
+"""Configs compose, every experiment and every named backbone trains a step, and a tiny
+train -> extract -> evaluate run agrees with the validation inside training."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from fisc.cli import main as fisc_main
+from fisc.train.config import ConfigError, check_config
+from fisc.train.run import train
+
+from conftest import CONF
+
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+SMALL = ["model.train_size=32", "model.eval_size=32", "batch_size=8", "eval_batch_size=16",
+         "num_workers=0"]
+
+
+def tiny_data(root: Path) -> list[str]:
+    return [f"data.root={root}", "data.build_if_missing=false"]
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_runs_fast_dev_run(experiment, compose_cfg, tiny_minidisc):
+    cfg = compose_cfg(f"experiment={experiment}", *tiny_data(tiny_minidisc), *SMALL,
+                      "+trainer.fast_dev_run=1", "ckpt_path=null")
+    result = train(cfg)
+    assert Path(result.run_dir, "config.yaml").is_file()
+    info = json.loads(Path(result.run_dir, "run_info.json").read_text())
+    assert info["versions"]["torch"] == torch.__version__.split("+")[0] or info["versions"]["torch"]
+
+
+@pytest.mark.parametrize("model,arch", [("vit_b", "VisionTransformer"), ("vit_s", "VisionTransformer"),
+                                        ("resnet50", "ResNet"), ("effnetv2_m", "EfficientNet")])
+def test_named_backbones_build_and_train(model, arch, compose_cfg, tiny_minidisc):
+    cfg = compose_cfg(f"model={model}", *tiny_data(tiny_minidisc), *SMALL,
+                      "model.weights.source=none", "+trainer.fast_dev_run=1")
+    groups = check_config(cfg)
+    from fisc.models.descriptor import build_descriptor_model
+
+    net = build_descriptor_model(groups["model"])
+    assert type(net.backbone).__name__ == arch
+    expected_name = {"vit_b": "vit_base_patch16_224", "vit_s": "vit_small_patch16_224",
+                     "resnet50": "resnet50", "effnetv2_m": "tf_efficientnetv2_m"}[model]
+    assert net.backbone.pretrained_cfg["architecture"] == expected_name
+    train(cfg)
+
+
+def test_config_errors_are_clear(compose_cfg):
+    with pytest.raises(ConfigError, match="dimz"):
+        check_config(compose_cfg("+model.dimz=3"))
+    with pytest.raises(ConfigError, match="hflip"):
+        check_config(compose_cfg("augment.hflip=1.5"))
+    with pytest.raises(ConfigError, match="data.root"):
+        check_config(compose_cfg("data=disc21"))
+
+
+def test_missing_split_folder_is_named(tmp_path):
+    from fisc.data.disc21 import DatasetLayoutError, Disc21
+
+    (tmp_path / "images" / "reference").mkdir(parents=True)
+    with pytest.raises(DatasetLayoutError, match="images/query"):
+        Disc21(tmp_path).images("query")
+
+
+def _val_map(run_dir: str) -> tuple[list[int], list[float]]:
+    """(epoch, val/micro_ap) of every validation, over all launches (csv/version_N) of a run."""
+    rows = []
+    for path in sorted((Path(run_dir) / "csv").glob("version_*/metrics.csv")):
+        with open(path) as f:
+            rows += [r for r in csv.DictReader(f) if r.get("val/micro_ap")]
+    return [int(r["epoch"]) for r in rows], [float(r["val/micro_ap"]) for r in rows]
+
+
+def test_train_extract_evaluate_and_resume(compose_cfg, tiny_minidisc, tmp_path):
+    overrides = [*tiny_data(tiny_minidisc), *SMALL, "run_dir=" + str(tmp_path / "run"),
+                 "ckpt_path=auto", "trainer.limit_train_batches=2"]
+    first = train(compose_cfg(*overrides, "trainer.max_epochs=1"))
+    assert first.last_checkpoint and first.best_checkpoint
+    # resume: same run dir, one more epoch, continues from last.ckpt
+    second = train(compose_cfg(*overrides, "trainer.max_epochs=2"))
+    epochs, val = _val_map(second.run_dir)
+    assert epochs == [0, 1]  # the second launch ran epoch 1 only, after restoring epoch 0
+
+    ckpt = second.last_checkpoint
+    gt = tiny_minidisc / "dev_ground_truth.csv"
+    q, r, out = tmp_path / "q.h5", tmp_path / "r.h5", tmp_path / "eval.json"
+    assert fisc_main(["extract", "--checkpoint", ckpt, "--images", str(tiny_minidisc / "images/query"),
+                      "--split", "query", "--gt", str(gt), "--out", str(q), "--workers", "0"]) == 0
+    assert fisc_main(["extract", "--checkpoint", ckpt, "--images",
+                      str(tiny_minidisc / "images/reference"), "--out", str(r),
+                      "--workers", "0"]) == 0
+    assert fisc_main(["evaluate", "--query", str(q), "--reference", str(r), "--gt", str(gt),
+                      "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["n_queries"] == 12 and result["dims"] == 256
+    # the offline path scores exactly what validation inside training scored
+    assert result["micro_ap"] == pytest.approx(val[-1], abs=1e-6)
+    # existing outputs are not overwritten silently
+    assert fisc_main(["extract", "--checkpoint", ckpt, "--images",
+                      str(tiny_minidisc / "images/reference"), "--out", str(r)]) == 2
