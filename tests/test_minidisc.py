@@ -1,0 +1,243 @@
+"""Tests of fisc.data.minidisc: a reproducible mini data set in the DISC21 layout."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fisc.data import minidisc as M
+from fisc.data.ids import check_id
+
+SMALL = M.MinidiscSpec(n_train=20, n_reference=15, n_dev_queries=10, n_phase2_queries=10,
+                       match_fraction=0.25, image_size=64, seed=3)
+# 0.25 * 10 = 2.5 queries: documented rounding is half up, so 3 matches per phase.
+EXPECTED_MATCHES = 3
+
+
+def file_hashes(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def read_gt(path: Path) -> list[tuple[str, str]]:
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["query_id", "reference_id"]
+    return [tuple(r) for r in rows[1:]]
+
+
+def leftovers(root: Path) -> list[Path]:
+    return [p for p in root.parent.iterdir() if p.name.startswith(f".{root.name}.")]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[Path, Path]:
+    a = M.build_minidisc(tmp_path_factory.mktemp("a") / "md", SMALL, progress=False)
+    b = M.build_minidisc(tmp_path_factory.mktemp("b") / "md", SMALL, progress=False)
+    return a, b
+
+
+def test_byte_identical_builds(built):
+    a, b = built
+    ha, hb = file_hashes(a), file_hashes(b)
+    assert ha == hb
+    assert len(ha) == 20 + 15 + 20 + 3  # images, two CSVs, the manifest
+    listed = M.load_minidisc_manifest(a)["files"]
+    assert listed == {k: v for k, v in ha.items() if k != M.MANIFEST}
+
+
+def test_layout_and_ids(built):
+    root = built[0]
+    names = {s: sorted(p.stem for p in (root / "images" / s).iterdir())
+             for s in ("training", "reference", "query")}
+    assert names["training"] == [f"T{i:06d}" for i in range(20)]
+    assert names["reference"] == [f"R{i:06d}" for i in range(15)]
+    assert names["query"] == [f"Q{i:05d}" for i in range(10)] + [f"Q{i:05d}" for i in
+                                                                   range(50000, 50010)]
+    for split, ids in names.items():
+        for i in ids:
+            check_id(split, i)
+    for p in (root / "images").rglob("*"):
+        if p.is_file():
+            assert p.suffix == ".jpg"
+            with Image.open(p) as im:
+                assert im.format == "JPEG" and im.mode == "RGB"
+                assert not im.getexif()
+                assert min(im.size) >= 32
+    for p in (root / "images" / "training").iterdir():
+        with Image.open(p) as im:
+            assert max(im.size) == 64 and 0.6 - 0.02 <= im.size[0] / im.size[1] <= 1.6 + 0.03
+
+
+def test_ground_truth(built):
+    root = built[0]
+    refs = {p.stem for p in (root / "images" / "reference").iterdir()}
+    dev, p2 = read_gt(root / "dev_ground_truth.csv"), read_gt(root / "phase2_ground_truth.csv")
+    assert [q for q, _ in dev] == [f"Q{i:05d}" for i in range(10)]
+    assert [q for q, _ in p2] == [f"Q{i:05d}" for i in range(50000, 50010)]
+    dev_refs, p2_refs = [r for _, r in dev if r], [r for _, r in p2 if r]
+    assert len(dev_refs) == len(p2_refs) == EXPECTED_MATCHES
+    assert set(dev_refs + p2_refs) <= refs
+    assert len(set(dev_refs + p2_refs)) == 2 * EXPECTED_MATCHES  # distinct, phases disjoint
+    text = (root / "dev_ground_truth.csv").read_bytes()
+    assert text.startswith(b"query_id,reference_id\n") and b"\r" not in text
+    manifest = M.load_minidisc_manifest(root)
+    for q, r in dev + p2:
+        info = manifest["queries"][q]
+        assert info["source"] == (r or "distractor")
+        assert 1 <= len(info["edits"]) <= 3 and len(set(info["edits"])) == len(info["edits"])
+        assert info["phase"] == ("dev" if q < "Q50000" else "phase2")
+    assert manifest["spec"] == {"n_train": 20, "n_reference": 15, "n_dev_queries": 10,
+                                "n_phase2_queries": 10, "match_fraction": 0.25,
+                                "image_size": 64, "seed": 3}
+    assert manifest["complete"] is True
+
+
+def _thumbs(folder: Path) -> dict[str, np.ndarray]:
+    out = {}
+    for p in sorted(folder.iterdir()):
+        with Image.open(p) as im:
+            out[p.stem] = np.asarray(im.convert("RGB").resize((16, 16)), dtype=np.float32)
+    return out
+
+
+def test_sources_distinct_across_roles(built):
+    root = built[0]
+    train, ref = file_hashes(root / "images" / "training"), file_hashes(root / "images" /
+                                                                         "reference")
+    assert not set(train.values()) & set(ref.values())
+    assert len(set(train.values())) == 20 and len(set(ref.values())) == 15
+    t, r = _thumbs(root / "images" / "training"), _thumbs(root / "images" / "reference")
+    images = list(t.values()) + list(r.values())
+    dists = [np.abs(x - y).mean() for i, x in enumerate(images) for y in images[i + 1:]]
+    assert min(dists) > 3.0  # no near-duplicates among sources, even across roles
+    photos = M.load_minidisc_manifest(root)["photos"]
+    used = [name for names in photos.values() for name in names]
+    assert len(used) == len(set(used))
+
+
+def test_query_counts_follow_rounding():
+    for n, f in [(10, 0.25), (7, 0.5), (3, 0.1), (100, 0.2), (5, 1.0), (9, 0.0)]:
+        spec = M.MinidiscSpec(n_dev_queries=n, n_phase2_queries=n, match_fraction=f,
+                              n_reference=4)
+        plan = M.plan_queries(spec)
+        matched = [p for p in plan if p[2] == "reference"]
+        assert len(matched) == 2 * math.floor(n * f + 0.5)
+        distractors = sorted(p[3] for p in plan if p[2] == "distractor")
+        assert distractors == list(range(2 * n - len(matched)))  # one distractor per query
+
+
+def test_references_reused_only_when_needed():
+    spec = M.MinidiscSpec(n_reference=3, n_dev_queries=4, n_phase2_queries=2,
+                          match_fraction=1.0)
+    plan = M.plan_queries(spec)
+    dev = [p[3] for p in plan if p[1] == "dev"]
+    assert sorted(set(dev)) == [0, 1, 2] and len(dev) == 4
+    p2 = [p[3] for p in plan if p[1] == "phase2"]
+    assert len(p2) == 2 and len(set(p2)) == 2
+
+
+def test_queries_are_shuffled():
+    plan = M.plan_queries(M.MinidiscSpec(n_dev_queries=100, n_phase2_queries=0))
+    positions = [i for i, p in enumerate(plan) if p[2] == "reference"]
+    assert len(positions) == 25 and positions != list(range(25)) and max(positions) > 50
+
+
+def test_reuse_mismatch_overwrite(tmp_path):
+    root = tmp_path / "md"
+    spec = M.MinidiscSpec(n_train=3, n_reference=3, n_dev_queries=2, n_phase2_queries=2,
+                          image_size=48, seed=1)
+    M.build_minidisc(root, spec, progress=False)
+    stamp = (root / M.MANIFEST).stat().st_mtime_ns
+    assert M.build_minidisc(root, spec, progress=False) == root
+    assert (root / M.MANIFEST).stat().st_mtime_ns == stamp  # reused, not rebuilt
+    other = dataclasses.replace(spec, seed=2)
+    with pytest.raises(M.MinidiscError, match="overwrite=True"):
+        M.build_minidisc(root, other, progress=False)
+    assert M.load_minidisc_manifest(root)["spec"]["seed"] == 1
+    M.build_minidisc(root, other, progress=False, overwrite=True)
+    assert M.load_minidisc_manifest(root)["spec"]["seed"] == 2
+    assert leftovers(root) == []
+
+
+def test_incomplete_and_empty_roots(tmp_path):
+    spec = M.MinidiscSpec(n_train=2, n_reference=2, n_dev_queries=1, n_phase2_queries=1,
+                          image_size=40)
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "note.txt").write_text("x")
+    with pytest.raises(M.MinidiscError):
+        M.build_minidisc(junk, spec, progress=False)
+    half = tmp_path / "half"
+    half.mkdir()
+    (half / M.MANIFEST).write_text(json.dumps({"spec": {}, "complete": False}))
+    with pytest.raises(M.MinidiscError):
+        M.build_minidisc(half, spec, progress=False)
+    with pytest.raises(M.MinidiscError):
+        M.load_minidisc_manifest(half)
+    M.build_minidisc(half, spec, progress=False, overwrite=True)
+    assert not (half / "note.txt").exists() and M.load_minidisc_manifest(half)["complete"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    M.build_minidisc(empty, spec, progress=False)
+    assert M.load_minidisc_manifest(empty)["complete"]
+    with pytest.raises(M.MinidiscError):
+        M.load_minidisc_manifest(tmp_path / "nothing")
+
+
+def test_killed_build_leaves_nothing(tmp_path, monkeypatch):
+    spec = M.MinidiscSpec(n_train=6, n_reference=4, n_dev_queries=2, n_phase2_queries=2,
+                          image_size=40)
+    real, calls = M.source_image, []
+
+    def dying(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 7:
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(M, "source_image", dying)
+    root = tmp_path / "md"
+    with pytest.raises(KeyboardInterrupt):
+        M.build_minidisc(root, spec, progress=False, workers=1)
+    assert not root.exists() and leftovers(root) == []
+    # an existing set being overwritten survives a failed rebuild
+    monkeypatch.setattr(M, "source_image", real)
+    M.build_minidisc(root, spec, progress=False)
+    before = file_hashes(root)
+    monkeypatch.setattr(M, "source_image", dying)
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        M.build_minidisc(root, M.MinidiscSpec(n_train=9, image_size=40), progress=False,
+                         overwrite=True, workers=1)
+    assert file_hashes(root) == before and leftovers(root) == []
+
+
+def test_workers_do_not_change_bytes(tmp_path, built):
+    root = M.build_minidisc(tmp_path / "w2", SMALL, progress=False, workers=2)
+    assert file_hashes(root) == file_hashes(built[0])
+
+
+def test_seed_changes_data(tmp_path, built):
+    spec = dataclasses.replace(SMALL, seed=4)
+    root = M.build_minidisc(tmp_path / "s4", spec, progress=False)
+    a, b = file_hashes(root), file_hashes(built[0])
+    assert a.keys() == b.keys()
+    assert sum(a[k] != b[k] for k in a) > 0.9 * len(a)
+
+
+@pytest.mark.parametrize("bad", [dict(n_train=-1), dict(match_fraction=1.5),
+                                 dict(image_size=16), dict(n_dev_queries=50001),
+                                 dict(seed=-1), dict(n_reference=0)])
+def test_bad_specs(tmp_path, bad):
+    with pytest.raises(ValueError):
+        M.build_minidisc(tmp_path / "x", M.MinidiscSpec(**bad), progress=False)
+    assert not (tmp_path / "x").exists()
