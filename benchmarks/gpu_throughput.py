@@ -25,8 +25,13 @@ def _sync():
     torch.cuda.synchronize()
 
 
+def _model(name: str, kwargs) -> torch.nn.Module:
+    pooling = "cls" if name.startswith("vit") else "gem"
+    return build_descriptor_model(ModelConfig(name=name, pooling=pooling, model_kwargs=kwargs or {}))
+
+
 def train_throughput(name: str, size: int, images: int, steps: int, kwargs=None) -> float:
-    model = build_descriptor_model(ModelConfig(name=name, model_kwargs=kwargs or {})).cuda()
+    model = _model(name, kwargs).cuda()
     model = model.to(memory_format=torch.channels_last)
     loss_fn = InfoNCEKoLeoLoss(0.05, 10.0)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -51,7 +56,7 @@ def train_throughput(name: str, size: int, images: int, steps: int, kwargs=None)
 
 @torch.inference_mode()
 def extract_throughput(name: str, size: int, batch: int, steps: int, kwargs=None) -> float:
-    model = build_descriptor_model(ModelConfig(name=name, model_kwargs=kwargs or {})).cuda().eval()
+    model = _model(name, kwargs).cuda().eval()
     model = model.to(memory_format=torch.channels_last)
     x = torch.randn(batch, 3, size, size, device="cuda").to(memory_format=torch.channels_last)
     for _ in range(3):
