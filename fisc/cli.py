@@ -12,8 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-for _key, _value in (("HF_HUB_OFFLINE", "1"), ("NO_ALBUMENTATIONS_UPDATE", "1"),
-                     ("WANDB_MODE", "offline")):
+for _key, _value in (("NO_ALBUMENTATIONS_UPDATE", "1"), ("WANDB_MODE", "offline")):
     os.environ.setdefault(_key, _value)
 
 
@@ -21,9 +20,13 @@ def _minidisc(args) -> None:
     from fisc.data.minidisc import MinidiscSpec, build_minidisc
 
     spec = MinidiscSpec(
-        n_train=args.n_train, n_reference=args.n_reference, n_dev_queries=args.n_dev_queries,
-        n_phase2_queries=args.n_phase2_queries, match_fraction=args.match_fraction,
-        image_size=args.image_size, seed=args.seed,
+        n_train=args.n_train,
+        n_reference=args.n_reference,
+        n_dev_queries=args.n_dev_queries,
+        n_phase2_queries=args.n_phase2_queries,
+        match_fraction=args.match_fraction,
+        image_size=args.image_size,
+        seed=args.seed,
     )
     root = build_minidisc(args.root, spec, overwrite=args.overwrite)
     print(f"minidisc ready at {root}")
@@ -43,8 +46,14 @@ def _extract(args) -> None:
         images = images.subset(load_ground_truth(args.gt))
     model, cfg = load_checkpoint_model(args.checkpoint)
     descriptors, skipped = extract_descriptors(
-        model, images, args.size or cfg.eval_size, cfg.mean, cfg.std,
-        batch_size=args.batch_size, num_workers=args.workers, device=args.device,
+        model,
+        images,
+        args.size or cfg.eval_size,
+        cfg.mean,
+        cfg.std,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        device=args.device,
         on_error=args.on_error,
     )
     write_vectors(args.out, descriptors)
@@ -52,7 +61,9 @@ def _extract(args) -> None:
         skip_file = Path(args.out).with_suffix(".skipped.txt")
         skip_file.write_text("\n".join(skipped) + "\n")
         print(f"skipped {len(skipped)} undecodable images, listed in {skip_file}")
-    print(f"wrote {len(descriptors.ids)} x {descriptors.vectors.shape[1]} descriptors to {args.out}")
+    print(
+        f"wrote {len(descriptors.ids)} x {descriptors.vectors.shape[1]} descriptors to {args.out}"
+    )
 
 
 def _evaluate(args) -> None:
@@ -70,8 +81,15 @@ def _evaluate(args) -> None:
         name = Path(args.query).stem
     else:
         raise ValueError("give --submission FILE, or both --query FILE and --reference FILE")
-    result = evaluate(queries, references, load_ground_truth(args.gt), protocol=args.protocol,
-                      k=args.k, cap=args.cap, backend=args.backend)
+    result = evaluate(
+        queries,
+        references,
+        load_ground_truth(args.gt),
+        protocol=args.protocol,
+        k=args.k,
+        cap=args.cap,
+        backend=args.backend,
+    )
     print(results_table({name: result}))
     if args.json:
         result.to_json(args.json)
@@ -104,16 +122,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("extract", help="descriptors of a folder of images (HDF5 working format)")
     p.add_argument("--checkpoint", required=True, help="a fisc training checkpoint (.ckpt)")
     p.add_argument("--images", required=True, help="image folder (e.g. <disc21>/images/reference)")
-    p.add_argument("--split", choices=("query", "reference", "training"), default=None,
-                   help="check ids against this DISC21 split's format")
+    p.add_argument(
+        "--split",
+        choices=("query", "reference", "training"),
+        default=None,
+        help="check ids against this DISC21 split's format",
+    )
     p.add_argument("--gt", help="only the queries listed in this ground-truth CSV")
     p.add_argument("--out", required=True, help="output .h5 (datasets vectors, image_names)")
     p.add_argument("--size", type=int, default=None, help="override the model's eval size")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="cuda" if _cuda() else "cpu")
-    p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
-                   help="undecodable image: stop (default) or log, skip and list it")
+    p.add_argument(
+        "--on-error",
+        choices=("raise", "skip"),
+        default="raise",
+        help="undecodable image: stop (default) or log, skip and list it",
+    )
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_extract)
 
@@ -122,8 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", help="reference descriptors (vectors, image_names)")
     p.add_argument("--submission", help="or one submission file (query, reference, *_ids)")
     p.add_argument("--gt", required=True, help="ground-truth CSV (query_id,reference_id)")
-    p.add_argument("--protocol", choices=("leaderboard", "isc2021", "per_query"),
-                   default="leaderboard")
+    p.add_argument(
+        "--protocol", choices=("leaderboard", "isc2021", "per_query"), default="leaderboard"
+    )
     p.add_argument("--k", type=int, default=10, help="per_query protocol: neighbours per query")
     p.add_argument("--cap", type=int, default=None, help="isc2021 protocol: pooled pairs (500000)")
     p.add_argument("--backend", choices=("auto", "faiss", "torch"), default="auto")
@@ -147,8 +174,10 @@ def _cuda() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         args.func(args)
     except (FileNotFoundError, FileExistsError, ValueError, KeyError, RuntimeError) as e:

@@ -51,8 +51,15 @@ def run_demo(overrides: list[str] | None = None, progress: bool = True) -> dict[
         descs = {}
         for split, images in (("query", queries), ("reference", references)):
             descs[split], _ = extract_descriptors(
-                model, images, size, mean, std, batch_size=cfg.eval_batch_size,
-                num_workers=cfg.num_workers, progress=progress, desc=f"{name}: {split}",
+                model,
+                images,
+                size,
+                mean,
+                std,
+                batch_size=cfg.eval_batch_size,
+                num_workers=cfg.num_workers,
+                progress=progress,
+                desc=f"{name}: {split}",
             )
             write_vectors(out_dir / "descriptors" / f"{name}_{split}.h5", descs[split])
         return evaluate(descs["query"], descs["reference"], ground_truth)
@@ -60,21 +67,27 @@ def run_demo(overrides: list[str] | None = None, progress: bool = True) -> dict[
     m = groups["model"]
     rows: dict[str, EvalResult] = {}
     trained, _ = load_checkpoint_model(checkpoint)
-    rows[f"fisc trained ({m.name}, {m.dims}-d)"] = score("trained", trained, m.eval_size,
-                                                         m.mean, m.std)
+    rows[f"fisc trained ({m.name}, {m.dims}-d)"] = score(
+        "trained", trained, m.eval_size, m.mean, m.std
+    )
     torch.manual_seed(cfg.seed)
     untrained = build_descriptor_model(m)  # same ImageNet backbone, fresh projection
-    rows[f"before training ({m.name}, {m.dims}-d)"] = score("untrained", untrained, m.eval_size,
-                                                            m.mean, m.std)
-    ph_q, ph_r = phash_descriptors(queries, progress=progress), phash_descriptors(
-        references, progress=progress)
+    rows[f"before training ({m.name}, {m.dims}-d)"] = score(
+        "untrained", untrained, m.eval_size, m.mean, m.std
+    )
+    ph_q, ph_r = (
+        phash_descriptors(queries, progress=progress),
+        phash_descriptors(references, progress=progress),
+    )
     rows["pHash (imagehash, 64-bit)"] = evaluate(ph_q, ph_r, ground_truth)
 
     table = results_table(rows)
     elapsed = time.perf_counter() - started
-    header = (f"minidisc dev split: {len(queries)} queries "
-              f"({sum(r is not None for r in ground_truth.values())} with a match) x "
-              f"{len(references)} references; checkpoint {checkpoint}; {elapsed / 60:.1f} min")
+    header = (
+        f"minidisc dev split: {len(queries)} queries "
+        f"({sum(r is not None for r in ground_truth.values())} with a match) x "
+        f"{len(references)} references; checkpoint {checkpoint}; {elapsed / 60:.1f} min"
+    )
     with atomic_path(out_dir / "results.md") as tmp:
         tmp.write_text(f"{header}\n\n{table}\n")
     with atomic_path(out_dir / "results.json") as tmp:

@@ -86,12 +86,14 @@ def evaluate(
     gt_q = Descriptors(q_ids[in_gt], queries.vectors[in_gt])
 
     if protocol == "leaderboard":
-        qi, ri, d2 = global_capped_search(gt_q.vectors, references.vectors, 10 * len(gt_q.ids),
-                                          backend=backend)
+        qi, ri, d2 = global_capped_search(
+            gt_q.vectors, references.vectors, 10 * len(gt_q.ids), backend=backend
+        )
         searched, unknown = gt_q, "ignore"
     elif protocol == "isc2021":
-        qi, ri, d2 = global_capped_search(queries.vectors, references.vectors, cap or 500_000,
-                                          backend=backend)
+        qi, ri, d2 = global_capped_search(
+            queries.vectors, references.vectors, cap or 500_000, backend=backend
+        )
         searched, unknown = queries, "false_positive"
     else:
         qi, ri, d2 = per_query_search(gt_q.vectors, references.vectors, k, backend=backend)

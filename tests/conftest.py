@@ -16,8 +16,15 @@ torch.set_num_threads(2)
 
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"
-TINY_SPEC = dict(n_train=24, n_reference=16, n_dev_queries=12, n_phase2_queries=12,
-                 match_fraction=0.5, image_size=64, seed=0)
+TINY_SPEC = dict(
+    n_train=24,
+    n_reference=16,
+    n_dev_queries=12,
+    n_phase2_queries=12,
+    match_fraction=0.5,
+    image_size=64,
+    seed=0,
+)
 
 
 @pytest.fixture(scope="session")
@@ -39,8 +46,11 @@ def compose_cfg(tmp_path):
         with initialize_config_dir(str(CONF), version_base="1.3"):
             return compose(
                 "train",
-                overrides=[f"paths.data_dir={tmp_path}/data", f"paths.output_dir={tmp_path}/out",
-                           *overrides],
+                overrides=[
+                    f"paths.data_dir={tmp_path}/data",
+                    f"paths.output_dir={tmp_path}/out",
+                    *overrides,
+                ],
             )
 
     return _compose

@@ -55,7 +55,8 @@ def _folder(tmp_path, n=5):
     rng = np.random.default_rng(0)
     for i in range(n):
         Image.fromarray(rng.integers(0, 255, (20 + i, 30, 3), np.uint8)).save(
-            tmp_path / f"R{i:06d}.png")
+            tmp_path / f"R{i:06d}.png"
+        )
     return tmp_path
 
 
@@ -66,10 +67,12 @@ class MeanColour(torch.nn.Module):
 
 def test_extraction_is_batch_independent(tmp_path):
     images = list_images(_folder(tmp_path), "reference")
-    one, _ = extract_descriptors(MeanColour(), images, 16, (0.5,) * 3, (0.5,) * 3,
-                                 batch_size=1, progress=False)
-    many, _ = extract_descriptors(MeanColour(), images, 16, (0.5,) * 3, (0.5,) * 3,
-                                  batch_size=4, progress=False)
+    one, _ = extract_descriptors(
+        MeanColour(), images, 16, (0.5,) * 3, (0.5,) * 3, batch_size=1, progress=False
+    )
+    many, _ = extract_descriptors(
+        MeanColour(), images, 16, (0.5,) * 3, (0.5,) * 3, batch_size=4, progress=False
+    )
     assert one.ids.tolist() == list(images.ids)
     np.testing.assert_array_equal(one.vectors, many.vectors)
 
@@ -80,8 +83,9 @@ def test_bad_file_raises_or_is_skipped(tmp_path):
     images = list_images(folder, "reference")
     with pytest.raises(ImageDecodeError, match="R000009.jpg"):
         extract_descriptors(MeanColour(), images, 16, (0.5,) * 3, (0.5,) * 3, progress=False)
-    d, skipped = extract_descriptors(MeanColour(), images, 16, (0.5,) * 3, (0.5,) * 3,
-                                     on_error="skip", progress=False)
+    d, skipped = extract_descriptors(
+        MeanColour(), images, 16, (0.5,) * 3, (0.5,) * 3, on_error="skip", progress=False
+    )
     assert skipped == ["R000009"]
     assert "R000009" not in d.ids and len(d.ids) == 5
     assert np.isfinite(d.vectors).all()
@@ -96,8 +100,9 @@ def test_nan_descriptors_are_an_error(tmp_path):
 
     images = list_images(_folder(tmp_path), "reference")
     with pytest.raises(NonFiniteDescriptorError, match="R000000"):
-        extract_descriptors(Broken(), images, 8, (0.5,) * 3, (0.5,) * 3, batch_size=8,
-                            progress=False)
+        extract_descriptors(
+            Broken(), images, 8, (0.5,) * 3, (0.5,) * 3, batch_size=8, progress=False
+        )
 
 
 def test_evaluate_planted_matches_and_bad_inputs():
@@ -113,7 +118,10 @@ def test_evaluate_planted_matches_and_bad_inputs():
     with pytest.raises(ValueError, match="unknown reference"):
         evaluate(Descriptors(q_ids, q), Descriptors(r_ids, refs), {**gt, "Q00000": "R999999"})
     with pytest.raises(ValueError, match="256"):
-        evaluate(Descriptors(q_ids, np.zeros((10, 300), np.float32)),
-                 Descriptors(r_ids, np.zeros((50, 300), np.float32)), gt)
+        evaluate(
+            Descriptors(q_ids, np.zeros((10, 300), np.float32)),
+            Descriptors(r_ids, np.zeros((50, 300), np.float32)),
+            gt,
+        )
     with pytest.raises(ValueError, match="no descriptor"):
         evaluate(Descriptors(q_ids[:5], q[:5]), Descriptors(r_ids, refs), gt)

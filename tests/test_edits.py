@@ -36,8 +36,19 @@ def same(a: Image.Image, b: Image.Image) -> bool:
 
 
 def test_registry_names():
-    assert set(E.EDITS) == {"crop", "resize", "rotate", "hflip", "vflip", "color", "blur",
-                            "jpeg", "text_overlay", "emoji_overlay", "paste_onto"}
+    assert set(E.EDITS) == {
+        "crop",
+        "resize",
+        "rotate",
+        "hflip",
+        "vflip",
+        "color",
+        "blur",
+        "jpeg",
+        "text_overlay",
+        "emoji_overlay",
+        "paste_onto",
+    }
 
 
 @pytest.mark.parametrize("name", sorted(E.EDITS))
@@ -132,8 +143,9 @@ def test_emoji_overlay_is_local():
 
 def test_text_overlay_changes_part_of_image():
     img = Image.new("RGB", (200, 200), (255, 255, 255))
-    changed = [(np.asarray(apply("text_overlay", img, s)) != 255).any(axis=2).mean()
-               for s in range(20)]
+    changed = [
+        (np.asarray(apply("text_overlay", img, s)) != 255).any(axis=2).mean() for s in range(20)
+    ]
     assert max(changed) > 0.005 and min(changed) < 0.9
 
 
@@ -169,8 +181,9 @@ def test_random_edit_chain():
     assert sorted(all_names) == sorted(E.EDITS) and len(calls) == 1
     orders = {tuple(E.random_edit_chain(img, np.random.default_rng(s), 2)[1]) for s in range(20)}
     assert len(orders) > 5
-    _, names = E.random_edit_chain(img, np.random.default_rng(1), 9,
-                                   exclude={"blur", "jpeg"}, background_provider=provider)
+    _, names = E.random_edit_chain(
+        img, np.random.default_rng(1), 9, exclude={"blur", "jpeg"}, background_provider=provider
+    )
     assert "blur" not in names and "jpeg" not in names
     out, names = E.random_edit_chain(img, np.random.default_rng(1), 0)
     assert names == [] and same(out, img) and out is not img
@@ -205,8 +218,10 @@ def no_assets(monkeypatch, tmp_path):
 def test_fallback_without_assets(no_assets, caplog):
     img = Image.new("RGB", (120, 120), (255, 255, 255))
     with caplog.at_level(logging.WARNING, logger=A.__name__):
-        outs = {name: [apply(name, img, s) for s in range(5)]
-                for name in ("text_overlay", "emoji_overlay")}
+        outs = {
+            name: [apply(name, img, s) for s in range(5)]
+            for name in ("text_overlay", "emoji_overlay")
+        }
     assert A.font_paths() == () and A.emoji_paths() == ()
     assert any("fonts not found" in r.message for r in caplog.records)
     assert any("emoji images not found" in r.message for r in caplog.records)

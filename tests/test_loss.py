@@ -87,8 +87,10 @@ def _worker(rank: int, init_file: str, out_dir: str):
         out.loss.backward()  # DDP averages gradients over ranks
         loss = out.loss.detach().clone()
         dist.all_reduce(loss)
-        torch.save({"loss": loss / 2, "grads": [p.grad for p in model.parameters()]},
-                   os.path.join(out_dir, f"rank{rank}.pt"))
+        torch.save(
+            {"loss": loss / 2, "grads": [p.grad for p in model.parameters()]},
+            os.path.join(out_dir, f"rank{rank}.pt"),
+        )
     finally:
         dist.destroy_process_group()
 
@@ -103,6 +105,7 @@ def test_two_gloo_ranks_equal_single_process(tmp_path):
     for rank in range(2):
         result = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         assert float(result["loss"]) == pytest.approx(float(out.loss), rel=1e-10)
-        for got, expected in zip(result["grads"], [p.grad for p in model.parameters()],
-                                 strict=True):
+        for got, expected in zip(
+            result["grads"], [p.grad for p in model.parameters()], strict=True
+        ):
             torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)

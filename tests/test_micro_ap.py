@@ -1,4 +1,3 @@
-
 import numpy as np
 import pytest
 
@@ -24,6 +23,7 @@ def score(preds, gt, **kw):
 
 # ---------------------------------------------------------------- hand-computed cases
 
+
 def test_basic_with_unretrieved_pair_and_unmatched_query():
     # N_gt = 3 (Q0, Q1, Q3 have a match; Q2 has none). Q3's true pair is never retrieved.
     gt = {Q[0]: R[0], Q[1]: R[1], Q[2]: None, Q[3]: R[3]}
@@ -44,8 +44,10 @@ def test_basic_with_unretrieved_pair_and_unmatched_query():
 
 def test_precision_recall_curve():
     gt = {Q[0]: R[0], Q[1]: R[1], Q[2]: None, Q[3]: R[3]}
-    q, r, s = predictions_to_arrays(Prediction(*p) for p in [
-        (Q[3], R[7], 0.6), (Q[1], R[1], 0.7), (Q[0], R[0], 0.9), (Q[2], R[5], 0.8)])
+    q, r, s = predictions_to_arrays(
+        Prediction(*p)
+        for p in [(Q[3], R[7], 0.6), (Q[1], R[1], 0.7), (Q[0], R[0], 0.9), (Q[2], R[5], 0.8)]
+    )
     p, rec, thr = precision_recall_curve(q, r, s, gt)
     np.testing.assert_allclose(p, [1, 1 / 2, 2 / 3, 2 / 4])
     np.testing.assert_allclose(rec, [1 / 3, 1 / 3, 2 / 3, 2 / 3])
@@ -177,12 +179,15 @@ def test_load_ground_truth(tmp_path):
 def test_leaderboard_sized_input():
     rng = np.random.default_rng(0)
     n_q, n = 50_000, 500_000
-    gt = {format_id("query", i): (format_id("reference", i) if i % 5 == 0 else None)
-          for i in range(n_q)}
+    gt = {
+        format_id("query", i): (format_id("reference", i) if i % 5 == 0 else None)
+        for i in range(n_q)
+    }
     qi = np.repeat(np.arange(n_q), 10)
     # true pair first, then 9 distinct false ones per query (reference ids >= 50000)
-    ri = np.where(np.arange(n) % 10 == 0, qi,
-                  50_000 + (qi * 7919 + np.arange(n) % 10 * 104729) % 950_000)
+    ri = np.where(
+        np.arange(n) % 10 == 0, qi, 50_000 + (qi * 7919 + np.arange(n) % 10 * 104729) % 950_000
+    )
     q = np.char.add("Q", np.char.zfill(qi.astype(str), 5))
     r = np.char.add("R", np.char.zfill(ri.astype(str), 6))
     s = rng.standard_normal(n)
@@ -191,6 +196,7 @@ def test_leaderboard_sized_input():
 
 
 # ------------------------------------------------ independent end-to-end expectation
+
 
 def _brute_micro_ap(q, r, cap, gt_idx, n_gt):
     """Plain float64 brute force: all pairs, global cap, pessimistic sort, Python loop."""
@@ -220,8 +226,10 @@ def test_end_to_end_matches_brute_force(backend):
     noise = rng.uniform(0.2, 1.6, size=(80, 1))  # some copies far enough to be missed
     q[:80] = r[src] + noise * rng.standard_normal((80, d)).astype(np.float32)
     gt_idx = {i: int(src[i]) for i in range(80)}
-    gt = {format_id("query", i): (format_id("reference", gt_idx[i]) if i in gt_idx else None)
-          for i in range(n_q)}
+    gt = {
+        format_id("query", i): (format_id("reference", gt_idx[i]) if i in gt_idx else None)
+        for i in range(n_q)
+    }
     cap = 10 * n_q
     expected, expected_pairs = _brute_micro_ap(q, r, cap, gt_idx, n_gt=80)
 

@@ -16,15 +16,25 @@ from PIL import Image
 from fisc.data import minidisc as M
 from fisc.data.ids import check_id
 
-SMALL = M.MinidiscSpec(n_train=20, n_reference=15, n_dev_queries=10, n_phase2_queries=10,
-                       match_fraction=0.25, image_size=64, seed=3)
+SMALL = M.MinidiscSpec(
+    n_train=20,
+    n_reference=15,
+    n_dev_queries=10,
+    n_phase2_queries=10,
+    match_fraction=0.25,
+    image_size=64,
+    seed=3,
+)
 # 0.25 * 10 = 2.5 queries: documented rounding is half up, so 3 matches per phase.
 EXPECTED_MATCHES = 3
 
 
 def file_hashes(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def read_gt(path: Path) -> list[tuple[str, str]]:
@@ -56,12 +66,15 @@ def test_byte_identical_builds(built):
 
 def test_layout_and_ids(built):
     root = built[0]
-    names = {s: sorted(p.stem for p in (root / "images" / s).iterdir())
-             for s in ("training", "reference", "query")}
+    names = {
+        s: sorted(p.stem for p in (root / "images" / s).iterdir())
+        for s in ("training", "reference", "query")
+    }
     assert names["training"] == [f"T{i:06d}" for i in range(20)]
     assert names["reference"] == [f"R{i:06d}" for i in range(15)]
-    assert names["query"] == [f"Q{i:05d}" for i in range(10)] + [f"Q{i:05d}" for i in
-                                                                   range(50000, 50010)]
+    assert names["query"] == [f"Q{i:05d}" for i in range(10)] + [
+        f"Q{i:05d}" for i in range(50000, 50010)
+    ]
     for split, ids in names.items():
         for i in ids:
             check_id(split, i)
@@ -95,9 +108,15 @@ def test_ground_truth(built):
         assert info["source"] == (r or "distractor")
         assert 1 <= len(info["edits"]) <= 3 and len(set(info["edits"])) == len(info["edits"])
         assert info["phase"] == ("dev" if q < "Q50000" else "phase2")
-    assert manifest["spec"] == {"n_train": 20, "n_reference": 15, "n_dev_queries": 10,
-                                "n_phase2_queries": 10, "match_fraction": 0.25,
-                                "image_size": 64, "seed": 3}
+    assert manifest["spec"] == {
+        "n_train": 20,
+        "n_reference": 15,
+        "n_dev_queries": 10,
+        "n_phase2_queries": 10,
+        "match_fraction": 0.25,
+        "image_size": 64,
+        "seed": 3,
+    }
     assert manifest["complete"] is True
 
 
@@ -111,13 +130,15 @@ def _thumbs(folder: Path) -> dict[str, np.ndarray]:
 
 def test_sources_distinct_across_roles(built):
     root = built[0]
-    train, ref = file_hashes(root / "images" / "training"), file_hashes(root / "images" /
-                                                                         "reference")
+    train, ref = (
+        file_hashes(root / "images" / "training"),
+        file_hashes(root / "images" / "reference"),
+    )
     assert not set(train.values()) & set(ref.values())
     assert len(set(train.values())) == 20 and len(set(ref.values())) == 15
     t, r = _thumbs(root / "images" / "training"), _thumbs(root / "images" / "reference")
     images = list(t.values()) + list(r.values())
-    dists = [np.abs(x - y).mean() for i, x in enumerate(images) for y in images[i + 1:]]
+    dists = [np.abs(x - y).mean() for i, x in enumerate(images) for y in images[i + 1 :]]
     assert min(dists) > 3.0  # no near-duplicates among sources, even across roles
     photos = M.load_minidisc_manifest(root)["photos"]
     used = [name for names in photos.values() for name in names]
@@ -126,8 +147,7 @@ def test_sources_distinct_across_roles(built):
 
 def test_query_counts_follow_rounding():
     for n, f in [(10, 0.25), (7, 0.5), (3, 0.1), (100, 0.2), (5, 1.0), (9, 0.0)]:
-        spec = M.MinidiscSpec(n_dev_queries=n, n_phase2_queries=n, match_fraction=f,
-                              n_reference=4)
+        spec = M.MinidiscSpec(n_dev_queries=n, n_phase2_queries=n, match_fraction=f, n_reference=4)
         plan = M.plan_queries(spec)
         matched = [p for p in plan if p[2] == "reference"]
         assert len(matched) == 2 * math.floor(n * f + 0.5)
@@ -136,8 +156,7 @@ def test_query_counts_follow_rounding():
 
 
 def test_references_reused_only_when_needed():
-    spec = M.MinidiscSpec(n_reference=3, n_dev_queries=4, n_phase2_queries=2,
-                          match_fraction=1.0)
+    spec = M.MinidiscSpec(n_reference=3, n_dev_queries=4, n_phase2_queries=2, match_fraction=1.0)
     plan = M.plan_queries(spec)
     dev = [p[3] for p in plan if p[1] == "dev"]
     assert sorted(set(dev)) == [0, 1, 2] and len(dev) == 4
@@ -153,8 +172,9 @@ def test_queries_are_shuffled():
 
 def test_reuse_mismatch_overwrite(tmp_path):
     root = tmp_path / "md"
-    spec = M.MinidiscSpec(n_train=3, n_reference=3, n_dev_queries=2, n_phase2_queries=2,
-                          image_size=48, seed=1)
+    spec = M.MinidiscSpec(
+        n_train=3, n_reference=3, n_dev_queries=2, n_phase2_queries=2, image_size=48, seed=1
+    )
     M.build_minidisc(root, spec, progress=False)
     stamp = (root / M.MANIFEST).stat().st_mtime_ns
     assert M.build_minidisc(root, spec, progress=False) == root
@@ -169,8 +189,9 @@ def test_reuse_mismatch_overwrite(tmp_path):
 
 
 def test_incomplete_and_empty_roots(tmp_path):
-    spec = M.MinidiscSpec(n_train=2, n_reference=2, n_dev_queries=1, n_phase2_queries=1,
-                          image_size=40)
+    spec = M.MinidiscSpec(
+        n_train=2, n_reference=2, n_dev_queries=1, n_phase2_queries=1, image_size=40
+    )
     junk = tmp_path / "junk"
     junk.mkdir()
     (junk / "note.txt").write_text("x")
@@ -194,8 +215,9 @@ def test_incomplete_and_empty_roots(tmp_path):
 
 
 def test_killed_build_leaves_nothing(tmp_path, monkeypatch):
-    spec = M.MinidiscSpec(n_train=6, n_reference=4, n_dev_queries=2, n_phase2_queries=2,
-                          image_size=40)
+    spec = M.MinidiscSpec(
+        n_train=6, n_reference=4, n_dev_queries=2, n_phase2_queries=2, image_size=40
+    )
     real, calls = M.source_image, []
 
     def dying(*args, **kwargs):
@@ -216,8 +238,13 @@ def test_killed_build_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(M, "source_image", dying)
     calls.clear()
     with pytest.raises(KeyboardInterrupt):
-        M.build_minidisc(root, M.MinidiscSpec(n_train=9, image_size=40), progress=False,
-                         overwrite=True, workers=1)
+        M.build_minidisc(
+            root,
+            M.MinidiscSpec(n_train=9, image_size=40),
+            progress=False,
+            overwrite=True,
+            workers=1,
+        )
     assert file_hashes(root) == before and leftovers(root) == []
 
 
@@ -234,9 +261,17 @@ def test_seed_changes_data(tmp_path, built):
     assert sum(a[k] != b[k] for k in a) > 0.9 * len(a)
 
 
-@pytest.mark.parametrize("bad", [dict(n_train=-1), dict(match_fraction=1.5),
-                                 dict(image_size=16), dict(n_dev_queries=50001),
-                                 dict(seed=-1), dict(n_reference=0)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(n_train=-1),
+        dict(match_fraction=1.5),
+        dict(image_size=16),
+        dict(n_dev_queries=50001),
+        dict(seed=-1),
+        dict(n_reference=0),
+    ],
+)
 def test_bad_specs(tmp_path, bad):
     with pytest.raises(ValueError):
         M.build_minidisc(tmp_path / "x", M.MinidiscSpec(**bad), progress=False)

@@ -9,16 +9,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import CONF
 
 from fisc.cli import main as fisc_main
 from fisc.train.config import ConfigError, check_config
 from fisc.train.run import train
 
-from conftest import CONF
-
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
-SMALL = ["model.train_size=32", "model.eval_size=32", "batch_size=8", "eval_batch_size=16",
-         "num_workers=0"]
+SMALL = [
+    "model.train_size=32",
+    "model.eval_size=32",
+    "batch_size=8",
+    "eval_batch_size=16",
+    "num_workers=0",
+]
 
 
 def tiny_data(root: Path) -> list[str]:
@@ -27,26 +31,47 @@ def tiny_data(root: Path) -> list[str]:
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_runs_fast_dev_run(experiment, compose_cfg, tiny_minidisc):
-    cfg = compose_cfg(f"experiment={experiment}", *tiny_data(tiny_minidisc), *SMALL,
-                      "+trainer.fast_dev_run=1", "ckpt_path=null")
+    cfg = compose_cfg(
+        f"experiment={experiment}",
+        *tiny_data(tiny_minidisc),
+        *SMALL,
+        "+trainer.fast_dev_run=1",
+        "ckpt_path=null",
+    )
     result = train(cfg)
     assert Path(result.run_dir, "config.yaml").is_file()
     info = json.loads(Path(result.run_dir, "run_info.json").read_text())
     assert info["versions"]["torch"] == torch.__version__.split("+")[0] or info["versions"]["torch"]
 
 
-@pytest.mark.parametrize("model,arch", [("vit_b", "VisionTransformer"), ("vit_s", "VisionTransformer"),
-                                        ("resnet50", "ResNet"), ("effnetv2_m", "EfficientNet")])
+@pytest.mark.parametrize(
+    "model,arch",
+    [
+        ("vit_b", "VisionTransformer"),
+        ("vit_s", "VisionTransformer"),
+        ("resnet50", "ResNet"),
+        ("effnetv2_m", "EfficientNet"),
+    ],
+)
 def test_named_backbones_build_and_train(model, arch, compose_cfg, tiny_minidisc):
-    cfg = compose_cfg(f"model={model}", *tiny_data(tiny_minidisc), *SMALL,
-                      "model.weights.source=none", "+trainer.fast_dev_run=1")
+    cfg = compose_cfg(
+        f"model={model}",
+        *tiny_data(tiny_minidisc),
+        *SMALL,
+        "model.weights.source=none",
+        "+trainer.fast_dev_run=1",
+    )
     groups = check_config(cfg)
     from fisc.models.descriptor import build_descriptor_model
 
     net = build_descriptor_model(groups["model"])
     assert type(net.backbone).__name__ == arch
-    expected_name = {"vit_b": "vit_base_patch16_224", "vit_s": "vit_small_patch16_224",
-                     "resnet50": "resnet50", "effnetv2_m": "tf_efficientnetv2_m"}[model]
+    expected_name = {
+        "vit_b": "vit_base_patch16_224",
+        "vit_s": "vit_small_patch16_224",
+        "resnet50": "resnet50",
+        "effnetv2_m": "tf_efficientnetv2_m",
+    }[model]
     assert net.backbone.pretrained_cfg["architecture"] == expected_name
     train(cfg)
 
@@ -78,8 +103,13 @@ def _val_map(run_dir: str) -> tuple[list[int], list[float]]:
 
 
 def test_train_extract_evaluate_and_resume(compose_cfg, tiny_minidisc, tmp_path):
-    overrides = [*tiny_data(tiny_minidisc), *SMALL, "run_dir=" + str(tmp_path / "run"),
-                 "ckpt_path=auto", "trainer.limit_train_batches=2"]
+    overrides = [
+        *tiny_data(tiny_minidisc),
+        *SMALL,
+        "run_dir=" + str(tmp_path / "run"),
+        "ckpt_path=auto",
+        "trainer.limit_train_batches=2",
+    ]
     first = train(compose_cfg(*overrides, "trainer.max_epochs=1"))
     assert first.last_checkpoint and first.best_checkpoint
     # resume: same run dir, one more epoch, continues from last.ckpt
@@ -90,17 +120,159 @@ def test_train_extract_evaluate_and_resume(compose_cfg, tiny_minidisc, tmp_path)
     ckpt = second.last_checkpoint
     gt = tiny_minidisc / "dev_ground_truth.csv"
     q, r, out = tmp_path / "q.h5", tmp_path / "r.h5", tmp_path / "eval.json"
-    assert fisc_main(["extract", "--checkpoint", ckpt, "--images", str(tiny_minidisc / "images/query"),
-                      "--split", "query", "--gt", str(gt), "--out", str(q), "--workers", "0"]) == 0
-    assert fisc_main(["extract", "--checkpoint", ckpt, "--images",
-                      str(tiny_minidisc / "images/reference"), "--out", str(r),
-                      "--workers", "0"]) == 0
-    assert fisc_main(["evaluate", "--query", str(q), "--reference", str(r), "--gt", str(gt),
-                      "--json", str(out)]) == 0
+    assert (
+        fisc_main(
+            [
+                "extract",
+                "--checkpoint",
+                ckpt,
+                "--images",
+                str(tiny_minidisc / "images/query"),
+                "--split",
+                "query",
+                "--gt",
+                str(gt),
+                "--out",
+                str(q),
+                "--workers",
+                "0",
+            ]
+        )
+        == 0
+    )
+    assert (
+        fisc_main(
+            [
+                "extract",
+                "--checkpoint",
+                ckpt,
+                "--images",
+                str(tiny_minidisc / "images/reference"),
+                "--out",
+                str(r),
+                "--workers",
+                "0",
+            ]
+        )
+        == 0
+    )
+    assert (
+        fisc_main(
+            [
+                "evaluate",
+                "--query",
+                str(q),
+                "--reference",
+                str(r),
+                "--gt",
+                str(gt),
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     result = json.loads(out.read_text())
     assert result["n_queries"] == 12 and result["dims"] == 256
     # the offline path scores exactly what validation inside training scored
     assert result["micro_ap"] == pytest.approx(val[-1], abs=1e-6)
     # existing outputs are not overwritten silently
-    assert fisc_main(["extract", "--checkpoint", ckpt, "--images",
-                      str(tiny_minidisc / "images/reference"), "--out", str(r)]) == 2
+    assert (
+        fisc_main(
+            [
+                "extract",
+                "--checkpoint",
+                ckpt,
+                "--images",
+                str(tiny_minidisc / "images/reference"),
+                "--out",
+                str(r),
+            ]
+        )
+        == 2
+    )
+
+
+def test_plain_folder_trains_without_validation(compose_cfg, tiny_minidisc, tmp_path):
+    nested = tmp_path / "photos" / "holiday"
+    nested.mkdir(parents=True)
+    for path in list((tiny_minidisc / "images" / "training").iterdir())[:10]:
+        (nested / path.name).write_bytes(path.read_bytes())
+    cfg = compose_cfg(
+        "data=folder", f"data.root={tmp_path / 'photos'}", *SMALL, "+trainer.fast_dev_run=1"
+    )
+    train(cfg)
+
+
+def test_wandb_logger_config_builds(compose_cfg, tiny_minidisc):
+    cfg = compose_cfg(
+        "logger=wandb",
+        "logger.mode=disabled",
+        *tiny_data(tiny_minidisc),
+        *SMALL,
+        "+trainer.fast_dev_run=1",
+    )
+    train(cfg)
+
+
+def test_cli_scores_a_submission_file(tmp_path, tiny_minidisc, capsys):
+    import numpy as np
+
+    from fisc.descriptors.h5io import Descriptors, write_submission
+    from fisc.metrics.micro_ap import load_ground_truth
+
+    gt = load_ground_truth(tiny_minidisc / "dev_ground_truth.csv")
+    refs = sorted(p.stem for p in (tiny_minidisc / "images" / "reference").iterdir())
+    rng = np.random.default_rng(0)
+    r_vec = rng.normal(size=(len(refs), 16)).astype(np.float32)
+    q_ids = sorted(gt)
+    # a perfect system: each matched query sits on its reference, the others far away
+    q_vec = np.stack(
+        [r_vec[refs.index(gt[q])] if gt[q] else 100 + rng.normal(size=16) for q in q_ids]
+    ).astype(np.float32)
+    sub = tmp_path / "sub.h5"
+    write_submission(sub, Descriptors(np.array(q_ids), q_vec), Descriptors(np.array(refs), r_vec))
+    assert (
+        fisc_main(
+            [
+                "evaluate",
+                "--submission",
+                str(sub),
+                "--gt",
+                str(tiny_minidisc / "dev_ground_truth.csv"),
+                "--json",
+                str(tmp_path / "e.json"),
+            ]
+        )
+        == 0
+    )
+    result = json.loads((tmp_path / "e.json").read_text())
+    assert result["micro_ap"] == pytest.approx(1.0) and result["recall_at_1"] == 1.0
+    assert "| sub |" in capsys.readouterr().out
+    # wrong usage is a one-line error with exit status 2
+    assert (
+        fisc_main(
+            [
+                "evaluate",
+                "--submission",
+                str(sub),
+                "--query",
+                str(sub),
+                "--gt",
+                str(tiny_minidisc / "dev_ground_truth.csv"),
+            ]
+        )
+        == 2
+    )
+    assert (
+        fisc_main(
+            [
+                "evaluate",
+                "--submission",
+                str(tmp_path / "none.h5"),
+                "--gt",
+                str(tiny_minidisc / "dev_ground_truth.csv"),
+            ]
+        )
+        == 2
+    )

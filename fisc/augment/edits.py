@@ -30,8 +30,12 @@ BackgroundProvider = Callable[[np.random.Generator], Image.Image]
 
 EDITS: dict[str, Edit] = {}
 
-_RESAMPLES = (Image.Resampling.NEAREST, Image.Resampling.BILINEAR, Image.Resampling.BICUBIC,
-              Image.Resampling.LANCZOS)
+_RESAMPLES = (
+    Image.Resampling.NEAREST,
+    Image.Resampling.BILINEAR,
+    Image.Resampling.BICUBIC,
+    Image.Resampling.LANCZOS,
+)
 
 
 def fit_bounds(img: Image.Image, min_side: int = MIN_SIDE, max_side: int = MAX_SIDE) -> Image.Image:
@@ -178,8 +182,12 @@ def _random_text(rng: np.random.Generator, charset: tuple[str, ...]) -> str:
     words = []
     for _ in range(int(rng.integers(1, 4))):
         n = int(rng.integers(2, 9))
-        chars = [latin[int(rng.integers(len(latin)))] if latin and rng.random() < 0.5
-                 else charset[int(rng.integers(len(charset)))] for _ in range(n)]
+        chars = [
+            latin[int(rng.integers(len(latin)))]
+            if latin and rng.random() < 0.5
+            else charset[int(rng.integers(len(charset)))]
+            for _ in range(n)
+        ]
         words.append("".join(chars))
     sep = "\n" if rng.random() < 0.25 else " "
     return sep.join(words)
@@ -248,8 +256,11 @@ def random_edit_chain(
     unknown = set(exclude) - set(EDITS)
     if unknown:
         raise ValueError(f"unknown edits in exclude: {sorted(unknown)}")
-    candidates = [n for n in EDITS if n not in exclude
-                  and (n != "paste_onto" or background_provider is not None)]
+    candidates = [
+        n
+        for n in EDITS
+        if n not in exclude and (n != "paste_onto" or background_provider is not None)
+    ]
     if not 0 <= n_edits <= len(candidates):
         raise ValueError(f"n_edits={n_edits} but only {len(candidates)} edits are available")
     names = [candidates[i] for i in rng.permutation(len(candidates))[:n_edits]]

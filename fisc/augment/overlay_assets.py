@@ -81,8 +81,17 @@ class _IntListUnpickler(pickle.Unpickler):
 def _printable(cp: int) -> bool:
     if cp < 0x21 or cp > 0x10FFFF or 0xD800 <= cp <= 0xDFFF:
         return False
-    return unicodedata.category(chr(cp)) not in {"Cc", "Cf", "Cs", "Cn", "Zs", "Zl", "Zp", "Mn",
-                                                 "Me"}
+    return unicodedata.category(chr(cp)) not in {
+        "Cc",
+        "Cf",
+        "Cs",
+        "Cn",
+        "Zs",
+        "Zl",
+        "Zp",
+        "Mn",
+        "Me",
+    }
 
 
 @functools.lru_cache(maxsize=512)
@@ -138,12 +147,22 @@ def fallback_emoji(size: int = 72) -> Image.Image:
     im = Image.new("RGBA", (size, size), (0, 0, 0, 0))
     d = ImageDraw.Draw(im)
     s = size
-    d.ellipse((1, 1, s - 2, s - 2), fill=(255, 204, 77, 255), outline=(102, 69, 0, 255),
-              width=max(1, s // 36))
+    d.ellipse(
+        (1, 1, s - 2, s - 2),
+        fill=(255, 204, 77, 255),
+        outline=(102, 69, 0, 255),
+        width=max(1, s // 36),
+    )
     eye = s // 10
     for cx in (s * 0.35, s * 0.65):
-        d.ellipse((cx - eye / 2, s * 0.3, cx + eye / 2, s * 0.3 + eye * 1.6),
-                  fill=(102, 69, 0, 255))
-    d.arc((s * 0.25, s * 0.3, s * 0.75, s * 0.78), start=20, end=160, fill=(102, 69, 0, 255),
-          width=max(1, s // 18))
+        d.ellipse(
+            (cx - eye / 2, s * 0.3, cx + eye / 2, s * 0.3 + eye * 1.6), fill=(102, 69, 0, 255)
+        )
+    d.arc(
+        (s * 0.25, s * 0.3, s * 0.75, s * 0.78),
+        start=20,
+        end=160,
+        fill=(102, 69, 0, 255),
+        width=max(1, s // 18),
+    )
     return im

@@ -36,7 +36,9 @@ class AugmentConfig:
                 raise ValueError(f"augment.{key} is a probability in [0, 1], got {p}")
         lo, hi = self.crop_scale
         if not 0.0 < lo <= hi <= 1.0:
-            raise ValueError(f"augment.crop_scale must satisfy 0 < lo <= hi <= 1, got {self.crop_scale}")
+            raise ValueError(
+                f"augment.crop_scale must satisfy 0 < lo <= hi <= 1, got {self.crop_scale}"
+            )
 
 
 class ViewMaker:

@@ -21,8 +21,10 @@ def phash_vector(img, hash_size: int = 8) -> np.ndarray:
 
 
 def phash_descriptors(images: ImageSet, hash_size: int = 8, progress: bool = True) -> Descriptors:
-    vectors = np.stack([
-        phash_vector(load_rgb(path), hash_size)
-        for path in tqdm(images.paths, desc="pHash", unit="img", disable=not progress)
-    ])
+    vectors = np.stack(
+        [
+            phash_vector(load_rgb(path), hash_size)
+            for path in tqdm(images.paths, desc="pHash", unit="img", disable=not progress)
+        ]
+    )
     return Descriptors(np.asarray(images.ids), vectors)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from fisc.losses.gather import gather_no_grad, gather_with_grad, world
@@ -68,7 +67,7 @@ class InfoNCEKoLeoLoss(nn.Module):
         same_instance = instance_ids[:, None] == all_ids[None, :]
         dist2 = (2.0 - 2.0 * sim).masked_fill(same_instance, float("inf"))
         nearest = dist2.min(dim=1).values.clamp(min=0.0)
-        koleo = -torch.log(torch.sqrt(nearest + self.eps ** 2) + self.eps).mean()
+        koleo = -torch.log(torch.sqrt(nearest + self.eps**2) + self.eps).mean()
 
         best = sim.masked_fill(is_self, float("-inf")).argmax(dim=1)
         accuracy = positive[torch.arange(n), best].float().mean()

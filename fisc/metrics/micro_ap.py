@@ -126,8 +126,9 @@ def _labelled(query_ids, reference_ids, scores, ground_truth, unknown_queries):
     r = _as_str_array(reference_ids, "reference_ids")
     s = np.asarray(scores, dtype=np.float64)
     if not (q.shape == r.shape == s.shape):
-        raise ValueError(f"length mismatch: {q.shape[0]} query ids, {r.shape[0]} reference ids, "
-                         f"{s.shape} scores")
+        raise ValueError(
+            f"length mismatch: {q.shape[0]} query ids, {r.shape[0]} reference ids, {s.shape} scores"
+        )
     if not np.all(np.isfinite(s)):
         raise ValueError(f"{int(np.sum(~np.isfinite(s)))} scores are not finite")
     if q.size == 0:
@@ -139,8 +140,10 @@ def _labelled(query_ids, reference_ids, scores, ground_truth, unknown_queries):
     upair, counts = np.unique(pair, return_counts=True)
     if upair.size != pair.size:
         dup = int(upair[np.argmax(counts > 1)])
-        raise ValueError(f"duplicate prediction ({uq[dup // len(ur)]}, {ur[dup % len(ur)]}); "
-                         f"{pair.size - upair.size} duplicates in all")
+        raise ValueError(
+            f"duplicate prediction ({uq[dup // len(ur)]}, {ur[dup % len(ur)]}); "
+            f"{pair.size - upair.size} duplicates in all"
+        )
 
     known_u = np.array([u in ground_truth for u in uq.tolist()], dtype=bool)
     # code (in ur) of each unique query's true reference, -1 when absent from the predictions
@@ -157,8 +160,10 @@ def _labelled(query_ids, reference_ids, scores, ground_truth, unknown_queries):
     if not known.all():
         if unknown_queries == "error":
             bad = uq[~known_u]
-            raise ValueError(f"{int((~known).sum())} predictions for {bad.size} queries absent "
-                             f"from the ground truth, e.g. {bad[0]!r}")
+            raise ValueError(
+                f"{int((~known).sum())} predictions for {bad.size} queries absent "
+                f"from the ground truth, e.g. {bad[0]!r}"
+            )
         if unknown_queries == "ignore":
             q_code, is_tp, s = q_code[known], is_tp[known], s[known]
         # "false_positive": keep them; is_tp is already False for unknown queries
@@ -171,12 +176,14 @@ def _pessimistic_order(scores: np.ndarray, is_tp: np.ndarray) -> np.ndarray:
 
 
 def precision_recall_curve(
-    query_ids, reference_ids, scores, ground_truth: Mapping[str, str | None],
+    query_ids,
+    reference_ids,
+    scores,
+    ground_truth: Mapping[str, str | None],
     unknown_queries: str = "ignore",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Precision, recall and score of each prefix of the pessimistically sorted list."""
-    _, is_tp, s, n_gt = _labelled(query_ids, reference_ids, scores, ground_truth,
-                                  unknown_queries)
+    _, is_tp, s, n_gt = _labelled(query_ids, reference_ids, scores, ground_truth, unknown_queries)
     order = _pessimistic_order(s, is_tp)
     tp_cum = np.cumsum(is_tp[order], dtype=np.int64)
     precision = tp_cum / np.arange(1, tp_cum.size + 1, dtype=np.float64)
@@ -185,7 +192,10 @@ def precision_recall_curve(
 
 
 def micro_average_precision(
-    query_ids, reference_ids, scores, ground_truth: Mapping[str, str | None],
+    query_ids,
+    reference_ids,
+    scores,
+    ground_truth: Mapping[str, str | None],
     unknown_queries: str = "ignore",
 ) -> Metrics:
     """μAP, R@P90 and counts of a list of (query, reference, score) predictions.
@@ -195,8 +205,7 @@ def micro_average_precision(
     Duplicate (query, reference) pairs raise ``ValueError``; so does a ground truth without a
     single matched query.
     """
-    _, is_tp, s, n_gt = _labelled(query_ids, reference_ids, scores, ground_truth,
-                                  unknown_queries)
+    _, is_tp, s, n_gt = _labelled(query_ids, reference_ids, scores, ground_truth, unknown_queries)
     order = _pessimistic_order(s, is_tp)
     tp_sorted = is_tp[order]
     tp_cum = np.cumsum(tp_sorted, dtype=np.int64)
@@ -212,12 +221,20 @@ def micro_average_precision(
         # shortest qualifying prefix with the largest recall: it ends at a true positive
         end = int(ok[np.argmax(tp_cum[ok] == best_tp)])
         recall_p90, threshold = float(best_tp / n_gt), float(s[order][end])
-    return Metrics(micro_ap=micro_ap, recall_at_p90=recall_p90, threshold_at_p90=threshold,
-                   n_predictions=int(s.size), n_gt_pairs=n_gt, n_true_positives=n_tp)
+    return Metrics(
+        micro_ap=micro_ap,
+        recall_at_p90=recall_p90,
+        threshold_at_p90=threshold,
+        n_predictions=int(s.size),
+        n_gt_pairs=n_gt,
+        n_true_positives=n_tp,
+    )
 
 
 def recall_at_rank(
-    ranked: Mapping[str, Sequence[str]] | tuple, ground_truth: Mapping[str, str | None], k: int,
+    ranked: Mapping[str, Sequence[str]] | tuple,
+    ground_truth: Mapping[str, str | None],
+    k: int,
 ) -> float:
     """Fraction of matched ground-truth queries whose true reference is in their top ``k``.
 
@@ -232,7 +249,8 @@ def recall_at_rank(
         raise ValueError("ground truth has no query with a matching reference (N_gt == 0)")
     if isinstance(ranked, Mapping):
         hits = sum(
-            1 for qid, refs in ranked.items()
+            1
+            for qid, refs in ranked.items()
             if ground_truth.get(qid) is not None and ground_truth[qid] in list(refs)[:k]
         )
         return hits / n_gt

@@ -20,13 +20,15 @@ def load_checkpoint_model(path: str | Path) -> tuple[DescriptorModel, ModelConfi
         model_dict = dict(ckpt["hyper_parameters"]["model"])
         state = ckpt["state_dict"]
     except (KeyError, TypeError) as e:
-        raise ValueError(f"{path} is not a fisc training checkpoint (no model hyper-parameters)") from e
+        raise ValueError(
+            f"{path} is not a fisc training checkpoint (no model hyper-parameters)"
+        ) from e
     weights = model_dict.pop("weights", {})
     cfg = ModelConfig(**model_dict, weights=WeightsConfig(**weights))
     model = build_descriptor_model(
         ModelConfig(**{**model_dict, "weights": WeightsConfig(source="none")})
     )
     prefix = "model."
-    model_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    model_state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     model.load_state_dict(model_state, strict=True)
     return model.eval(), cfg

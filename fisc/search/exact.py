@@ -35,8 +35,10 @@ def check_descriptors(x, name: str) -> np.ndarray:
     bad = ~np.isfinite(x.sum(axis=1, dtype=np.float64))  # NaN/inf in a row poisons its sum
     if bad.any():
         rows = np.flatnonzero(bad)
-        raise ValueError(f"{name} descriptors: {rows.size} of {x.shape[0]} rows have non-finite "
-                         f"values (first rows: {rows[:5].tolist()})")
+        raise ValueError(
+            f"{name} descriptors: {rows.size} of {x.shape[0]} rows have non-finite "
+            f"values (first rows: {rows[:5].tolist()})"
+        )
     return x
 
 
@@ -79,9 +81,9 @@ def _exact_dist2(q: np.ndarray, r: np.ndarray, idx: np.ndarray) -> np.ndarray:
     out = np.empty((n, k), np.float32)
     step = max(1, 4_000_000 // max(1, k * q.shape[1]))
     for s in range(0, n, step):
-        diff = r[idx[s:s + step]].astype(np.float64)
-        diff -= q[s:s + step, None, :]
-        out[s:s + step] = np.einsum("bkd,bkd->bk", diff, diff)
+        diff = r[idx[s : s + step]].astype(np.float64)
+        diff -= q[s : s + step, None, :]
+        out[s : s + step] = np.einsum("bkd,bkd->bk", diff, diff)
     return out
 
 
@@ -100,8 +102,14 @@ def _knn(q, r, k, backend, device, query_tile, ref_tile, refine) -> tuple[np.nda
 
 
 def knn(
-    q, r, k: int, backend: str = "auto", device="cpu", query_tile: int = 4096,
-    ref_tile: int = 65536, refine: bool = True,
+    q,
+    r,
+    k: int,
+    backend: str = "auto",
+    device="cpu",
+    query_tile: int = 4096,
+    ref_tile: int = 65536,
+    refine: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact ``k`` nearest references (squared L2) of every query.
 
@@ -117,7 +125,12 @@ def knn(
 
 
 def per_query_search(
-    q, r, k: int, backend: str = "auto", device="cpu", query_tile: int = 4096,
+    q,
+    r,
+    k: int,
+    backend: str = "auto",
+    device="cpu",
+    query_tile: int = 4096,
     ref_tile: int = 65536,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``k`` neighbours per query, flattened: ``(qi, ri, dist2)`` ordered by query then distance."""
@@ -132,8 +145,14 @@ def _sorted_pairs(qi, ri, dist, cap):
 
 
 def global_capped_search(
-    q, r, cap: int, backend: str = "auto", device="cpu", query_tile: int = 4096,
-    ref_tile: int = 65536, oversample: int = 4,
+    q,
+    r,
+    cap: int,
+    backend: str = "auto",
+    device="cpu",
+    query_tile: int = 4096,
+    ref_tile: int = 65536,
+    oversample: int = 4,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The ``cap`` closest (query, reference) pairs over all queries together.
 
@@ -155,8 +174,9 @@ def global_capped_search(
     n_q, n_r = q.shape[0], r.shape[0]
 
     def search(rows: np.ndarray | None, k: int):
-        return _knn(q if rows is None else q[rows], r, k, backend, device, query_tile, ref_tile,
-                    True)
+        return _knn(
+            q if rows is None else q[rows], r, k, backend, device, query_tile, ref_tile, True
+        )
 
     if cap >= n_q * n_r:  # everything
         dist, idx = search(None, n_r)

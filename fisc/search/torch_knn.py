@@ -8,8 +8,12 @@ import torch
 
 @torch.no_grad()
 def torch_knn(
-    q: np.ndarray, r: np.ndarray, k: int, device: str | torch.device = "cpu",
-    query_tile: int = 4096, ref_tile: int = 65536,
+    q: np.ndarray,
+    r: np.ndarray,
+    k: int,
+    device: str | torch.device = "cpu",
+    query_tile: int = 4096,
+    ref_tile: int = 65536,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``k`` nearest references of each query by squared L2; inputs already validated.
 
@@ -28,14 +32,14 @@ def torch_knn(
     out_d = np.empty((n_q, k), np.float32)
     out_i = np.empty((n_q, k), np.int64)
     for q0 in range(0, n_q, query_tile):
-        qb = torch.as_tensor(q[q0:q0 + query_tile], device=device)
+        qb = torch.as_tensor(q[q0 : q0 + query_tile], device=device)
         q_norm = (qb * qb).sum(dim=1, keepdim=True)
         best_d = torch.empty((qb.shape[0], 0), dtype=torch.float32, device=device)
         best_i = torch.empty((qb.shape[0], 0), dtype=torch.int64, device=device)
         for r0 in range(0, n_r, ref_tile):
-            rb = rt[r0:r0 + ref_tile]
+            rb = rt[r0 : r0 + ref_tile]
             # d = ||r||² − 2 q·r + ||q||², one allocation per tile
-            d = torch.addmm(r_norm[r0:r0 + ref_tile].unsqueeze(0), qb, rb.T, beta=1.0, alpha=-2.0)
+            d = torch.addmm(r_norm[r0 : r0 + ref_tile].unsqueeze(0), qb, rb.T, beta=1.0, alpha=-2.0)
             d.add_(q_norm).clamp_(min=0.0)
             kk = min(k, d.shape[1])
             if kk < d.shape[1]:
@@ -52,6 +56,6 @@ def torch_knn(
         best_d = torch.gather(best_d, 1, perm)
         best_d, perm = torch.sort(best_d, dim=1, stable=True)
         best_i = torch.gather(best_i, 1, perm)
-        out_d[q0:q0 + qb.shape[0]] = best_d.cpu().numpy()
-        out_i[q0:q0 + qb.shape[0]] = best_i.cpu().numpy()
+        out_d[q0 : q0 + qb.shape[0]] = best_d.cpu().numpy()
+        out_i[q0 : q0 + qb.shape[0]] = best_i.cpu().numpy()
     return out_d, out_i

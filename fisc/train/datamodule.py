@@ -54,7 +54,8 @@ class CopyDetectionDataModule(pl.LightningDataModule):
         per_device = self.batch_size // world_size
         if per_device > len(self.train_images):
             raise ValueError(
-                f"per-device batch {per_device} exceeds the {len(self.train_images)} training images"
+                f"per-device batch {per_device} exceeds the "
+                f"{len(self.train_images)} training images"
             )
         return per_device
 

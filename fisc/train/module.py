@@ -19,7 +19,9 @@ from fisc.train.config import LossConfig, OptimConfig
 
 
 class CopyDetectionModule(pl.LightningModule):
-    def __init__(self, model: dict, loss: dict, optim: dict, batch_size: int, load_weights: bool = True):
+    def __init__(
+        self, model: dict, loss: dict, optim: dict, batch_size: int, load_weights: bool = True
+    ):
         super().__init__()
         self.save_hyperparameters()  # plain dicts: checkpoints stay loadable with weights_only
         self.model_cfg = model_config_from_dict(model)
@@ -86,12 +88,19 @@ class CopyDetectionModule(pl.LightningModule):
         if self.trainer.sanity_checking or dm is None or dm.validation is None:
             return
         v = dm.validation
-        sets = [_merge(parts, ids) for parts, ids in zip(
-            self._val_outputs, (v.queries.ids, v.references.ids), strict=True)]
+        sets = [
+            _merge(parts, ids)
+            for parts, ids in zip(self._val_outputs, (v.queries.ids, v.references.ids), strict=True)
+        ]
         result = evaluate(sets[0], sets[1], v.ground_truth)
         for key in ("micro_ap", "recall_at_p90", "recall_at_1"):
-            self.log(f"val/{key}", float(getattr(result, key)), prog_bar=key == "micro_ap",
-                     sync_dist=False, rank_zero_only=False)
+            self.log(
+                f"val/{key}",
+                float(getattr(result, key)),
+                prog_bar=key == "micro_ap",
+                sync_dist=False,
+                rank_zero_only=False,
+            )
         self._val_outputs = [[], []]
 
 

@@ -21,8 +21,21 @@ from fisc.train.module import CopyDetectionModule
 from fisc.train.sources import resolve_data
 
 log = logging.getLogger(__name__)
-VERSIONED = ("fisc", "torch", "torchvision", "pytorch-lightning", "timm", "kornia",
-             "albumentations", "faiss-cpu", "hydra-core", "wandb", "h5py", "numpy", "pillow")
+VERSIONED = (
+    "fisc",
+    "torch",
+    "torchvision",
+    "pytorch-lightning",
+    "timm",
+    "kornia",
+    "albumentations",
+    "faiss-cpu",
+    "hydra-core",
+    "wandb",
+    "h5py",
+    "numpy",
+    "pillow",
+)
 
 
 @dataclass
@@ -35,8 +48,13 @@ class TrainResult:
 
 def git_sha() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent, timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parent,
+            timeout=10,
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -73,9 +91,15 @@ def make_logger(cfg: LoggerConfig, run_dir: Path, run_name: str):
 
         if cfg.mode not in ("offline", "online", "disabled"):
             raise ValueError(f"logger.mode must be offline | online | disabled, got {cfg.mode!r}")
-        return WandbLogger(project=cfg.project, name=run_name, save_dir=str(run_dir),
-                           group=cfg.group, tags=list(cfg.tags), mode=cfg.mode,
-                           offline=cfg.mode == "offline")
+        return WandbLogger(
+            project=cfg.project,
+            name=run_name,
+            save_dir=str(run_dir),
+            group=cfg.group,
+            tags=list(cfg.tags),
+            mode=cfg.mode,
+            offline=cfg.mode == "offline",
+        )
     raise ValueError(f"logger.kind must be csv | wandb, got {cfg.kind!r}")
 
 
@@ -98,17 +122,29 @@ def train(cfg: DictConfig) -> TrainResult:
     write_run_info(run_dir, cfg)
     train_images, validation = resolve_data(groups["data"])
     datamodule = CopyDetectionDataModule(
-        train_images, validation, groups["augment"], groups["model"], cfg.batch_size,
-        num_workers=cfg.num_workers, seed=cfg.seed, eval_batch_size=cfg.eval_batch_size,
+        train_images,
+        validation,
+        groups["augment"],
+        groups["model"],
+        cfg.batch_size,
+        num_workers=cfg.num_workers,
+        seed=cfg.seed,
+        eval_batch_size=cfg.eval_batch_size,
     )
     module = CopyDetectionModule(
-        model=asdict(groups["model"]), loss=asdict(groups["loss"]),
-        optim=asdict(groups["optim"]), batch_size=cfg.batch_size,
+        model=asdict(groups["model"]),
+        loss=asdict(groups["loss"]),
+        optim=asdict(groups["optim"]),
+        batch_size=cfg.batch_size,
     )
     ckpt_dir = run_dir / "checkpoints"
     monitor = "val/micro_ap" if validation is not None else None
     checkpoint = ModelCheckpoint(
-        dirpath=ckpt_dir, monitor=monitor, mode="max", save_last=True, save_top_k=1,
+        dirpath=ckpt_dir,
+        monitor=monitor,
+        mode="max",
+        save_last=True,
+        save_top_k=1,
         filename="best-epoch{epoch:03d}" if monitor else "epoch{epoch:03d}",
         auto_insert_metric_name=False,
     )

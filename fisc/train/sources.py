@@ -42,7 +42,11 @@ def resolve_data(cfg: DataConfig) -> tuple[ImageSet, ValidationSet | None]:
         validation = ValidationSet(
             data.queries(ground_truth), data.images("reference"), ground_truth
         )
-    log.info("training images: %d; validation: %s", len(train),
-             "none" if validation is None else
-             f"{len(validation.queries)} queries x {len(validation.references)} references")
+    log.info(
+        "training images: %d; validation: %s",
+        len(train),
+        "none"
+        if validation is None
+        else f"{len(validation.queries)} queries x {len(validation.references)} references",
+    )
     return train, validation
