@@ -35,7 +35,7 @@ def _minidisc(args) -> None:
 def _extract(args) -> None:
     from fisc.data.disc21 import list_images
     from fisc.descriptors.extract import extract_descriptors
-    from fisc.descriptors.h5io import write_vectors
+    from fisc.descriptors.h5io import atomic_path, write_vectors
     from fisc.metrics.micro_ap import load_ground_truth
     from fisc.models.checkpoint import load_checkpoint_model
 
@@ -57,10 +57,13 @@ def _extract(args) -> None:
         on_error=args.on_error,
     )
     write_vectors(args.out, descriptors)
+    skip_file = Path(f"{args.out}.skipped.txt")
     if skipped:
-        skip_file = Path(args.out).with_suffix(".skipped.txt")
-        skip_file.write_text("\n".join(skipped) + "\n")
+        with atomic_path(skip_file) as tmp:
+            tmp.write_text("\n".join(skipped) + "\n")
         print(f"skipped {len(skipped)} undecodable images, listed in {skip_file}")
+    else:
+        skip_file.unlink(missing_ok=True)  # no stale list from an earlier run
     print(
         f"wrote {len(descriptors.ids)} x {descriptors.vectors.shape[1]} descriptors to {args.out}"
     )
@@ -71,6 +74,8 @@ def _evaluate(args) -> None:
     from fisc.evaluation import evaluate, results_table
     from fisc.metrics.micro_ap import load_ground_truth
 
+    if args.json and Path(args.json).exists() and not args.overwrite:
+        raise FileExistsError(f"{args.json} exists (pass --overwrite to replace it)")
     if args.submission:
         if args.query or args.reference:
             raise ValueError("give either --submission or --query/--reference, not both")
@@ -155,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cap", type=int, default=None, help="isc2021 protocol: pooled pairs (500000)")
     p.add_argument("--backend", choices=("auto", "faiss", "torch"), default="auto")
     p.add_argument("--json", help="also write the results here")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("demo", help="build minidisc, train, extract, evaluate: one table")
@@ -180,10 +186,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         args.func(args)
-    except (FileNotFoundError, FileExistsError, ValueError, KeyError, RuntimeError) as e:
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
         if args.verbose:
             raise
-        print(f"fisc {args.command}: error: {e}", file=sys.stderr)
+        # errors re-raised from DataLoader workers carry the worker's traceback: keep the cause
+        lines = [line for line in str(e).strip().splitlines() if line.strip()] or [repr(e)]
+        print(f"fisc {args.command}: error: {lines[-1]}", file=sys.stderr)
         return 2
     return 0
 

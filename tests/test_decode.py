@@ -26,8 +26,12 @@ def test_modes_become_rgb(tmp_path):
         "la.png": rgb.convert("LA"),
     }
     for name, img in cases.items():
-        out = load_rgb(_save(img, tmp_path / name))
+        path = _save(img, tmp_path / name)
+        out = load_rgb(path)
         assert out.mode == "RGB" and out.size == (30, 20), name
+        if name in ("gray.png", "palette.png", "cmyk.jpg"):  # no alpha: PIL's own conversion
+            expected = np.asarray(Image.open(path).convert("RGB"))
+            np.testing.assert_array_equal(np.asarray(out), expected, err_msg=name)
 
 
 def test_rgba_transparent_pixels_composite_on_white(tmp_path):

@@ -3,6 +3,8 @@ of files made elsewhere."""
 
 from __future__ import annotations
 
+import os
+
 import h5py
 import numpy as np
 import pytest
@@ -125,3 +127,44 @@ def test_evaluate_planted_matches_and_bad_inputs():
         )
     with pytest.raises(ValueError, match="no descriptor"):
         evaluate(Descriptors(q_ids[:5], q[:5]), Descriptors(r_ids, refs), gt)
+
+
+def test_written_files_get_the_usual_mode(tmp_path):
+    d = Descriptors(np.array(["R000000"]), np.ones((1, 2), np.float32))
+    write_vectors(tmp_path / "r.h5", d)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "r.h5").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_bad_descriptor_files_are_named(tmp_path):
+    (tmp_path / "junk.h5").write_text("not hdf5")
+    with pytest.raises(ValueError, match="junk.h5"):
+        read_vectors(tmp_path / "junk.h5")
+    with h5py.File(tmp_path / "nan.h5", "w") as f:
+        f["vectors"] = np.array([[np.nan, 1.0]], np.float32)
+        f["image_names"] = np.array([b"R000000"])
+    with pytest.raises(ValueError, match="nan.h5.*non-finite"):
+        read_vectors(tmp_path / "nan.h5")
+    with h5py.File(tmp_path / "f64.h5", "w") as f:
+        f["vectors"] = np.zeros((1, 2))
+        f["image_names"] = np.array([b"R000000"])
+    with pytest.raises(ValueError, match="f64.h5.*float32"):
+        read_vectors(tmp_path / "f64.h5")
+
+
+def test_bad_file_in_a_worker_keeps_its_type_and_name(tmp_path):
+    folder = _folder(tmp_path)
+    (folder / "R000009.jpg").write_bytes(b"")
+    images = list_images(folder, "reference")
+    with pytest.raises(ImageDecodeError, match="R000009.jpg"):
+        extract_descriptors(
+            MeanColour(),
+            images,
+            16,
+            (0.5,) * 3,
+            (0.5,) * 3,
+            num_workers=2,
+            batch_size=2,
+            progress=False,
+        )

@@ -193,6 +193,10 @@ def test_leaderboard_sized_input():
     s = rng.standard_normal(n)
     m = micro_average_precision(q, r, s, gt)
     assert m.n_predictions == n and m.n_true_positives == 10_000
+    # every true pair scored above every false one: the ranking is perfect, μAP = R@P90 = 1
+    is_tp = (np.arange(n) % 10 == 0) & (qi % 5 == 0)
+    perfect = micro_average_precision(q, r, np.where(is_tp, 10 + s, s), gt)
+    assert perfect.micro_ap == pytest.approx(1.0) and perfect.recall_at_p90 == 1.0
 
 
 # ------------------------------------------------ independent end-to-end expectation

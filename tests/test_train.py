@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import csv
 import json
+from importlib import metadata
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import CONF
 
 from fisc.cli import main as fisc_main
@@ -41,7 +41,7 @@ def test_every_experiment_runs_fast_dev_run(experiment, compose_cfg, tiny_minidi
     result = train(cfg)
     assert Path(result.run_dir, "config.yaml").is_file()
     info = json.loads(Path(result.run_dir, "run_info.json").read_text())
-    assert info["versions"]["torch"] == torch.__version__.split("+")[0] or info["versions"]["torch"]
+    assert info["launches"][-1]["versions"]["torch"] == metadata.version("torch")
 
 
 @pytest.mark.parametrize(
@@ -83,6 +83,10 @@ def test_config_errors_are_clear(compose_cfg):
         check_config(compose_cfg("augment.hflip=1.5"))
     with pytest.raises(ConfigError, match="data.root"):
         check_config(compose_cfg("data=disc21"))
+    with pytest.raises(ConfigError, match="batchsize"):
+        check_config(compose_cfg("+batchsize=32"))
+    with pytest.raises(ConfigError, match="max_epoch"):
+        check_config(compose_cfg("+trainer.max_epoch=3"))
 
 
 def test_missing_split_folder_is_named(tmp_path):
@@ -276,3 +280,55 @@ def test_cli_scores_a_submission_file(tmp_path, tiny_minidisc, capsys):
         )
         == 2
     )
+
+
+def test_partial_validation_scores_covered_images(compose_cfg, tiny_minidisc, tmp_path):
+    cfg = compose_cfg(
+        *tiny_data(tiny_minidisc),
+        *SMALL,
+        "eval_batch_size=4",
+        "+trainer.limit_val_batches=2",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=1",
+        f"run_dir={tmp_path / 'run'}",
+    )
+    train(cfg)  # 8 of 12 queries, 8 of 16 references: scored on those, not an error
+
+
+def test_resume_refuses_a_changed_recipe(compose_cfg, tiny_minidisc, tmp_path):
+    base = [
+        *tiny_data(tiny_minidisc),
+        *SMALL,
+        f"run_dir={tmp_path / 'run'}",
+        "ckpt_path=auto",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=1",
+    ]
+    train(compose_cfg(*base))
+    with pytest.raises(ValueError, match="loss"):
+        train(compose_cfg(*base, "loss.temperature=0.2"))
+    launches = json.loads((tmp_path / "run" / "run_info.json").read_text())["launches"]
+    assert len(launches) == 1  # the refused launch wrote nothing
+
+
+def test_demo_reports_every_system_on_both_splits(tiny_minidisc, tmp_path):
+    from fisc.demo import run_demo
+
+    rows = run_demo(
+        [
+            *tiny_data(tiny_minidisc),
+            *SMALL,
+            f"run_dir={tmp_path / 'demo' / 'train'}",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=1",
+        ],
+        progress=False,
+    )
+    saved = json.loads((tmp_path / "demo" / "results.json").read_text())
+    assert set(saved) == {"dev", "phase2"}
+    for split, systems in saved.items():
+        assert len(systems) == 3
+        assert {r["protocol"] for r in systems.values()} == {"leaderboard"}
+        assert {r["n_queries"] for r in systems.values()} == {12}
+        assert rows[split][next(iter(systems))].micro_ap == next(iter(systems.values()))["micro_ap"]
+    assert (tmp_path / "demo" / "descriptors" / "trained_reference.h5").is_file()

@@ -21,10 +21,11 @@ _ALPHA_BACKGROUND = (255, 255, 255)
 class ImageDecodeError(RuntimeError):
     """An image file that cannot be turned into an RGB picture; ``path`` names it."""
 
-    def __init__(self, path: str | Path, reason: str):
+    def __init__(self, path: str | Path, reason: str | None = None):
+        # one-argument form: torch re-raises a DataLoader worker's error as type(e)(message)
         self.path = str(path)
         self.reason = reason
-        super().__init__(f"cannot decode image {self.path}: {reason}")
+        super().__init__(self.path if reason is None else f"cannot decode image {path}: {reason}")
 
 
 def _to_8bit_rgb(img: Image.Image) -> Image.Image:

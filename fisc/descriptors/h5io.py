@@ -46,10 +46,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _ascii(ids: Sequence[str]) -> np.ndarray:
@@ -69,9 +76,9 @@ def write_vectors(path: str | Path, descriptors: Descriptors) -> None:
 
 def read_vectors(path: str | Path) -> Descriptors:
     """Read a per-set working file."""
-    with h5py.File(_existing(path), "r") as f:
+    with _open(path) as f:
         _require(f, path, ("vectors", "image_names"))
-        return Descriptors(_decode(f["image_names"][:]), f["vectors"][:])
+        return _checked(path, "", _decode(f["image_names"][:]), f["vectors"][:])
 
 
 def write_submission(
@@ -90,19 +97,35 @@ def write_submission(
 
 def read_submission(path: str | Path) -> tuple[Descriptors, Descriptors]:
     """``(queries, references)`` from a submission file."""
-    with h5py.File(_existing(path), "r") as f:
+    with _open(path) as f:
         _require(f, path, ("query", "reference", "query_ids", "reference_ids"))
         return (
-            Descriptors(_decode(f["query_ids"][:]), f["query"][:]),
-            Descriptors(_decode(f["reference_ids"][:]), f["reference"][:]),
+            _checked(path, "query", _decode(f["query_ids"][:]), f["query"][:]),
+            _checked(path, "reference", _decode(f["reference_ids"][:]), f["reference"][:]),
         )
 
 
-def _existing(path: str | Path) -> Path:
+def _open(path: str | Path) -> h5py.File:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"descriptor file {path} does not exist")
-    return path
+    try:
+        return h5py.File(path, "r")
+    except OSError as e:
+        raise ValueError(f"{path}: not a readable HDF5 file ({e})") from e
+
+
+def _checked(path, name: str, ids: np.ndarray, vectors: np.ndarray) -> Descriptors:
+    """Descriptors read from ``path``, with errors that name the file and the dataset."""
+    where = f"{path}{':' + name if name else ''}"
+    if vectors.ndim != 2 or len(ids) != len(vectors):
+        raise ValueError(f"{where}: {len(ids)} ids for vectors of shape {vectors.shape}")
+    if vectors.dtype != np.float32:
+        raise ValueError(f"{where}: vectors are {vectors.dtype}, expected float32")
+    bad = ~np.isfinite(vectors).all(axis=1)
+    if bad.any():
+        raise ValueError(f"{where}: {int(bad.sum())} non-finite vectors, e.g. ids {ids[bad][:5]}")
+    return Descriptors(ids, vectors)
 
 
 def _require(f: h5py.File, path, names: Sequence[str]) -> None:

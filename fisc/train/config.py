@@ -76,8 +76,45 @@ def typed(cfg: DictConfig, group: str):
         raise ConfigError(f"config group '{group}': {e}") from e
 
 
+ROOT_KEYS = frozenset(
+    {
+        "seed",
+        "batch_size",
+        "eval_batch_size",
+        "num_workers",
+        "run_name",
+        "run_dir",
+        "ckpt_path",
+        "progress_refresh",
+        "paths",
+        "trainer",
+        *SCHEMAS,
+    }
+)
+PATH_KEYS = frozenset({"data_dir", "output_dir"})
+
+
+def _check_keys(found, allowed, where: str) -> None:
+    unknown = sorted(set(found) - set(allowed))
+    if unknown:
+        raise ConfigError(f"unknown {where} key(s) {unknown}; known: {sorted(allowed)}")
+
+
+def trainer_keys() -> frozenset[str]:
+    import inspect
+
+    import pytorch_lightning as pl
+
+    params = inspect.signature(pl.Trainer.__init__).parameters
+    set_by_fisc = {"self", "callbacks", "logger", "default_root_dir"}
+    return frozenset(p for p in params if p not in set_by_fisc)
+
+
 def check_config(cfg: DictConfig) -> dict[str, Any]:
     """Every group as its dataclass; raises :class:`ConfigError` naming the first bad key."""
+    _check_keys(cfg.keys(), ROOT_KEYS, "top-level")
+    _check_keys(cfg.paths.keys(), PATH_KEYS, "paths")
+    _check_keys(cfg.trainer.keys(), trainer_keys(), "trainer (pytorch_lightning.Trainer)")
     missing = OmegaConf.missing_keys(cfg)
     if missing:
         raise ConfigError(f"required config values not set: {sorted(missing)}")

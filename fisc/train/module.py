@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict
 
@@ -16,6 +17,8 @@ from fisc.losses.infonce_koleo import InfoNCEKoLeoLoss
 from fisc.models.descriptor import ModelConfig, build_descriptor_model
 from fisc.models.weights import WeightsConfig
 from fisc.train.config import LossConfig, OptimConfig
+
+log = logging.getLogger(__name__)
 
 
 class CopyDetectionModule(pl.LightningModule):
@@ -88,11 +91,29 @@ class CopyDetectionModule(pl.LightningModule):
         if self.trainer.sanity_checking or dm is None or dm.validation is None:
             return
         v = dm.validation
-        sets = [
-            _merge(parts, ids)
-            for parts, ids in zip(self._val_outputs, (v.queries.ids, v.references.ids), strict=True)
-        ]
-        result = evaluate(sets[0], sets[1], v.ground_truth)
+        queries = _merge(self._val_outputs[0], v.queries.ids)
+        references = _merge(self._val_outputs[1], v.references.ids)
+        self._val_outputs = [[], []]
+        ground_truth = v.ground_truth
+        if len(queries.ids) < len(v.queries) or len(references.ids) < len(v.references):
+            # limit_val_batches / fast_dev_run: score the covered part only
+            log.warning(
+                "validation covered %d/%d queries and %d/%d references: partial score",
+                len(queries.ids),
+                len(v.queries),
+                len(references.ids),
+                len(v.references),
+            )
+            covered = set(references.ids.tolist())
+            ground_truth = {
+                q: (r if r in covered else None)
+                for q, r in ground_truth.items()
+                if q in set(queries.ids.tolist())
+            }
+        if not any(r is not None for r in ground_truth.values()):
+            log.warning("no matching query among the validated images: no validation score")
+            return
+        result = evaluate(queries, references, ground_truth)
         for key in ("micro_ap", "recall_at_p90", "recall_at_1"):
             self.log(
                 f"val/{key}",
@@ -101,7 +122,6 @@ class CopyDetectionModule(pl.LightningModule):
                 sync_dist=False,
                 rank_zero_only=False,
             )
-        self._val_outputs = [[], []]
 
 
 def _merge(parts: list[tuple[np.ndarray, np.ndarray]], ids) -> Descriptors:
@@ -111,11 +131,11 @@ def _merge(parts: list[tuple[np.ndarray, np.ndarray]], ids) -> Descriptors:
         gathered: list = [None] * dist.get_world_size()
         dist.all_gather_object(gathered, parts)
         parts = [p for rank_parts in gathered for p in rank_parts]
+    if not parts:
+        return Descriptors(np.asarray([], dtype=str), np.zeros((0, 1), np.float32))
     index = np.concatenate([p[0] for p in parts])
     vectors = np.concatenate([p[1] for p in parts])
     index, first = np.unique(index, return_index=True)
-    if len(index) != len(ids):
-        raise RuntimeError(f"validation covered {len(index)} of {len(ids)} images")
     return Descriptors(np.asarray(ids)[index], vectors[first])
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
+import time
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -70,14 +71,66 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+def git_dirty() -> bool | None:
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            cwd=Path(__file__).resolve().parent,
+        )
+        return bool(out.stdout.strip()) if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+# keys that may change between launches of one run (resume): where and how long it runs
+RESUMABLE_CHANGES = (
+    "trainer",
+    "run_dir",
+    "ckpt_path",
+    "num_workers",
+    "eval_batch_size",
+    "progress_refresh",
+    "paths",
+    "logger",
+)
+
+
+def check_same_run(saved: Path, cfg: DictConfig) -> None:
+    """Refuse to resume a run whose recipe (model, loss, data, ...) has changed."""
+    before = OmegaConf.to_container(OmegaConf.load(saved), resolve=False)
+    now = OmegaConf.to_container(cfg, resolve=True)
+    changed = sorted(
+        k
+        for k in set(before) | set(now)
+        if k not in RESUMABLE_CHANGES and before.get(k) != now.get(k)
+    )
+    if changed:
+        raise ValueError(
+            f"cannot resume {saved.parent}: the config differs in {changed} from the saved "
+            f"config.yaml; use another run_dir, or ckpt_path=null to start afresh"
+        )
+
+
 def write_run_info(run_dir: Path, cfg: DictConfig) -> None:
-    """Keep the resolved config, git SHA and package versions beside the run's outputs."""
+    """Keep the resolved config, and per launch the git SHA and package versions."""
     run_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(run_dir / "config.yaml") as tmp:
         tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    info = {"git_sha": git_sha(), "versions": package_versions()}
-    with atomic_path(run_dir / "run_info.json") as tmp:
-        tmp.write_text(json.dumps(info, indent=2) + "\n")
+    info_path = run_dir / "run_info.json"
+    launches = json.loads(info_path.read_text())["launches"] if info_path.is_file() else []
+    launches.append(
+        {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "git_sha": git_sha(),
+            "git_dirty": git_dirty(),
+            "versions": package_versions(),
+        }
+    )
+    with atomic_path(info_path) as tmp:
+        tmp.write_text(json.dumps({"launches": launches}, indent=2) + "\n")
 
 
 def make_logger(cfg: LoggerConfig, run_dir: Path, run_name: str):
@@ -119,6 +172,10 @@ def train(cfg: DictConfig) -> TrainResult:
     groups = check_config(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    resume = resume_path(cfg.ckpt_path, ckpt_dir)
+    if resume is not None and (run_dir / "config.yaml").is_file():
+        check_same_run(run_dir / "config.yaml", cfg)
     write_run_info(run_dir, cfg)
     train_images, validation = resolve_data(groups["data"])
     datamodule = CopyDetectionDataModule(
@@ -137,7 +194,6 @@ def train(cfg: DictConfig) -> TrainResult:
         optim=asdict(groups["optim"]),
         batch_size=cfg.batch_size,
     )
-    ckpt_dir = run_dir / "checkpoints"
     monitor = "val/micro_ap" if validation is not None else None
     checkpoint = ModelCheckpoint(
         dirpath=ckpt_dir,
@@ -154,7 +210,7 @@ def train(cfg: DictConfig) -> TrainResult:
         logger=make_logger(groups["logger"], run_dir, cfg.run_name),
         callbacks=[checkpoint, TQDMProgressBar(refresh_rate=max(1, cfg.progress_refresh))],
     )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path(cfg.ckpt_path, ckpt_dir))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     best = checkpoint.best_model_path or None
     last = str(ckpt_dir / "last.ckpt") if (ckpt_dir / "last.ckpt").is_file() else None
     score = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None
