@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export NO_ALBUMENTATIONS_UPDATE ?= 1
 export WANDB_MODE ?= offline
 
-.PHONY: help setup demo test test-all lint format clean
+.PHONY: help setup demo test test-all lint format clean bench-augment augment-gallery
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -39,6 +39,12 @@ lint: setup  ## ruff lint and format check
 format: setup  ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+bench-augment: setup  ## images/s of every edit op and pipeline (1 core, all cores, GPU), vs AugLy
+	$(PY) benchmarks/bench_augment.py
+
+augment-gallery: setup  ## PNG grids of every op (low/high intensity) and of every pipeline's views
+	$(PY) -m fisc.cli augment-gallery --out docs
 
 clean:  ## remove generated data and outputs (keeps .venv)
 	rm -rf data outputs multirun .pytest_cache

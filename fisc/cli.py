@@ -101,6 +101,35 @@ def _evaluate(args) -> None:
         print(f"written: {args.json}")
 
 
+def _augment_gallery(args) -> None:
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    from fisc.augment.gallery import ops_gallery, pipeline_gallery, save_png
+    from fisc.augment.pipeline import AugmentConfig
+    from fisc.data.procedural import load_photo, procedural_image
+
+    photo = load_photo("astronaut")
+    sources = [
+        np.asarray(procedural_image(np.random.default_rng([3, 1]), 200, 150), dtype=np.uint8),
+        photo if photo is not None else np.zeros((160, 160, 3), np.uint8),
+    ]
+    out = Path(args.out)
+    save_png(ops_gallery(sources), out / "augment_ops.png")
+    conf = Path(__file__).resolve().parent.parent / "conf" / "augment"
+    names = args.pipelines or sorted(p.stem for p in conf.glob("*.yaml"))
+    configs = {
+        n: AugmentConfig(**OmegaConf.to_container(OmegaConf.load(conf / f"{n}.yaml")))
+        for n in names
+    }
+    others = [
+        np.asarray(procedural_image(np.random.default_rng([4, i]), 180, 180), dtype=np.uint8)
+        for i in range(4)
+    ]
+    save_png(pipeline_gallery(configs, sources[1], others), out / "augment_pipelines.png")
+    print(f"written: {out / 'augment_ops.png'}, {out / 'augment_pipelines.png'}")
+
+
 def _demo(args) -> None:
     from fisc.demo import run_demo
 
@@ -162,6 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("augment-gallery", help="PNG grids of every edit op and pipeline")
+    p.add_argument(
+        "--out", default="docs", help="folder for augment_ops.png, augment_pipelines.png"
+    )
+    p.add_argument("pipelines", nargs="*", help="conf/augment names (default: all)")
+    p.set_defaults(func=_augment_gallery)
 
     p = sub.add_parser("demo", help="build minidisc, train, extract, evaluate: one table")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. trainer.max_epochs=2")

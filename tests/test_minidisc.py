@@ -108,6 +108,8 @@ def test_ground_truth(built):
         assert info["source"] == (r or "distractor")
         assert 1 <= len(info["edits"]) <= 3 and len(set(info["edits"])) == len(info["edits"])
         assert info["phase"] == ("dev" if q < "Q50000" else "phase2")
+        if info["phase"] == "dev":  # held-out edits appear in phase 2 only
+            assert not set(info["edits"]) & set(M.HELDOUT_OPS)
     assert manifest["spec"] == {
         "n_train": 20,
         "n_reference": 15,
@@ -116,6 +118,9 @@ def test_ground_truth(built):
         "match_fraction": 0.25,
         "image_size": 64,
         "seed": 3,
+        "query_ops": list(M.QUERY_OPS),
+        "heldout_ops": list(M.HELDOUT_OPS),
+        "max_edits": 3,
     }
     assert manifest["complete"] is True
 
@@ -276,3 +281,25 @@ def test_bad_specs(tmp_path, bad):
     with pytest.raises(ValueError):
         M.build_minidisc(tmp_path / "x", M.MinidiscSpec(**bad), progress=False)
     assert not (tmp_path / "x").exists()
+
+
+def test_heldout_ops_reach_phase2_only(tmp_path):
+    spec = M.MinidiscSpec(
+        n_train=4,
+        n_reference=20,
+        n_dev_queries=20,
+        n_phase2_queries=20,
+        image_size=48,
+        seed=1,
+        query_ops=("jpeg", "meme", "blur"),
+        heldout_ops=("meme",),
+        max_edits=2,
+    )
+    root = M.build_minidisc(tmp_path / "m", spec, progress=False)
+    queries = M.load_minidisc_manifest(root)["queries"]
+    dev = [set(q["edits"]) for q in queries.values() if q["phase"] == "dev"]
+    p2 = [set(q["edits"]) for q in queries.values() if q["phase"] == "phase2"]
+    assert all(e <= {"jpeg", "blur"} for e in dev)
+    assert any("meme" in e for e in p2)
+    with pytest.raises(ValueError, match="unknown ops"):
+        M.MinidiscSpec(query_ops=("jpeg", "nope")).validate()

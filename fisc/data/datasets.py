@@ -9,43 +9,60 @@ from collections.abc import Sequence
 import torch
 from torch.utils.data import Dataset
 
-from fisc.augment.views import AugmentConfig, ViewMaker
+import numpy as np
+
+from fisc.augment.pipeline import ViewPipeline
 from fisc.data.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, load_rgb
 from fisc.data.disc21 import ImageSet
-from fisc.data.preprocess import eval_tensor, normalise
+from fisc.data.preprocess import eval_tensor
 
 log = logging.getLogger(__name__)
 
 
 class TwoViewDataset(Dataset):
-    """Item ``i``: ``(view_a, view_b, i)``; each view's randomness is keyed by
-    ``(seed, epoch, i, view)``. Set :attr:`epoch` before each epoch's workers start."""
+    """Item ``i``: ``(view_a, view_b, gpu_seeds, i)`` with uint8 ``3 x size x size`` views and
+    the per-sample seeds of their GPU stage. View ``v``'s randomness is keyed by
+    ``(seed, epoch, i, v)``. Set :attr:`epoch` before each epoch's workers start.
+
+    ``worker_gpu`` (one pipeline or ``None`` per view) applies the views' batched GPU ops here,
+    per sample on CPU, when training has no GPU.
+    """
 
     def __init__(
         self,
         images: ImageSet,
-        augment: AugmentConfig,
-        size: int,
-        mean: Sequence[float],
-        std: Sequence[float],
+        views: Sequence[ViewPipeline],
         seed: int = 0,
+        worker_gpu: Sequence[torch.nn.Module | None] | None = None,
     ):
         self.images = images
-        self.views = ViewMaker(augment, size)
-        self.mean, self.std = tuple(mean), tuple(std)
+        self.views = list(views)
         self.seed = seed
         self.epoch = 0
+        self.worker_gpu = list(worker_gpu) if worker_gpu is not None else [None] * len(views)
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def view(self, index: int, view: int):
-        img = load_rgb(self.images.paths[index])
-        pixels = self.views(img, (self.seed, self.epoch, index, view))
-        return normalise(pixels, self.mean, self.std)
+    def other_image(self, rng: np.random.Generator) -> np.ndarray:
+        """Another training image, for the ops that paste one image onto/under another."""
+        return np.asarray(load_rgb(self.images.paths[int(rng.integers(len(self.images)))]))
+
+    def view(self, img: np.ndarray, index: int, v: int) -> tuple[torch.Tensor, int]:
+        rng = np.random.default_rng([self.seed, self.epoch, index, v])
+        pixels, gpu_seed = self.views[v](img, rng, self.other_image)
+        out = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+        gpu = self.worker_gpu[v]
+        if gpu is not None:
+            with torch.no_grad():
+                x = gpu(out[None].float().div_(255.0), torch.tensor([gpu_seed]))
+            out = x[0].mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
+        return out, gpu_seed
 
     def __getitem__(self, index: int):
-        return self.view(index, 0), self.view(index, 1), index
+        img = np.asarray(load_rgb(self.images.paths[index]))
+        (a, seed_a), (b, seed_b) = (self.view(img, index, v) for v in range(2))
+        return a, b, torch.tensor([seed_a, seed_b], dtype=torch.int64), index
 
 
 class EvalImageDataset(Dataset):

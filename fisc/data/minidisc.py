@@ -16,8 +16,10 @@ the order in which others were made.
 Queries: ``round_half_up(match_fraction * n)`` of the ``n`` queries of each phase are
 edited copies of references (distinct references where there are enough, dev and phase 2
 using different ones where possible); the rest are edited copies of distractors, one
-distractor per query. Edits: :func:`fisc.augment.edits.random_edit_chain` with 1-3 edits;
-``paste_onto`` draws its background from the background pool. Queries are shuffled
+distractor per query. Edits: a chain of 1..``max_edits`` distinct ops of
+:mod:`fisc.augment.ops` drawn from ``query_ops`` (dev queries never get ``heldout_ops``, which
+phase 2 adds, as the challenge's Phase 2 added unseen edits); ``paste_onto`` and
+``overlay_image`` take their other image from the background pool. Queries are shuffled
 within each phase.
 
 ``minidisc.json`` holds the spec, per-query source and edit names, the photo split, the
@@ -44,11 +46,19 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from fisc.augment.edits import random_edit_chain
+from fisc.augment.ops import OPS, build_op
 from fisc.data import procedural
 from fisc.data.ids import format_id
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: queries edited with fisc.augment.ops, held-out ops for phase 2
+# edits that make queries: every op of fisc.augment.ops (all PROTOCOL.md families)
+QUERY_OPS = ("crop", "pad", "resize", "aspect", "rotate", "rotate90", "hflip", "vflip",
+             "perspective", "skew", "blur", "sharpen", "noise", "jpeg", "pixelize",
+             "shuffle_pixels", "brightness", "contrast", "saturation", "hue", "color_jitter",
+             "grayscale", "opacity", "channel", "text", "emoji", "stripes", "meme", "screenshot",
+             "paste_onto", "overlay_image")
+# used for phase 2 queries only, as Phase 2 of the challenge added edits unseen in Phase 1
+HELDOUT_OPS = ("meme", "screenshot")
 MANIFEST = "minidisc.json"
 JPEG_QUALITY = 90
 ROLE_CODES = {"training": 1, "reference": 2, "distractor": 3, "background": 4, "query": 5,
@@ -72,6 +82,13 @@ class MinidiscSpec:
     match_fraction: float = 0.25  # queries that are edited references (rest: distractors)
     image_size: int = 160  # longest side of generated source images
     seed: int = 0
+    query_ops: tuple[str, ...] = QUERY_OPS  # ops that edit queries (fisc.augment.ops names)
+    heldout_ops: tuple[str, ...] = HELDOUT_OPS  # of those, the ones dev queries never get
+    max_edits: int = 3  # each query gets a chain of 1..max_edits distinct ops
+
+    def __post_init__(self):  # configs hand lists over
+        object.__setattr__(self, "query_ops", tuple(self.query_ops))
+        object.__setattr__(self, "heldout_ops", tuple(self.heldout_ops))
 
     def validate(self) -> None:
         limits = {"n_train": 10**6, "n_reference": 10**6, "n_dev_queries": PHASE2_FIRST_QUERY,
@@ -86,6 +103,14 @@ class MinidiscSpec:
             raise ValueError(f"image_size={self.image_size} must be in [32, 1024]")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed={self.seed!r} must be a non-negative int")
+        unknown = sorted(set(self.query_ops) - set(OPS))
+        if unknown:
+            raise ValueError(f"query_ops: unknown ops {unknown}; known: {sorted(OPS)}")
+        if not set(self.heldout_ops) <= set(self.query_ops):
+            raise ValueError("heldout_ops must be a subset of query_ops")
+        dev_ops = set(self.query_ops) - set(self.heldout_ops)
+        if not 1 <= self.max_edits <= len(dev_ops):
+            raise ValueError(f"max_edits={self.max_edits} must be in [1, {len(dev_ops)}]")
         if self.n_reference == 0 and self.n_matches() != (0, 0):
             raise ValueError("matching queries need at least one reference")
 
@@ -174,8 +199,13 @@ def _make_items(tmp: Path, spec: MinidiscSpec, photos: dict[str, tuple[str, ...]
     out = []
     size = spec.image_size
 
-    def background(rng: np.random.Generator) -> Image.Image:
-        return source_image(spec.seed, "background", int(rng.integers(N_BACKGROUNDS)), size, {})
+    def background(rng: np.random.Generator) -> np.ndarray:
+        img = source_image(spec.seed, "background", int(rng.integers(N_BACKGROUNDS)), size, {})
+        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+    ops = {name: build_op(name) for name in spec.query_ops}
+    allowed = {"dev": sorted(set(spec.query_ops) - set(spec.heldout_ops)),
+               "phase2": sorted(spec.query_ops)}
 
     for item in items:
         if item[0] != "query":
@@ -187,7 +217,13 @@ def _make_items(tmp: Path, spec: MinidiscSpec, photos: dict[str, tuple[str, ...]
         _, qid, phase, role, index = item
         src = source_image(spec.seed, role, index, size, photos)
         rng = np.random.default_rng([spec.seed, ROLE_CODES["query"], int(qid[1:])])
-        img, names = random_edit_chain(src, rng, int(rng.integers(1, 4)), background)
+        names = [str(n) for n in rng.choice(allowed[phase], replace=False,
+                                            size=int(rng.integers(1, spec.max_edits + 1)))]
+        pixels = np.asarray(src.convert("RGB"), dtype=np.uint8)
+        for name in names:
+            op = ops[name]
+            pixels = op.apply(pixels, rng, background(rng) if op.needs_other else None)
+        img = Image.fromarray(pixels)
         rel = f"images/query/{qid}.jpg"
         info = {"phase": phase, "edits": names,
                 "source": format_id("reference", index) if role == "reference" else "distractor"}
@@ -278,7 +314,8 @@ def _reusable(root: Path, spec: MinidiscSpec) -> bool | None:
         manifest = load_minidisc_manifest(root)
     except MinidiscError:
         return False
-    return manifest.get("version") == FORMAT_VERSION and manifest.get("spec") == asdict(spec)
+    as_json = json.loads(json.dumps(asdict(spec)))  # tuples compare as the lists JSON holds
+    return manifest.get("version") == FORMAT_VERSION and manifest.get("spec") == as_json
 
 
 def build_minidisc(root: str | Path, spec: MinidiscSpec = MinidiscSpec(), progress: bool = True,

@@ -12,7 +12,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from fisc.augment.views import AugmentConfig
+from fisc.augment.ops import OpConfigError
+from fisc.augment.pipeline import AugmentConfig
 from fisc.models.descriptor import ModelConfig
 
 
@@ -123,6 +124,10 @@ def check_config(cfg: DictConfig) -> dict[str, Any]:
     except OmegaConfBaseException as e:
         raise ConfigError(f"config cannot be resolved: {e}") from e
     out = {group: typed(resolved, group) for group in SCHEMAS}
+    try:
+        out["augment"].build(out["model"].train_size)  # every op and value, before training
+    except OpConfigError as e:
+        raise ConfigError(f"augment ({out['augment'].name}): {e}") from e
     if cfg.batch_size < 2:
         raise ConfigError(f"batch_size (global) must be >= 2, got {cfg.batch_size}")
     return out

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import DataLoader
 
-from fisc.augment.views import AugmentConfig
+from fisc.augment.pipeline import AugmentConfig
 from fisc.data.datasets import EvalImageDataset, TwoViewDataset
 from fisc.data.disc21 import ImageSet
 from fisc.models.descriptor import ModelConfig
@@ -44,6 +45,22 @@ class CopyDetectionDataModule(pl.LightningDataModule):
         self.seed = seed
         self.eval_batch_size = eval_batch_size
         self.train_set: TwoViewDataset | None = None
+        self.view_pipelines = augment.build(model.train_size)  # config errors: now, not mid-epoch
+        self.gpu_pipelines = [_gpu_pipeline(v.view.gpu) for v in self.view_pipelines]
+        self.gpu_on_device = False
+        self._set_normalisation()
+
+    def _set_normalisation(self) -> None:
+        m = self.model_cfg
+        self._mean = torch.tensor(m.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self._std = torch.tensor(m.std, dtype=torch.float32).view(1, 3, 1, 1)
+
+    def _decide_gpu_stage(self) -> bool:
+        stage = self.augment.gpu_stage
+        if stage == "auto":
+            device = self.trainer.strategy.root_device if self.trainer is not None else None
+            return device is not None and device.type == "cuda"
+        return stage == "device"
 
     def per_device_batch(self) -> int:
         world_size = self.trainer.world_size if self.trainer is not None else 1
@@ -60,10 +77,11 @@ class CopyDetectionDataModule(pl.LightningDataModule):
         return per_device
 
     def train_dataloader(self) -> DataLoader:
-        m = self.model_cfg
         if self.train_set is None:
+            self.gpu_on_device = self._decide_gpu_stage()
+            worker_gpu = None if self.gpu_on_device else self.gpu_pipelines
             self.train_set = TwoViewDataset(
-                self.train_images, self.augment, m.train_size, m.mean, m.std, seed=self.seed
+                self.train_images, self.view_pipelines, seed=self.seed, worker_gpu=worker_gpu
             )
         if self.trainer is not None:
             self.train_set.epoch = self.trainer.current_epoch
@@ -77,6 +95,21 @@ class CopyDetectionDataModule(pl.LightningDataModule):
             persistent_workers=False,
         )
 
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Training batches: the views' GPU stage (when on the device), then normalisation."""
+        if self.trainer is None or not self.trainer.training:
+            return batch
+        view_a, view_b, seeds, index = batch
+        out = []
+        for v, pixels in enumerate((view_a, view_b)):
+            x = pixels.float().div_(255.0)
+            gpu = self.gpu_pipelines[v]
+            if self.gpu_on_device and gpu is not None:
+                x = gpu(x, seeds[:, v])
+            mean, std = self._mean.to(x.device), self._std.to(x.device)
+            out.append((x - mean) / std)
+        return out[0], out[1], index
+
     def val_dataloader(self) -> list[DataLoader]:
         if self.validation is None:
             return []
@@ -89,3 +122,11 @@ class CopyDetectionDataModule(pl.LightningDataModule):
             )
             for images in (self.validation.queries, self.validation.references)
         ]
+
+
+def _gpu_pipeline(cfg: dict) -> torch.nn.Module | None:
+    if not cfg:
+        return None
+    from fisc.augment.gpu_ops import build_gpu_pipeline
+
+    return build_gpu_pipeline(cfg)

@@ -1,0 +1,189 @@
+"""Augmentation pipelines: per view, CPU stages of edit ops (in DataLoader workers) and a
+batched GPU stage (after the batch reaches the device).
+
+A view config::
+
+    stages:                       # CPU, in order
+      - select: all               # every op, each with its own probability p
+        order: fixed              # or random
+        ops: {crop: {p: 1.0, area: [0.1, 1.0]}, hflip: {p: 0.5}}
+      - select: [1, 4]            # a chain of 1-4 distinct ops, drawn with weights p,
+        order: random             # applied in random order (each always fires)
+        ops: {text: {p: 1.0}, emoji: {p: 1.0}, jpeg: {p: 0.5}}
+    gpu: {color_jitter: {p: 0.8}, blur: {p: 0.3}}   # batched ops (fisc.augment.gpu_ops)
+
+Every random choice of sample ``i``'s view ``v`` in epoch ``e`` comes from
+``numpy.random.default_rng([seed, e, i, v])``, including the per-sample seed handed to the GPU
+stage: replaying gives identical views whatever the worker, batch or device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from fisc.augment.ops import OpConfigError, build_op
+from fisc.augment.ops.base import Op, OtherProvider
+
+SELECT_ALL = "all"
+
+
+@dataclass
+class Stage:
+    ops: list[Op]
+    select: tuple[int, int] | None  # None: every op with its own p; else chain length range
+    random_order: bool
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], where: str) -> Stage:
+        unknown = sorted(set(cfg) - {"ops", "select", "order"})
+        if unknown:
+            raise OpConfigError(f"{where}: unknown key(s) {unknown} (ops, select, order)")
+        ops_cfg = cfg.get("ops") or {}
+        if not ops_cfg:
+            raise OpConfigError(f"{where}: a stage needs at least one op")
+        ops = []
+        for name, op_cfg in ops_cfg.items():
+            try:
+                ops.append(build_op(name, op_cfg))
+            except OpConfigError as e:
+                raise OpConfigError(f"{where}: {e}") from e
+        select = cfg.get("select", SELECT_ALL)
+        if select == SELECT_ALL:
+            chain = None
+        else:
+            if not (isinstance(select, Sequence) and len(select) == 2):
+                raise OpConfigError(f"{where}.select must be 'all' or [min, max], got {select!r}")
+            lo, hi = int(select[0]), int(select[1])
+            if not 0 <= lo <= hi <= len(ops):
+                raise OpConfigError(f"{where}.select={select} needs 0 <= min <= max <= {len(ops)}")
+            if all(op.p == 0 for op in ops):
+                raise OpConfigError(f"{where}: chain weights (p) are all zero")
+            chain = (lo, hi)
+        order = cfg.get("order", "fixed")
+        if order not in ("fixed", "random"):
+            raise OpConfigError(f"{where}.order must be 'fixed' or 'random', got {order!r}")
+        return cls(ops, chain, order == "random")
+
+    @property
+    def needs_other(self) -> bool:
+        return any(op.needs_other for op in self.ops)
+
+    def __call__(
+        self, img: np.ndarray, rng: np.random.Generator, other: OtherProvider | None
+    ) -> np.ndarray:
+        if self.select is None:
+            order = rng.permutation(len(self.ops)) if self.random_order else range(len(self.ops))
+            for i in order:
+                img = self.ops[i](img, rng, other)
+            return img
+        weights = np.array([op.p for op in self.ops], dtype=np.float64)
+        k = int(rng.integers(self.select[0], self.select[1] + 1))
+        k = min(k, int((weights > 0).sum()))
+        chosen = rng.choice(len(self.ops), size=k, replace=False, p=weights / weights.sum())
+        if not self.random_order:
+            chosen = np.sort(chosen)
+        for i in chosen:
+            op = self.ops[i]
+            img = op.apply(img, rng, op_other(op, rng, other))
+        return img
+
+
+def op_other(op: Op, rng: np.random.Generator, other: OtherProvider | None):
+    if not op.needs_other:
+        return None
+    if other is None:
+        raise OpConfigError(f"op {op.name!r} needs another image: give a provider")
+    return other(rng)
+
+
+@dataclass
+class View:
+    stages: list[Stage]
+    gpu: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], where: str) -> View:
+        unknown = sorted(set(cfg) - {"stages", "gpu"})
+        if unknown:
+            raise OpConfigError(f"{where}: unknown key(s) {unknown} (stages, gpu)")
+        stages = [
+            Stage.from_config(s, f"{where}.stages[{i}]")
+            for i, s in enumerate(cfg.get("stages") or [])
+        ]
+        gpu = dict(cfg.get("gpu") or {})
+        if gpu:
+            from fisc.augment.gpu_ops import build_gpu_pipeline
+
+            try:
+                build_gpu_pipeline(gpu)  # validate now, not mid-epoch
+            except OpConfigError as e:
+                raise OpConfigError(f"{where}.gpu: {e}") from e
+        return cls(stages, gpu)
+
+
+class ViewPipeline:
+    """Makes the CPU part of one view: ``size x size`` uint8 RGB, plus the sample's GPU seed."""
+
+    def __init__(self, view: View, size: int):
+        self.view = view
+        self.size = size
+
+    @property
+    def needs_other(self) -> bool:
+        return any(s.needs_other for s in self.view.stages)
+
+    def __call__(
+        self, img: np.ndarray, rng: np.random.Generator, other: OtherProvider | None = None
+    ) -> tuple[np.ndarray, int]:
+        for stage in self.view.stages:
+            img = stage(img, rng, other)
+        if img.shape[:2] != (self.size, self.size):
+            img = cv2.resize(
+                img,
+                (self.size, self.size),
+                interpolation=cv2.INTER_AREA
+                if min(img.shape[:2]) > self.size
+                else cv2.INTER_LINEAR,
+            )
+        gpu_seed = int(rng.integers(0, 2**62))
+        return np.ascontiguousarray(img), gpu_seed
+
+
+def build_views(views_cfg: Sequence[Mapping[str, Any]], size: int) -> list[ViewPipeline]:
+    """The view pipelines of an ``augment`` config (at least two views for contrastive training;
+    a single view is used for both)."""
+    if not views_cfg:
+        raise OpConfigError("augment.views: at least one view is needed")
+    views = [
+        ViewPipeline(View.from_config(v, f"augment.views[{i}]"), size)
+        for i, v in enumerate(views_cfg)
+    ]
+    return views if len(views) > 1 else views * 2
+
+
+GPU_STAGES = ("auto", "device", "workers")
+
+
+@dataclass
+class AugmentConfig:
+    """The ``augment`` config group: a named pipeline of training views."""
+
+    name: str = "basic"
+    # where the views' `gpu` ops run: on the training device after transfer, or per sample in
+    # the DataLoader workers (same results: the ops are batch independent); auto = device
+    # when it is a GPU, else workers
+    gpu_stage: str = "auto"
+    views: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.gpu_stage not in GPU_STAGES:
+            raise OpConfigError(f"augment.gpu_stage must be one of {GPU_STAGES}")
+
+    def build(self, size: int) -> list[ViewPipeline]:
+        """Every view's CPU pipeline; raises :class:`OpConfigError` on any bad op or value."""
+        return build_views(self.views, size)

@@ -1,0 +1,105 @@
+"""Augmentation pipelines: configs, reproducibility in DataLoader workers, GPU stage placement."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import CONF
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader
+
+from fisc.augment.gpu_ops import build_gpu_pipeline
+from fisc.augment.ops import OpConfigError
+from fisc.augment.pipeline import AugmentConfig
+from fisc.data.datasets import TwoViewDataset
+from fisc.data.disc21 import Disc21
+from fisc.train.config import ConfigError, check_config
+
+PIPELINES = sorted(p.stem for p in (CONF / "augment").glob("*.yaml"))
+REQUIRED = {"basic", "sscd_advanced", "isc1st", "disc_full"}
+
+
+def load(name: str) -> AugmentConfig:
+    return AugmentConfig(
+        **OmegaConf.to_container(OmegaConf.load(CONF / "augment" / f"{name}.yaml"))
+    )
+
+
+def test_required_pipelines_exist():
+    assert REQUIRED <= set(PIPELINES)
+
+
+def test_disc_full_covers_every_op():
+    from fisc.augment.ops import OPS
+
+    named = {op for stage in load("disc_full").views[0]["stages"] for op in stage["ops"]}
+    assert named == set(OPS)
+
+
+def test_isc1st_views_are_asymmetric():
+    views = load("isc1st").build(64)
+    assert len(views) == 2
+    names = [{op.name for s in v.view.stages for op in s.ops} for v in views]
+    assert names[0] != names[1] and {"paste_onto", "overlay_image"} <= names[1]
+
+
+@pytest.mark.parametrize("name", PIPELINES)
+def test_pipeline_views_are_reproducible_and_sized(name, tiny_minidisc):
+    images = Disc21(tiny_minidisc).images("training")
+    cfg = load(name)
+    ds = TwoViewDataset(
+        images,
+        cfg.build(48),
+        seed=5,
+        worker_gpu=[
+            build_gpu_pipeline(v["gpu"]) if v.get("gpu") else None for v in (cfg.views * 2)[:2]
+        ],
+    )
+    a, b, seeds, idx = ds[3]
+    assert a.shape == b.shape == (3, 48, 48) and a.dtype == torch.uint8
+    a2, b2, seeds2, _ = ds[3]
+    assert torch.equal(a, a2) and torch.equal(b, b2) and torch.equal(seeds, seeds2)
+    ds.epoch = 1
+    a3, _, seeds3, _ = ds[3]
+    assert not torch.equal(seeds, seeds3)  # a new epoch draws new edits
+    assert seeds[0] != seeds[1]  # the two views differ in their randomness
+
+
+def test_workers_give_the_same_batches(tiny_minidisc):
+    images = Disc21(tiny_minidisc).images("training")
+    cfg = load("sscd_advanced")
+    gpu = [build_gpu_pipeline(cfg.views[0]["gpu"])] * 2
+    ds = TwoViewDataset(images, cfg.build(32), seed=1, worker_gpu=gpu)
+    batches = []
+    for workers in (0, 2):
+        loader = DataLoader(ds, batch_size=6, num_workers=workers, shuffle=False)
+        batches.append([b[0] for b in loader])
+    for x, y in zip(*batches, strict=True):
+        assert torch.equal(x, y)
+
+
+def test_gpu_stage_on_device_equals_stage_in_workers(tiny_minidisc):
+    """The same GPU ops per sample in a worker, or on the batch after transfer: same views."""
+    images = Disc21(tiny_minidisc).images("training")
+    cfg = load("sscd_advanced")
+    views = cfg.build(32)
+    gpu = build_gpu_pipeline(cfg.views[0]["gpu"])
+    in_worker = TwoViewDataset(images, views, seed=2, worker_gpu=[gpu, gpu])
+    raw = TwoViewDataset(images, views, seed=2)
+    batch_worker = [in_worker[i] for i in range(4)]
+    a_raw = torch.stack([raw[i][0] for i in range(4)]).float() / 255
+    seeds = torch.stack([raw[i][2] for i in range(4)])
+    on_device = gpu(a_raw, seeds[:, 0])
+    from_worker = torch.stack([b[0] for b in batch_worker]).float() / 255
+    assert (on_device - from_worker).abs().max() <= 1 / 255 + 1e-6  # uint8 rounding only
+
+
+def test_bad_pipeline_configs_fail_at_start_up(compose_cfg):
+    with pytest.raises(ConfigError, match="nope"):
+        check_config(compose_cfg("+augment.views.0.stages.0.ops.nope={p: 1.0}"))
+    with pytest.raises(ConfigError, match="blur.sigma"):
+        check_config(compose_cfg("augment.views.0.stages.0.ops.blur.sigma=[0.5, 99.0]"))
+    with pytest.raises(OpConfigError, match="select"):
+        AugmentConfig(views=[{"stages": [{"ops": {"jpeg": {}}, "select": [2, 5]}]}]).build(32)
+    with pytest.raises(OpConfigError, match="gpu"):
+        AugmentConfig(views=[{"stages": [], "gpu": {"warp_drive": {}}}]).build(32)
