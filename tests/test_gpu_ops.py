@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fisc.augment.gpu_ops import GPU_OPS, GpuPipeline, build_gpu_op, build_gpu_pipeline
+from fisc.augment.gpu_ops import CPU_CHUNK, GPU_OPS, GpuPipeline, build_gpu_op, build_gpu_pipeline
 from fisc.augment.ops.base import OpConfigError
 
 # each op with strong parameters: it must visibly change any textured image
@@ -88,6 +88,18 @@ def test_batch_independence(name, p):
     for pos, i in enumerate(order.tolist()):
         alone = op(x[i : i + 1], seeds[i : i + 1])
         torch.testing.assert_close(batched[pos : pos + 1], alone, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", sorted(GPU_OPS))
+def test_large_batch_goes_in_chunks_unchanged(name):
+    """CPU batches above CPU_CHUNK are edited chunk by chunk: still sample by sample."""
+    x, seeds = images(CPU_CHUNK + 3, size=16, seed=3), torch.arange(CPU_CHUNK + 3) * 7
+    for p in (1.0, 0.6):
+        op = strong(name, p=p)
+        out = op(x, seeds)
+        for i in (0, CPU_CHUNK - 1, CPU_CHUNK + 2):
+            alone = op(x[i : i + 1], seeds[i : i + 1])
+            torch.testing.assert_close(out[i : i + 1], alone, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("order", ["fixed", "random"])

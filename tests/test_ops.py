@@ -116,7 +116,9 @@ def test_bad_config(name):
         if spec.hi is None or isinstance(spec.default, (bool, str)):
             continue
         bad = spec.hi + 1
-        value = [spec.lo if spec.lo is not None else 0, bad] if isinstance(spec.default, tuple) else bad
+        value = (
+            [spec.lo if spec.lo is not None else 0, bad] if isinstance(spec.default, tuple) else bad
+        )
         with pytest.raises(OpConfigError, match=rf"{name}\.{key}"):
             build_op(name, {key: value})
         if isinstance(spec.default, tuple):
@@ -208,7 +210,9 @@ def test_noise_has_the_configured_std():
 
 def test_brightness_scales_values():
     flat = np.full((16, 16, 3), 100, np.uint8)
-    means = {run(build_op("brightness", {"strength": [0.5, 0.5]}), flat, s).mean() for s in range(8)}
+    means = {
+        run(build_op("brightness", {"strength": [0.5, 0.5]}), flat, s).mean() for s in range(8)
+    }
     assert {round(m) for m in means} == {150, 67}  # x1.5 or /1.5
 
 

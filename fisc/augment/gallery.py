@@ -97,5 +97,7 @@ def pipeline_gallery(
 
 
 def save_png(img: Image.Image, path: str | Path) -> None:
+    """Write as a 256-colour PNG (galleries live in the repository: keep them small)."""
     with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
+        img.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(tmp, format="PNG",
+                                                                        optimize=True)

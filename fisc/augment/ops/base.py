@@ -12,14 +12,22 @@ Writing an op::
         name = "blur"
         params = {"sigma": Param((0.5, 4.0), lo=0.0, hi=50.0)}
 
+        @bounded  # from fisc.augment.ops.geometric: RGB uint8 in, 8..2048 px a side out
         def apply(self, img, rng, other=None):
             sigma = self.uniform(rng, "sigma")
             return cv2.GaussianBlur(img, (0, 0), sigma)
 
-``Param(default, lo, hi)`` declares a range ``(a, b)`` with ``lo <= a <= b <= hi`` (or a
-scalar when ``default`` is a number). ``Op.at(level)`` builds the op at an intensity level in
-[0, 1] (for galleries and tests): each range parameter shrinks to the point
-``lo_default + level * (hi_default - lo_default)``... see :meth:`Op.at`.
+``Param(default, lo, hi, intensity)`` declares a range ``(a, b)`` with
+``lo <= a <= b <= hi``, or a number (bounded the same way), a bool or a string (not checked).
+``Op.at(level)`` builds the op at an intensity level in [0, 1] (for galleries and tests):
+each range parameter with an ``intensity`` direction collapses to the single point ``level``
+of the way from the mild to the strong end of its *default* range (``"up"``: ``a`` to ``b``;
+``"down"``: ``b`` to ``a``); every other parameter keeps its default.
+
+The ops themselves live in ``geometric``, ``photometric``, ``overlay`` and ``composite``
+(imported by ``fisc.augment.ops``). Their ``apply`` is wrapped in
+:func:`fisc.augment.ops.geometric.bounded`: gray or RGBA input is accepted, the input array is
+never modified, and outputs keep both sides within ``MIN_SIDE``..``MAX_SIDE`` (8..2048 px).
 """
 
 from __future__ import annotations

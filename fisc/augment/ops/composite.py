@@ -11,8 +11,7 @@ import math
 import numpy as np
 
 from fisc.augment.ops.base import Op, OpConfigError, Param, register
-from fisc.augment.ops.geometric import as_rgb, bounded, resize_to
-from fisc.augment.ops.overlay import blend
+from fisc.augment.ops.geometric import as_rgb, blend, bounded, resize_to
 
 
 def _need(op: Op, other) -> np.ndarray:

@@ -1,5 +1,6 @@
 """Geometric ops (crop, pad, resize, aspect, rotate, rotate90, flips, perspective, skew), and
-the helpers every CPU op shares: :func:`as_rgb`, :func:`fit_size`, :func:`bounded`.
+the helpers every CPU op shares: :func:`as_rgb`, :func:`fit_size`, :func:`bounded`,
+:func:`resize_to`, :func:`blend`, :func:`random_color`.
 
 Size rule: an op's output has both sides in ``[MIN_SIDE, MAX_SIDE]`` (8 and 2048 px). Every
 ``apply`` is wrapped in :func:`bounded`, which converts the input to ``HxWx3 uint8``, upscales
@@ -98,6 +99,31 @@ def shrink_to_fit(img: np.ndarray, growth_h: float, growth_w: float) -> np.ndarr
     if s >= 1.0:
         return img
     return resize_to(img, max(1, int(w * s)), max(1, int(h * s)))
+
+
+def blend(dst: np.ndarray, src, alpha, x: int, y: int) -> None:
+    """In place: ``dst[y:y+h, x:x+w] = src * alpha + dst * (1 - alpha)``, clipped to ``dst``.
+
+    ``src`` is an ``hxwx3`` uint8 array or an RGB colour; ``alpha`` an ``hxw`` float32 array in
+    [0, 1], or a number (then ``src`` must be an array). Uses ``cv2.blendLinear`` /
+    ``cv2.addWeighted`` (10x faster than the numpy expression)."""
+    h, w = alpha.shape[:2] if isinstance(alpha, np.ndarray) else src.shape[:2]
+    H, W = dst.shape[:2]
+    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, W), min(y + h, H)
+    if x1 <= x0 or y1 <= y0:
+        return
+    region = np.ascontiguousarray(dst[y0:y1, x0:x1])
+    cut = (slice(y0 - y, y1 - y), slice(x0 - x, x1 - x))
+    if isinstance(src, np.ndarray):
+        s = np.ascontiguousarray(src[cut])
+    else:  # a solid image; bytes repetition is ~50x faster than numpy broadcasting here
+        s = np.frombuffer(bytes(int(c) for c in src) * region.shape[0] * region.shape[1], np.uint8)
+        s = s.reshape(region.shape)
+    if isinstance(alpha, np.ndarray):
+        a = np.ascontiguousarray(alpha[cut], dtype=np.float32)
+        dst[y0:y1, x0:x1] = cv2.blendLinear(s, region, a, 1.0 - a)
+    else:
+        dst[y0:y1, x0:x1] = cv2.addWeighted(s, float(alpha), region, 1.0 - float(alpha), 0.0)
 
 
 def random_color(rng: np.random.Generator, plain_p: float = 0.4) -> tuple[int, int, int]:

@@ -2,8 +2,9 @@
 
 Fonts and emoji images are AugLy's shipped assets (:mod:`fisc.augment.overlay_assets`).
 Text is rendered with PIL into a small 8-bit coverage mask the size of the text box, then
-alpha-blended into the image with numpy (:func:`blend`), so the cost scales with the text,
-not the image. Fonts are cached per (file, size); sizes are rounded to steps of about 10%.
+alpha-blended into the image with OpenCV (:func:`~fisc.augment.ops.geometric.blend`), so the
+cost scales with the text, not the image. Fonts are cached per (file, size); sizes are
+rounded to steps of about 10%.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from fisc.augment import overlay_assets as assets
 from fisc.augment.ops.base import Op, Param, register
-from fisc.augment.ops.geometric import bounded, random_color, resize_to
+from fisc.augment.ops.geometric import blend, bounded, random_color, resize_to
 
 _LETTERS = string.ascii_letters
 _Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
@@ -29,38 +30,13 @@ _Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 # ------------------------------------------------------------------------------ helpers
 
 
-def blend(dst: np.ndarray, src, alpha, x: int, y: int) -> None:
-    """In place: ``dst[y:y+h, x:x+w] = src * alpha + dst * (1 - alpha)``, clipped to ``dst``.
-
-    ``src`` is an ``hxwx3`` uint8 array or an RGB colour; ``alpha`` an ``hxw`` float32 array in
-    [0, 1], or a number (then ``src`` must be an array). Uses ``cv2.blendLinear`` /
-    ``cv2.addWeighted`` (10x faster than the numpy expression)."""
-    h, w = alpha.shape[:2] if isinstance(alpha, np.ndarray) else src.shape[:2]
-    H, W = dst.shape[:2]
-    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, W), min(y + h, H)
-    if x1 <= x0 or y1 <= y0:
-        return
-    region = np.ascontiguousarray(dst[y0:y1, x0:x1])
-    cut = (slice(y0 - y, y1 - y), slice(x0 - x, x1 - x))
-    if isinstance(src, np.ndarray):
-        s = np.ascontiguousarray(src[cut])
-    else:  # a solid image; bytes repetition is ~50x faster than numpy broadcasting here
-        s = np.frombuffer(bytes(int(c) for c in src) * region.shape[0] * region.shape[1], np.uint8)
-        s = s.reshape(region.shape)
-    if isinstance(alpha, np.ndarray):
-        a = np.ascontiguousarray(alpha[cut], dtype=np.float32)
-        dst[y0:y1, x0:x1] = cv2.blendLinear(s, region, a, 1.0 - a)
-    else:
-        dst[y0:y1, x0:x1] = cv2.addWeighted(s, float(alpha), region, 1.0 - float(alpha), 0.0)
-
-
 def quantize_px(px: float) -> int:
     """A font size in px rounded to a ~10% step (bounded cache), at least 6."""
     px = max(6.0, float(px))
     return int(round(1.1 ** round(math.log(px, 1.1))))
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=512)  # a face costs ~150 KB; loading one ~0.2 ms
 def font(path: Path | None, size: int) -> _Font:
     """``path`` at ``size`` px with PIL's basic layout (no script shaping: ~40% faster than
     Raqm, and shaping does not matter for random character strings)."""
@@ -79,10 +55,6 @@ def _chars(path: Path | None) -> tuple[tuple[str, ...], tuple[str, ...], tuple[s
     asc = tuple(c for c in allc if c in assets.ASCII_CHARS)
     emo = tuple(c for c in allc if 0x1F300 <= ord(c) <= 0x1FAFF or 0x2600 <= ord(c) <= 0x27BF)
     return allc, asc, emo
-
-
-def _all_fonts() -> tuple[Path | None, ...]:
-    return assets.font_paths() or (None,)
 
 
 @functools.lru_cache(maxsize=1)
@@ -114,19 +86,22 @@ def _pick(rng: np.random.Generator, seq):
 
 
 def text_mask(text: str, fnt: _Font) -> np.ndarray:
-    """The 8-bit coverage mask of ``text``, cropped to its ink; ``\n`` separates lines, each
-    rendered on its own (one FreeType pass each: measuring a multi-line block costs another)
-    and stacked left-aligned with a gap of a fifth of the font size."""
+    """The 8-bit coverage mask of ``text``, cropped to its ink; newlines separate lines, each
+    rendered on its own and stacked left-aligned with a gap of a fifth of the font size.
+    A line is drawn on a canvas sized from the font size (2 em per character, 2.5 em high)
+    and cropped with ``cv2.boundingRect``: measuring it first would cost a FreeType pass."""
+    px = int(getattr(fnt, "size", 10))
     masks = []
     for line in text.split("\n"):
-        x0, y0, x1, y1 = fnt.getbbox(line)
-        if x1 > x0 and y1 > y0:
-            im = Image.new("L", (x1 - x0, y1 - y0), 0)
-            ImageDraw.Draw(im).text((-x0, -y0), line, fill=255, font=fnt)
-            masks.append(np.asarray(im))
+        im = Image.new("L", (len(line) * 2 * px + 2 * px, int(2.5 * px) + 2), 0)
+        ImageDraw.Draw(im).text((px, px // 2), line, fill=255, font=fnt)
+        m = np.asarray(im)
+        x, y, w, h = cv2.boundingRect(m)
+        if w and h:
+            masks.append(m[y : y + h, x : x + w])
     if len(masks) <= 1:
         return masks[0] if masks else np.zeros((1, 1), np.uint8)
-    gap = max(1, round(0.2 * getattr(fnt, "size", 10)))
+    gap = max(1, round(0.2 * px))
     out = np.zeros(
         (sum(m.shape[0] for m in masks) + gap * (len(masks) - 1), max(m.shape[1] for m in masks)),
         np.uint8,
@@ -186,7 +161,7 @@ class Text(Op):
     def apply(self, img, rng, other=None):
         h, w = img.shape[:2]
         use_emoji = rng.random() < self.values["emoji_p"] and bool(emoji_fonts())
-        path = _pick(rng, emoji_fonts() if use_emoji else _all_fonts())
+        path = _pick(rng, emoji_fonts() if use_emoji else assets.font_paths() or (None,))
         allc, asc, emo = _chars(path)
         px = quantize_px(self.uniform(rng, "size") * min(h, w))
         n = self.randint(rng, "length")
@@ -382,18 +357,8 @@ class Screenshot(Op):
         d.ellipse((x + 1.5 * s, y0, x + 2.5 * s, y0 + s), outline=fg, width=lw)
         d.polygon([(x + 3 * s, y0), (x + 4 * s, y0 + 0.1 * s), (x + 3.4 * s, y0 + s)], outline=fg)
         bx = w - max(mx, 2) - 1.2 * s
-        d.line(
-            [
-                (bx, y0),
-                (bx + 0.8 * s, y0),
-                (bx + 0.8 * s, y0 + s),
-                (bx + 0.4 * s, y0 + 0.7 * s),
-                (bx, y0 + s),
-                (bx, y0),
-            ],
-            fill=fg,
-            width=lw,
-        )
+        mark = [(0, 0), (0.8, 0), (0.8, 1), (0.4, 0.7), (0, 1), (0, 0)]  # bookmark
+        d.line([(bx + s * u, y0 + s * v) for u, v in mark], fill=fg, width=lw)
         f2 = font(ui, quantize_px(bottom * 0.16))
         likes = f"{int(rng.integers(1, 100000)):,} likes"
         d.text((x, y0 + 1.35 * s), likes, fill=fg, font=f2)
@@ -403,9 +368,16 @@ class Screenshot(Op):
         return out
 
 
+_T = np.linspace(0, 2 * np.pi, 24, endpoint=False)
+_HEART = np.stack(  # a heart curve scaled to the unit box, y down
+    [
+        0.5 + 16 * np.sin(_T) ** 3 / 34,
+        0.45 - (13 * np.cos(_T) - 5 * np.cos(2 * _T) - 2 * np.cos(3 * _T) - np.cos(4 * _T)) / 34,
+    ],
+    axis=1,
+)
+
+
 def _heart(x: float, y: float, s: float) -> list[tuple[float, float]]:
-    """A heart outline polygon in the box (x, y, x + s, y + s)."""
-    t = np.linspace(0, 2 * np.pi, 24, endpoint=False)
-    hx = 16 * np.sin(t) ** 3
-    hy = 13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t)
-    return [(x + s * (0.5 + a / 34), y + s * (0.45 - b / 34)) for a, b in zip(hx, hy, strict=True)]
+    """The heart polygon in the box (x, y, x + s, y + s)."""
+    return [(x + s * u, y + s * v) for u, v in _HEART.tolist()]
