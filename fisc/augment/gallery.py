@@ -99,5 +99,6 @@ def pipeline_gallery(
 def save_png(img: Image.Image, path: str | Path) -> None:
     """Write as a 256-colour PNG (galleries live in the repository: keep them small)."""
     with atomic_path(path) as tmp:
-        img.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(tmp, format="PNG",
-                                                                        optimize=True)
+        img.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(
+            tmp, format="PNG", optimize=True
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import pytorch_lightning as pl
@@ -12,6 +13,8 @@ from fisc.augment.pipeline import AugmentConfig
 from fisc.data.datasets import EvalImageDataset, TwoViewDataset
 from fisc.data.disc21 import ImageSet
 from fisc.models.descriptor import ModelConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -79,6 +82,13 @@ class CopyDetectionDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self.train_set is None:
             self.gpu_on_device = self._decide_gpu_stage()
+            if any(g is not None for g in self.gpu_pipelines):
+                log.info(
+                    "augmentation GPU stage runs %s",
+                    "on the device after transfer"
+                    if self.gpu_on_device
+                    else "per sample in the DataLoader workers",
+                )
             worker_gpu = None if self.gpu_on_device else self.gpu_pipelines
             self.train_set = TwoViewDataset(
                 self.train_images, self.view_pipelines, seed=self.seed, worker_gpu=worker_gpu
