@@ -5,7 +5,6 @@ PY := $(VENV)/bin/python
 # torch/torchvision pinned to the builds the reference machine serves from local disk
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 export HF_HUB_OFFLINE ?= 1
-export NO_ALBUMENTATIONS_UPDATE ?= 1
 export WANDB_MODE ?= offline
 
 .PHONY: help setup demo test test-all lint format clean bench-augment augment-gallery

@@ -2,7 +2,6 @@
 
 import os
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 
 import hydra  # noqa: E402

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-for _key, _value in (("NO_ALBUMENTATIONS_UPDATE", "1"), ("WANDB_MODE", "offline")):
+for _key, _value in (("WANDB_MODE", "offline"),):
     os.environ.setdefault(_key, _value)
 
 

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ["WANDB_MODE"] = "disabled"
 
 import pytest  # noqa: E402

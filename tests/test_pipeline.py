@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from conftest import CONF
@@ -103,3 +104,17 @@ def test_bad_pipeline_configs_fail_at_start_up(compose_cfg):
         AugmentConfig(views=[{"stages": [{"ops": {"jpeg": {}}, "select": [2, 5]}]}]).build(32)
     with pytest.raises(OpConfigError, match="gpu"):
         AugmentConfig(views=[{"stages": [], "gpu": {"warp_drive": {}}}]).build(32)
+
+
+def test_galleries_show_every_op_and_view(tmp_path):
+    from fisc.augment import gallery
+    from fisc.augment.ops import OPS
+
+    src = np.random.default_rng(0).integers(0, 255, (40, 60, 3), np.uint8)
+    sheet = gallery.ops_gallery([src, src[::-1].copy()], levels=(0.3, 1.0))
+    assert sheet.size == (120 + 6 * gallery.TILE, gallery.LABEL + 4 + len(OPS) * gallery.TILE)
+    pipes = {"isc1st": load("isc1st"), "basic": load("basic")}
+    sheet = gallery.pipeline_gallery(pipes, src, [src], size=32, samples=3)
+    assert sheet.size[1] == gallery.LABEL + 4 + 4 * gallery.TILE  # 2 pipelines x 2 views
+    gallery.save_png(sheet, tmp_path / "g.png")
+    assert (tmp_path / "g.png").stat().st_size > 0

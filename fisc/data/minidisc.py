@@ -337,8 +337,9 @@ def build_minidisc(root: str | Path, spec: MinidiscSpec = MinidiscSpec(), progre
         return root
     if state is False and not overwrite:
         raise MinidiscError(
-            f"{root} exists but is not a complete minidisc of this spec "
-            f"({asdict(spec)}); pass overwrite=True to replace it")
+            f"{root} exists but is not a complete minidisc of this spec and format version "
+            f"{FORMAT_VERSION} ({asdict(spec)}); delete it, use another root, or replace it "
+            f"(overwrite=True, or `fisc minidisc --root {root} --overwrite`)")
     root.parent.mkdir(parents=True, exist_ok=True)
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp = root.parent / f".{root.name}.partial-{tag}"

@@ -29,7 +29,6 @@ VERSIONED = (
     "pytorch-lightning",
     "timm",
     "kornia",
-    "albumentations",
     "faiss-cpu",
     "hydra-core",
     "wandb",
