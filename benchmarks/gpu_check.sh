@@ -2,14 +2,7 @@
 # The device check, run on a lent GPU machine from the repo root (see benchmarks/README.md):
 # GPU tests, model/search throughput, and train.py end to end with trainer=gpu (bf16).
 # Missing pure-Python deps travel as wheels in .whl/ (not committed).
-set -uo pipefail
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 NO_ALBUMENTATIONS_UPDATE=1 WANDB_MODE=disabled
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit 1
-fi
-export PYTHONPATH=${PYTHONPATH:-$PWD}
+source "$(dirname "$0")/device_env.sh"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import torch, timm, pytorch_lightning as pl; print(torch.__version__, timm.__version__, pl.__version__)"
 echo "== gpu tests"; timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_search.py 2>&1 | tail -3

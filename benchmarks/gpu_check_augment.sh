@@ -2,14 +2,7 @@
 # Device check for the edit library: GPU-marked op tests, GPU-stage throughput of every
 # pipeline, and train.py trainer=gpu with the isc1st pipeline (GPU stage on the device,
 # paste ops drawing other training images through the data module).
-set -uo pipefail
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 NO_ALBUMENTATIONS_UPDATE=1 WANDB_MODE=disabled
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit 1
-fi
-export PYTHONPATH=${PYTHONPATH:-$PWD}
+source "$(dirname "$0")/device_env.sh"
 nvidia-smi --query-gpu=name --format=csv,noheader
 echo "== gpu op tests"; timeout 90 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu_ops.py 2>&1 | tail -2
 echo "== GPU stage throughput"; timeout 90 python3 benchmarks/bench_augment.py --gpu-only --out "$OUT/augment_gpu.json"

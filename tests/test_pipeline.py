@@ -118,3 +118,14 @@ def test_galleries_show_every_op_and_view(tmp_path):
     assert sheet.size[1] == gallery.LABEL + 4 + 4 * gallery.TILE  # 2 pipelines x 2 views
     gallery.save_png(sheet, tmp_path / "g.png")
     assert (tmp_path / "g.png").stat().st_size > 0
+
+
+def test_excluded_ops_never_run():
+    cfg = load("disc_full")
+    cfg.exclude_ops = ["meme", "screenshot", "crop"]
+    views = cfg.build(32)
+    names = {op.name for v in views for s in v.view.stages for op in s.ops}
+    assert not names & {"meme", "screenshot", "crop"} and "text" in names
+    assert len(views[0].view.stages) == 1  # the crop-only stage is gone
+    with pytest.raises(OpConfigError, match="exclude_ops"):
+        AugmentConfig(views=cfg.views, exclude_ops=["nope"])

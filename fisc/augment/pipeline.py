@@ -179,11 +179,35 @@ class AugmentConfig:
     # when it is a GPU, else workers
     gpu_stage: str = "auto"
     views: list[dict[str, Any]] = field(default_factory=list)
+    # CPU ops left out of every stage (held-out edits: train without them, evaluate on them)
+    exclude_ops: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         if self.gpu_stage not in GPU_STAGES:
             raise OpConfigError(f"augment.gpu_stage must be one of {GPU_STAGES}")
+        from fisc.augment.ops import OPS
+
+        unknown = sorted(set(self.exclude_ops) - set(OPS))
+        if unknown:
+            raise OpConfigError(f"augment.exclude_ops: unknown ops {unknown}")
 
     def build(self, size: int) -> list[ViewPipeline]:
         """Every view's CPU pipeline; raises :class:`OpConfigError` on any bad op or value."""
-        return build_views(self.views, size)
+        return build_views([_without(v, set(self.exclude_ops)) for v in self.views], size)
+
+
+def _without(view: Mapping[str, Any], excluded: set[str]) -> dict[str, Any]:
+    """``view`` minus the excluded ops; stages left empty are dropped, chains shortened."""
+    if not excluded:
+        return dict(view)
+    stages = []
+    for stage in view.get("stages") or []:
+        ops = {k: v for k, v in (stage.get("ops") or {}).items() if k not in excluded}
+        if not ops:
+            continue
+        stage = {**stage, "ops": ops}
+        select = stage.get("select", SELECT_ALL)
+        if select != SELECT_ALL:
+            stage["select"] = [min(int(select[0]), len(ops)), min(int(select[1]), len(ops))]
+        stages.append(stage)
+    return {**view, "stages": stages}
