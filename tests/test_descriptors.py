@@ -168,3 +168,50 @@ def test_bad_file_in_a_worker_keeps_its_type_and_name(tmp_path):
             batch_size=2,
             progress=False,
         )
+
+
+# --- extraction over ranks: shards keyed by index, merged with dedup == single process ------
+
+
+def _shard_worker(rank: int, folder: str, shard_dir: str, init_file: str):
+    import torch.distributed as dist
+
+    from fisc.descriptors.extract import Preprocess
+    from fisc.descriptors.sharded import extract_shard
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        images = list_images(folder, "reference")
+        extract_shard(
+            MeanColour(),
+            images,
+            Preprocess(16, (0.5,) * 3, (0.5,) * 3),
+            shard_dir,
+            batch_size=2,
+            progress=False,
+        )
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.ddp
+def test_two_rank_shards_merge_to_the_single_process_file(tmp_path):
+    from fisc.descriptors.sharded import merge_shards, rank_indices
+
+    (tmp_path / "imgs").mkdir()
+    folder = _folder(tmp_path / "imgs", n=5)
+    shard_dir = tmp_path / "shards"
+    torch.multiprocessing.spawn(
+        _shard_worker, nprocs=2, args=(str(folder), str(shard_dir), str(tmp_path / "init"))
+    )
+    assert rank_indices(5, 1, 2) == [1, 3, 0]  # padded: index 0 appears on both ranks
+    images = list_images(folder, "reference")
+    merged = read_vectors(
+        merge_shards(sorted(shard_dir.glob("shard-*.h5")), images, tmp_path / "merged.h5")
+    )
+    single, _ = extract_descriptors(
+        MeanColour(), images, 16, (0.5,) * 3, (0.5,) * 3, progress=False
+    )
+    assert merged.ids.tolist() == single.ids.tolist()
+    np.testing.assert_array_equal(merged.vectors, single.vectors)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from fisc.data.datasets import EvalImageDataset
@@ -26,7 +27,51 @@ class NonFiniteDescriptorError(FloatingPointError):
         super().__init__(f"non-finite descriptors for {len(self.ids)} images, e.g. {self.ids[:5]}")
 
 
+@dataclass(frozen=True)
+class Preprocess:
+    """Per-image evaluation input: ``size x size`` resize, then ``(x - mean) / std``."""
+
+    size: int
+    mean: Sequence[float]
+    std: Sequence[float]
+
+
 @torch.inference_mode()
+def iter_descriptors(
+    model: nn.Module,
+    images: ImageSet,
+    prep: Preprocess,
+    indices: Sequence[int] | None = None,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+    on_error: str = "raise",
+    progress: bool = True,
+    desc: str = "extract",
+) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """Yield ``(dataset indices, float32 vectors)`` per batch, in eval mode, of the images at
+    ``indices`` (default: all). Undecodable images (``on_error="skip"``) are left out of the
+    batch; non-finite outputs raise :class:`NonFiniteDescriptorError` naming the images."""
+    dataset = EvalImageDataset(images, prep.size, prep.mean, prep.std, on_error=on_error)
+    if indices is not None:
+        dataset = Subset(dataset, list(indices))
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
+    was_training = model.training
+    model.eval().to(device)
+    try:
+        for pixels, index, ok in tqdm(loader, desc=desc, unit="batch", disable=not progress):
+            index, ok = index.numpy(), ok.numpy().astype(bool)
+            if not ok.any():
+                continue
+            vectors = model(pixels[ok].to(device)).float().cpu().numpy()
+            bad = ~np.isfinite(vectors).all(axis=1)
+            if bad.any():
+                raise NonFiniteDescriptorError([images.ids[i] for i in index[ok][bad]])
+            yield index[ok], vectors
+    finally:
+        model.train(was_training)
+
+
 def extract_descriptors(
     model: nn.Module,
     images: ImageSet,
@@ -45,32 +90,28 @@ def extract_descriptors(
     ``on_error="raise"`` stops at the first bad file with an error naming it;
     ``"skip"`` logs it, leaves it out and lists it in the second return value.
     """
-    dataset = EvalImageDataset(images, size, mean, std, on_error=on_error)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
-    was_training = model.training
-    model.eval().to(device)
     out: np.ndarray | None = None
     keep = np.zeros(len(images), dtype=bool)
-    try:
-        for pixels, index, ok in tqdm(loader, desc=desc, unit="batch", disable=not progress):
-            index, ok = index.numpy(), ok.numpy().astype(bool)
-            if not ok.any():
-                continue
-            vectors = model(pixels[ok].to(device)).float().cpu().numpy()
-            if out is None:
-                out = np.empty((len(images), vectors.shape[1]), dtype=np.float32)
-            out[index[ok]] = vectors
-            keep[index[ok]] = True
-    finally:
-        model.train(was_training)
-    ids = np.asarray(images.ids)
-    skipped = ids[~keep].tolist()
+    for index, vectors in iter_descriptors(
+        model,
+        images,
+        Preprocess(size, mean, std),
+        None,
+        batch_size,
+        num_workers,
+        device,
+        on_error,
+        progress,
+        desc,
+    ):
+        if out is None:
+            out = np.empty((len(images), vectors.shape[1]), dtype=np.float32)
+        out[index] = vectors
+        keep[index] = True
     if out is None:
         raise ValueError(f"no image of {len(images)} could be decoded")
-    vectors = out[keep]
-    bad = ~np.isfinite(vectors).all(axis=1)
-    if bad.any():
-        raise NonFiniteDescriptorError(ids[keep][bad].tolist())
+    ids = np.asarray(images.ids)
+    skipped = ids[~keep].tolist()
     if skipped:
         log.warning("skipped %d undecodable images: %s", len(skipped), skipped[:10])
-    return Descriptors(ids[keep], vectors), skipped
+    return Descriptors(ids[keep], out[keep]), skipped

@@ -59,7 +59,7 @@ def _umask() -> int:
     return mask
 
 
-def _ascii(ids: Sequence[str]) -> np.ndarray:
+def ascii_ids(ids: Sequence[str]) -> np.ndarray:
     return np.array([str(i).encode("ascii") for i in ids], dtype="S")
 
 
@@ -71,7 +71,7 @@ def write_vectors(path: str | Path, descriptors: Descriptors) -> None:
     """Write a per-set working file (``vectors``, ``image_names``)."""
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("vectors", data=np.asarray(descriptors.vectors, dtype=np.float32))
-        f.create_dataset("image_names", data=_ascii(descriptors.ids))
+        f.create_dataset("image_names", data=ascii_ids(descriptors.ids))
 
 
 def read_vectors(path: str | Path) -> Descriptors:
@@ -89,8 +89,8 @@ def write_submission(
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("query", data=np.asarray(q.vectors, dtype=np.float32))
         f.create_dataset("reference", data=np.asarray(r.vectors, dtype=np.float32))
-        f.create_dataset("query_ids", data=_ascii(q.ids))
-        f.create_dataset("reference_ids", data=_ascii(r.ids))
+        f.create_dataset("query_ids", data=ascii_ids(q.ids))
+        f.create_dataset("reference_ids", data=ascii_ids(r.ids))
         for key, value in (attrs or {}).items():
             f.attrs[key] = value
 
