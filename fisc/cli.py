@@ -45,6 +45,9 @@ def _extract(args) -> None:
     if args.gt:
         images = images.subset(load_ground_truth(args.gt))
     model, cfg = load_checkpoint_model(args.checkpoint)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by torchrun: one shard per rank
+        _extract_distributed(args, model, cfg, images)
+        return
     descriptors, skipped = extract_descriptors(
         model,
         images,
@@ -69,6 +72,39 @@ def _extract(args) -> None:
     )
 
 
+def _extract_distributed(args, model, cfg, images) -> None:
+    import torch
+    import torch.distributed as dist
+
+    from fisc.descriptors.extract import Preprocess
+    from fisc.descriptors.sharded import extract_shard, merge_shards
+
+    cuda = torch.cuda.is_available()
+    dist.init_process_group("nccl" if cuda else "gloo")
+    rank = dist.get_rank()
+    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if cuda else "cpu"
+    shard_dir = Path(f"{args.out}.shards")
+    try:
+        extract_shard(
+            model,
+            images,
+            Preprocess(args.size or cfg.eval_size, cfg.mean, cfg.std),
+            shard_dir,
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            device=device,
+            on_error=args.on_error,
+            progress=rank == 0,
+        )
+        dist.barrier()
+        if rank == 0:
+            merge_shards(sorted(shard_dir.glob("shard-*.h5")), images, args.out)
+            print(f"merged {dist.get_world_size()} shards into {args.out}")
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
 def _evaluate(args) -> None:
     from fisc.descriptors.h5io import read_submission, read_vectors
     from fisc.evaluation import evaluate, results_table
@@ -86,6 +122,9 @@ def _evaluate(args) -> None:
         name = Path(args.query).stem
     else:
         raise ValueError("give --submission FILE, or both --query FILE and --reference FILE")
+    if args.postprocess:
+        _sweep(args, queries, references)
+        return
     result = evaluate(
         queries,
         references,
@@ -128,6 +167,37 @@ def _augment_gallery(args) -> None:
     ]
     save_png(pipeline_gallery(configs, sources[1], others), out / "augment_pipelines.png")
     print(f"written: {out / 'augment_ops.png'}, {out / 'augment_pipelines.png'}")
+
+
+def _sweep(args, queries, references) -> None:
+    """Post-processing specs fitted on training descriptors, one table row per spec."""
+    import json
+
+    from fisc.descriptors.h5io import atomic_path, read_vectors
+    from fisc.metrics.micro_ap import load_ground_truth
+    from fisc.postprocess import sweep, sweep_table
+
+    if not args.train:
+        raise ValueError(
+            "--postprocess needs --train FILE: descriptors of training images "
+            "(post-processing is never fitted on queries or references)"
+        )
+    rows = sweep(
+        args.postprocess,
+        read_vectors(args.train),
+        queries,
+        references,
+        load_ground_truth(args.gt),
+        protocol=args.protocol,
+        k=args.k,
+        cap=args.cap,
+        backend=args.backend,
+    )
+    print(sweep_table(rows))
+    if args.json:
+        with atomic_path(args.json) as tmp:
+            tmp.write_text(json.dumps(rows, indent=2) + "\n")
+        print(f"written: {args.json}")
 
 
 def _demo(args) -> None:
@@ -188,6 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=10, help="per_query protocol: neighbours per query")
     p.add_argument("--cap", type=int, default=None, help="isc2021 protocol: pooled pairs (500000)")
     p.add_argument("--backend", choices=("auto", "faiss", "torch"), default="auto")
+    p.add_argument("--train", help="training-image descriptors, to fit --postprocess on")
+    p.add_argument(
+        "--postprocess",
+        action="append",
+        metavar="SPEC",
+        help="post-processing spec, e.g. 'l2' or 'center,pca_whiten128,l2,nes10:0.35'"
+        "; repeat to sweep several into one table",
+    )
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.set_defaults(func=_evaluate)

@@ -1,0 +1,36 @@
+"""Post-processing of descriptors, fitted on training descriptors only (see :mod:`.steps`)."""
+
+from fisc.postprocess.spec import MAX_DIMS, PostProcessor, parse_spec
+from fisc.postprocess.steps import (
+    DBA,
+    L2,
+    NES,
+    PCA,
+    STEPS,
+    Center,
+    PCAWhiten,
+    ScoreNorm,
+    Step,
+    Stretch,
+    train_topk,
+)
+from fisc.postprocess.sweep import sweep, sweep_table
+
+__all__ = [
+    "DBA",
+    "L2",
+    "MAX_DIMS",
+    "NES",
+    "PCA",
+    "STEPS",
+    "Center",
+    "PCAWhiten",
+    "PostProcessor",
+    "ScoreNorm",
+    "Step",
+    "Stretch",
+    "parse_spec",
+    "sweep",
+    "sweep_table",
+    "train_topk",
+]

@@ -1,0 +1,186 @@
+"""Declarative post-processing specs, in the spirit of SSCD's codec strings.
+
+Grammar: ``spec := token ("," token)*``, ``token := name [int] (":" param)*``, no spaces needed.
+
+| token | meaning | defaults |
+|---|---|---|
+| ``center`` | subtract the training mean | |
+| ``pca{d}`` | PCA to d dims | d required |
+| ``pca_whiten{d}[:eps]`` | PCA-whitening to d dims | eps = 1e-6 |
+| ``l2`` | L2 normalisation | |
+| ``dba{k}[:alpha]`` | database-side augmentation with training neighbours | k = 10, alpha = 3 |
+| ``nes{k}[:beta]`` | negative embedding subtraction | k = 10, beta = 0.35 |
+| ``score_norm{k}[:lam[:sides]]`` | score normalisation, sides ``qr`` or ``q`` | 3, 1.0, qr |
+| ``stretch{k}[:alpha]`` | query stretching | k = 5, alpha = 2.5 |
+| ``maxdim{n}`` | allow n output dims (default 256); not a step | |
+
+Examples: ``"l2"``, ``"pca_whiten256,l2"``, ``"center,pca128,l2,nes10:0.35"``,
+``"pca_whiten254,l2,score_norm3:1.0"`` (score_norm adds 2 dims, 1 with ``:q``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from fisc.descriptors.h5io import Descriptors, atomic_path
+from fisc.postprocess.steps import STEPS, Step
+
+MAX_DIMS = 256
+
+# name -> (default int, [(param, type, default), ...]); int default None means required
+_GRAMMAR: dict[str, tuple[str, int | None, list[tuple[str, type, object]]]] = {
+    "center": ("", None, []),
+    "pca": ("d", None, []),
+    "pca_whiten": ("d", None, [("eps", float, 1e-6)]),
+    "l2": ("", None, []),
+    "dba": ("k", 10, [("alpha", float, 3.0)]),
+    "nes": ("k", 10, [("beta", float, 0.35)]),
+    "score_norm": ("k", 3, [("lam", float, 1.0), ("sides", str, "qr")]),
+    "stretch": ("k", 5, [("alpha", float, 2.5)]),
+}
+_NAMES = sorted([*_GRAMMAR, "maxdim"], key=len, reverse=True)
+
+
+def _parse_token(token: str, spec: str) -> tuple[str, dict]:
+    def bad(why: str) -> ValueError:
+        return ValueError(f"post-processing spec {spec!r}: bad token {token!r}: {why}")
+
+    name = next((n for n in _NAMES if token.startswith(n)), None)
+    if name is None:
+        raise bad(f"unknown step (known: {', '.join(sorted(_NAMES))})")
+    rest = token[len(name) :]
+    head, *args = rest.split(":")
+    if name == "maxdim":
+        if not head.isdigit() or args:
+            raise bad("expected maxdim<n>")
+        return name, {"n": int(head)}
+    int_name, int_default, params = _GRAMMAR[name]
+    kw: dict = {}
+    if head:
+        if not int_name or not head.isdigit() or int(head) < 1:
+            raise bad(f"unexpected {head!r} after {name!r}")
+        kw[int_name] = int(head)
+    elif int_name:
+        if int_default is None:
+            raise bad(f"{name} needs its {int_name}, e.g. {name}128")
+        kw[int_name] = int_default
+    if len(args) > len(params):
+        raise bad(f"{name} takes at most {len(params)} ':' parameter(s)")
+    for i, (pname, ptype, default) in enumerate(params):
+        if i < len(args):
+            try:
+                kw[pname] = ptype(args[i])
+            except ValueError:
+                raise bad(f"parameter {pname}={args[i]!r} is not a {ptype.__name__}") from None
+        else:
+            kw[pname] = default
+    if name == "score_norm" and kw["sides"] not in ("qr", "q"):
+        raise bad("score_norm sides must be 'qr' or 'q'")
+    if name == "pca_whiten" and kw["eps"] < 0:
+        raise bad("eps must be ≥ 0")
+    return name, kw
+
+
+def _parse(text: str) -> tuple[list[Step], int]:
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"post-processing spec must be a non-empty string, got {text!r}")
+    steps: list[Step] = []
+    max_dims = MAX_DIMS
+    for token in (t.strip() for t in text.split(",")):
+        if not token:
+            raise ValueError(f"post-processing spec {text!r}: empty token")
+        name, kw = _parse_token(token, text)
+        if name == "maxdim":
+            max_dims = kw["n"]
+        else:
+            steps.append(STEPS[name](**kw))
+    return steps, max_dims
+
+
+def parse_spec(text: str) -> list[Step]:
+    """The (unfitted) steps of a spec string; ``ValueError`` naming any bad token."""
+    return _parse(text)[0]
+
+
+class PostProcessor:
+    """A spec's steps, fitted in order on the training descriptors, then applied to any set."""
+
+    def __init__(self, spec: str):
+        self.spec = spec
+        self.steps, self.max_dims = _parse(spec)
+        self.dims: int | None = None
+        self.in_dims: int | None = None
+
+    @property
+    def role_dependent(self) -> bool:
+        return any(s.role_dependent for s in self.steps)
+
+    def _check_dims(self, d_in: int) -> int:
+        d = d_in
+        for s in self.steps:
+            d = s.out_dims(d)
+        if d > self.max_dims:
+            raise ValueError(
+                f"post-processing spec {self.spec!r} gives {d}-d descriptors > {self.max_dims}: "
+                f"reduce the dims (e.g. a pca step) or add 'maxdim{d}' to the spec"
+            )
+        return d
+
+    def fit(self, train: Descriptors | np.ndarray) -> PostProcessor:
+        """Fit every step on the training descriptors, each on the previous steps' output."""
+        x = train.vectors if isinstance(train, Descriptors) else np.asarray(train)
+        if x.ndim != 2 or len(x) == 0:
+            raise ValueError(f"training descriptors must be a non-empty n × d array, got {x.shape}")
+        self.dims = self._check_dims(x.shape[1])
+        self.in_dims = x.shape[1]
+        for i, step in enumerate(self.steps):
+            step.fit(x)
+            if i + 1 < len(self.steps):
+                # role-dependent steps are last in practice; training rows pass as references
+                x = step.transform(x, role="reference" if step.role_dependent else None)
+        return self
+
+    def transform_array(self, x: np.ndarray, role: str | None = None) -> np.ndarray:
+        if self.in_dims is None:
+            raise RuntimeError(f"PostProcessor({self.spec!r}) used before fit() or load()")
+        x = np.asarray(x)
+        if x.ndim != 2 or x.shape[1] != self.in_dims:
+            raise ValueError(f"expected n × {self.in_dims} descriptors, got shape {x.shape}")
+        if not np.isfinite(x).all():
+            raise ValueError("descriptors contain NaN or inf")
+        for step in self.steps:
+            x = step.transform(x, role=role)
+        return np.asarray(x, dtype=np.float32)
+
+    def transform(self, descriptors: Descriptors, role: str | None = None) -> Descriptors:
+        """Post-processed descriptors; ``role`` ('query'/'reference') is needed by
+        ``score_norm`` and ``stretch``."""
+        return Descriptors(descriptors.ids, self.transform_array(descriptors.vectors, role))
+
+    def save(self, path: str | Path) -> None:
+        """Write the spec and every fitted parameter to an ``.npz`` file, atomically."""
+        if self.in_dims is None:
+            raise RuntimeError(f"PostProcessor({self.spec!r}) saved before fit()")
+        arrays = {"spec": np.array(self.spec), "in_dims": np.array(self.in_dims)}
+        for i, step in enumerate(self.steps):
+            for key, value in step.state().items():
+                arrays[f"{i}/{key}"] = np.asarray(value)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> PostProcessor:
+        with np.load(path, allow_pickle=False) as z:
+            pp = cls(str(z["spec"]))
+            pp.in_dims = int(z["in_dims"])
+            pp.dims = pp._check_dims(pp.in_dims)
+            for i, step in enumerate(pp.steps):
+                prefix = f"{i}/"
+                state = {k[len(prefix) :]: z[k] for k in z.files if k.startswith(prefix)}
+                pp.steps[i] = type(step).from_state(state)
+        return pp
+
+    def __repr__(self) -> str:
+        return f"PostProcessor({self.spec!r})"
