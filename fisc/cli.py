@@ -98,8 +98,12 @@ def _extract_distributed(args, model, cfg, images) -> None:
         )
         dist.barrier()
         if rank == 0:
-            merge_shards(sorted(shard_dir.glob("shard-*.h5")), images, args.out)
-            print(f"merged {dist.get_world_size()} shards into {args.out}")
+            shards = sorted(shard_dir.glob("shard-*.h5"))
+            merge_shards(shards, images, args.out)
+            for shard in shards:
+                shard.unlink()
+            shard_dir.rmdir()
+            print(f"merged {len(shards)} shards into {args.out}")
         dist.barrier()
     finally:
         dist.destroy_process_group()
