@@ -7,7 +7,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 
-.PHONY: help setup demo test test-all lint format clean bench-augment augment-gallery
+.PHONY: help setup demo test test-all lint format clean bench-augment augment-gallery bench-search
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ format: setup  ## apply ruff's fixes and formatting
 
 bench-augment: setup  ## images/s of every edit op and pipeline (1 core, all cores, GPU), vs AugLy
 	$(PY) benchmarks/bench_augment.py
+
+bench-search: setup  ## exact search: fisc (faiss, torch) vs the official faiss pipeline, vs the GEMM floor
+	$(PY) benchmarks/bench_search.py
 
 augment-gallery: setup  ## PNG grids of every op (low/high intensity) and of every pipeline's views
 	$(PY) -m fisc.cli augment-gallery --out docs

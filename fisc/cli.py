@@ -142,6 +142,21 @@ def _evaluate(args) -> None:
     if args.json:
         result.to_json(args.json)
         print(f"written: {args.json}")
+    if args.report:
+        from fisc.reports import write_report
+
+        images = _image_files(args.images) if args.images else None
+        written = write_report(
+            args.report,
+            queries,
+            references,
+            load_ground_truth(args.gt),
+            result=result,
+            images=images,
+            name=name,
+            backend=args.backend,
+        )
+        print("report: " + ", ".join(str(p) for p in written.values()))
 
 
 def _augment_gallery(args) -> None:
@@ -171,6 +186,16 @@ def _augment_gallery(args) -> None:
     ]
     save_png(pipeline_gallery(configs, sources[1], others), out / "augment_pipelines.png")
     print(f"written: {out / 'augment_ops.png'}, {out / 'augment_pipelines.png'}")
+
+
+def _image_files(folders: list[str]) -> dict[str, Path]:
+    from fisc.data.disc21 import list_images
+
+    files = {}
+    for folder in folders:
+        found = list_images(folder)
+        files.update(zip(found.ids, found.paths, strict=True))
+    return files
 
 
 def _sweep(args, queries, references) -> None:
@@ -262,6 +287,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=10, help="per_query protocol: neighbours per query")
     p.add_argument("--cap", type=int, default=None, help="isc2021 protocol: pooled pairs (500000)")
     p.add_argument("--backend", choices=("auto", "faiss", "torch"), default="auto")
+    p.add_argument(
+        "--report",
+        metavar="DIR",
+        help="write results, a precision-recall curve (PNG) and an error gallery here",
+    )
+    p.add_argument(
+        "--images",
+        action="append",
+        metavar="FOLDER",
+        help="image folders for the report's gallery (query and reference folders)",
+    )
     p.add_argument("--train", help="training-image descriptors, to fit --postprocess on")
     p.add_argument(
         "--postprocess",

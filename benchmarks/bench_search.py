@@ -1,0 +1,243 @@
+"""Exact global-cap search: fisc's backends against isc2021's own faiss pipeline, same run.
+
+    python benchmarks/bench_search.py --nq 20000 --nr 100000 --d 256 [--out FILE]
+
+Synthetic unit descriptors: ``nr`` random references; ``nq`` queries of which 20 % are noisy
+copies of distinct references (noise norm drawn in [0.5, 3] before renormalising, so some
+copies are hard) and the rest random with no match. Every query is in the ground truth and the
+cap is ``10 x nq`` (leaderboard protocol).
+
+Pipelines, each in a fresh subprocess that loads the same ``.npy`` files; peak memory is the
+increase of the process's peak RSS (``VmHWM``, reset through ``/proc/self/clear_refs`` just
+before the search, after loading the data and importing faiss/torch) over its RSS then:
+- ``official``: isc2021's ``search_with_capped_res`` as its scripts do it: ``faiss.IndexFlatL2``,
+  queries fed by ``query_iterator`` (batches 32, 64, ... up to 20k),
+  ``faiss.contrib.exhaustive_search.range_search_max_results`` with initial radius 1e10,
+  ``max_results = 2 x cap``, ``min_results = cap``, ``ngpu = 0``, then the result cropped to
+  exactly ``cap`` with ``argpartition``; score = −distance (float32); μAP by a re-implementation
+  of isc2021's ``precision_recall`` (sort by (score, not-TP) descending) and
+  ``average_precision`` (Σ Δrecall · precision);
+- ``fisc-faiss`` / ``fisc-torch``: ``fisc.search.exact.global_capped_search`` with that
+  backend (float64-refined distances), μAP by ``fisc.metrics.micro_ap.micro_average_precision``.
+Times are wall seconds of search + μAP (also search alone). The floor is ``2·nq·nr·d`` divided
+by the best float32 matmul rate measured here (numpy and torch, 2048 × d by d × 32768).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+PIPELINES = ("official", "fisc-faiss", "fisc-torch")
+
+
+def make_data(nq: int, nr: int, d: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+
+    def unit(x):
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        return x.astype(np.float32)
+
+    r = np.empty((nr, d), np.float32)
+    for s in range(0, nr, 50_000):
+        r[s : s + 50_000] = unit(rng.standard_normal((min(50_000, nr - s), d)))
+    q = unit(rng.standard_normal((nq, d)))
+    n_match = nq // 5
+    qrows = rng.choice(nq, n_match, replace=False)
+    rrows = rng.choice(nr, n_match, replace=False)
+    noise = unit(rng.standard_normal((n_match, d))) * rng.uniform(0.5, 3.0, (n_match, 1))
+    q[qrows] = unit(r[rrows] + noise)
+    gt = np.full(nq, -1, np.int64)
+    gt[qrows] = rrows
+    return q, r, gt
+
+
+def official_search(xq, xb, num_results):
+    """isc2021's ``search_with_capped_res`` (CPU)."""
+    import faiss
+    from faiss.contrib import exhaustive_search
+
+    def query_iterator(x):
+        bs, i = 32, 0
+        while i < len(x):
+            xi = x[i : i + bs]
+            yield xi
+            if bs < 20_000:
+                bs *= 2
+            i += len(xi)
+
+    index = faiss.IndexFlatL2(xb.shape[1])
+    index.add(xb)
+    _, lims, dis, ids = exhaustive_search.range_search_max_results(
+        index, query_iterator(xq), 1e10, max_results=2 * num_results, min_results=num_results,
+        ngpu=0,
+    )  # fmt: skip
+    if len(dis) > num_results:
+        mask = np.zeros(len(dis), bool)
+        mask[dis.argpartition(num_results)[:num_results]] = True
+        counts = [mask[lims[i] : lims[i + 1]].sum() for i in range(len(xq))]
+        lims = np.r_[0, np.cumsum(counts)]
+        dis, ids = dis[mask], ids[mask]
+    qi = np.repeat(np.arange(len(xq)), np.diff(lims).astype(np.int64))
+    return qi, ids.astype(np.int64), dis
+
+
+def official_micro_ap(y_true: np.ndarray, scores: np.ndarray, n_gt: int) -> float:
+    """isc2021's precision_recall + average_precision: ties ranked false positives first."""
+    order = np.lexsort((~y_true, scores))[::-1]
+    y = y_true[order]
+    precision = np.cumsum(y) / np.arange(1, len(y) + 1)
+    recall = np.cumsum(y) / n_gt
+    return float(np.sum(np.diff(recall, prepend=0.0) * precision))
+
+
+def _status_kib(key: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key + ":"))
+
+
+def _reset_peak_rss() -> None:
+    """Reset VmHWM (the peak RSS) to the current RSS (Linux >= 4.0)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def worker(pipeline: str, data: Path) -> dict:
+    q, r, gt = (np.load(data / f"{n}.npy") for n in ("q", "r", "gt"))
+    import faiss  # noqa: F401
+    import torch
+
+    from fisc.data.ids import format_id
+    from fisc.metrics.micro_ap import micro_average_precision
+    from fisc.search.exact import global_capped_search
+
+    torch.set_num_threads(_cores())
+    cap, n_gt = 10 * len(q), int((gt >= 0).sum())
+    q_ids = np.array([format_id("query", i) for i in range(len(q))])
+    r_ids = np.array([format_id("reference", i) for i in range(len(r))])
+    ground_truth = {q_ids[i]: (r_ids[g] if g >= 0 else None) for i, g in enumerate(gt)}
+    _reset_peak_rss()
+    rss0 = _status_kib("VmRSS")
+    t0 = time.perf_counter()
+    if pipeline == "official":
+        qi, ri, d2 = official_search(q, r, cap)
+        t1 = time.perf_counter()
+        ap = official_micro_ap(gt[qi] == ri, -d2, n_gt)
+    else:
+        qi, ri, d2 = global_capped_search(q, r, cap, backend=pipeline.split("-")[1])
+        t1 = time.perf_counter()
+        ap = micro_average_precision(q_ids[qi], r_ids[ri], -d2.astype(np.float64), ground_truth)
+        ap = ap.micro_ap
+    t2 = time.perf_counter()
+    peak = _status_kib("VmHWM")
+    # cross-check: the other metric implementation on the same list
+    if pipeline == "official":
+        ap_other = micro_average_precision(
+            q_ids[qi], r_ids[ri], -d2.astype(np.float64), ground_truth
+        )
+        ap_other = ap_other.micro_ap
+    else:
+        ap_other = official_micro_ap(gt[qi] == ri, -d2.astype(np.float64), n_gt)
+    return dict(
+        pipeline=pipeline, seconds=t2 - t1 + (t1 - t0), search_seconds=t1 - t0,
+        peak_rss_increase_mib=(peak - rss0) / 1024, micro_ap=ap, micro_ap_other_metric=ap_other,
+        n_predictions=len(qi),
+    )  # fmt: skip
+
+
+def gemm_rate(d: int, threads: int) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    a = np.random.default_rng(1).standard_normal((2048, d)).astype(np.float32)
+    b = np.random.default_rng(2).standard_normal((d, 32768)).astype(np.float32)
+    b_t = torch.from_numpy(b)
+    rates = {}
+    for name, mm in (("numpy", lambda: a @ b), ("torch", lambda: torch.from_numpy(a) @ b_t)):
+        mm()
+        best = float("inf")
+        for _ in range(3):
+            t = time.perf_counter()
+            mm()
+            best = min(best, time.perf_counter() - t)
+        rates[name] = 2 * a.shape[0] * b.shape[1] * d / best
+    return rates
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--nq", type=int, default=20_000)
+    ap.add_argument("--nr", type=int, default=100_000)
+    ap.add_argument("--d", type=int, default=256)
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/search_cpu.json")
+    ap.add_argument("--pipelines", nargs="+", default=list(PIPELINES), choices=PIPELINES)
+    ap.add_argument("--worker", choices=PIPELINES, help=argparse.SUPPRESS)
+    ap.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.data)))
+        return
+
+    rates = gemm_rate(args.d, _cores())
+    rate = max(rates.values())
+    floor = 2 * args.nq * args.nr * args.d / rate
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        q, r, gt = make_data(args.nq, args.nr, args.d)
+        for name, a in (("q", q), ("r", r), ("gt", gt)):
+            np.save(Path(tmp) / f"{name}.npy", a)
+        del q, r
+        for p in args.pipelines:
+            cmd = [sys.executable, __file__, "--worker", p, "--data", tmp]
+            res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if res.returncode:
+                sys.exit(f"{p} failed:\n{res.stderr}")
+            rows[p] = json.loads(res.stdout.strip().splitlines()[-1])
+            print(f"  {p}: {rows[p]['seconds']:.2f} s", file=sys.stderr)
+    base = rows.get("official")
+    for row in rows.values():
+        row["floor_ratio"] = row["seconds"] / floor
+        if base:
+            row["time_ratio_vs_official"] = row["seconds"] / base["seconds"]
+            row["abs_micro_ap_diff_vs_official"] = abs(row["micro_ap"] - base["micro_ap"])
+
+    print(f"nq={args.nq} nr={args.nr} d={args.d} cap={10 * args.nq}; matmul float32 "
+          + ", ".join(f"{k} {v / 1e9:.1f}" for k, v in rates.items())
+          + f" GFLOP/s -> floor {floor:.2f} s")  # fmt: skip
+    head = f"{'pipeline':12} {'time s':>8} {'search s':>9} {'peak MiB':>9} {'μAP':>10} "
+    print(head + f"{'|ΔμAP|':>9} {'×official':>9} {'×floor':>7}")
+    for p, row in rows.items():
+        diff = row.get("abs_micro_ap_diff_vs_official", float("nan"))
+        ratio = row.get("time_ratio_vs_official", float("nan"))
+        print(f"{p:12} {row['seconds']:8.2f} {row['search_seconds']:9.2f} "
+              f"{row['peak_rss_increase_mib']:9.0f} {row['micro_ap']:10.7f} {diff:9.1e} "
+              f"{ratio:9.2f} {row['floor_ratio']:7.2f}")  # fmt: skip
+    result = dict(
+        nq=args.nq, nr=args.nr, d=args.d, cap=10 * args.nq, cpu_count=_cores(),
+        machine=platform.processor() or platform.machine(), gemm_flops=rates, floor_seconds=floor,
+        goals=dict(time_ratio_vs_official=1.0, abs_micro_ap_diff=1e-6, floor_ratio=2.0),
+        pipelines=rows,
+    )  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
