@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from fisc.data.disc21 import check_ground_truth
+from fisc.data.ids import is_valid_id
 from fisc.descriptors.h5io import Descriptors, atomic_path
 from fisc.metrics.micro_ap import micro_average_precision, recall_at_rank
 from fisc.search.exact import global_capped_search, per_query_search
@@ -46,11 +47,21 @@ class EvalResult:
             tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
 
 
-def check_submission_shape(queries: Descriptors, references: Descriptors, max_dims: int = MAX_DIMS):
-    """Errors that make descriptors unusable, raised before any search."""
+def check_submission_shape(
+    queries: Descriptors,
+    references: Descriptors,
+    max_dims: int = MAX_DIMS,
+    disc_ids: bool = True,
+):
+    """Errors that make descriptors unusable, raised before any search. ``disc_ids``: ids
+    must have the DISC21 formats (``Q%05d``, ``R%06d``)."""
     for name, d in (("query", queries), ("reference", references)):
         if len(d.ids) == 0:
             raise ValueError(f"{name} descriptors are empty")
+        if disc_ids:
+            bad = [i for i in d.ids.tolist() if not is_valid_id(name, i)]
+            if bad:
+                raise ValueError(f"{len(bad)} malformed {name} ids, e.g. {bad[:5]}")
         if len(set(d.ids.tolist())) != len(d.ids):
             raise ValueError(f"{name} descriptors have duplicate ids")
         if d.vectors.shape[1] > max_dims:
@@ -70,11 +81,12 @@ def evaluate(
     cap: int | None = None,
     backend: str = "auto",
     max_dims: int = MAX_DIMS,
+    disc_ids: bool = True,
 ) -> EvalResult:
     """Score query/reference descriptors; see the module docstring for the protocols."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
-    check_submission_shape(queries, references, max_dims)
+    check_submission_shape(queries, references, max_dims, disc_ids)
     q_ids, r_ids = queries.ids, references.ids
     missing = sorted(set(ground_truth) - set(q_ids.tolist()))
     if missing:

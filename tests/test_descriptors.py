@@ -125,6 +125,10 @@ def test_evaluate_planted_matches_and_bad_inputs():
             Descriptors(r_ids, np.zeros((50, 300), np.float32)),
             gt,
         )
+    with pytest.raises(ValueError, match="malformed reference ids"):
+        evaluate(Descriptors(q_ids, q), Descriptors(np.array(["R1"] * 50), refs), gt)
+    with pytest.raises(ValueError, match="duplicate"):
+        evaluate(Descriptors(q_ids, q), Descriptors(np.array(["R000000"] * 50), refs), gt)
     with pytest.raises(ValueError, match="no descriptor"):
         evaluate(Descriptors(q_ids[:5], q[:5]), Descriptors(r_ids, refs), gt)
 

@@ -164,7 +164,8 @@ def test_row_independence_and_frozen_state(data, step):
 
 
 def _descs(x, prefix):
-    return Descriptors(np.array([f"{prefix}{i:05d}" for i in range(len(x))]), x)
+    width = {"Q": 5, "R": 6, "T": 6}[prefix]  # DISC21 id formats
+    return Descriptors(np.array([f"{prefix}{i:0{width}d}" for i in range(len(x))]), x)
 
 
 def test_long_spec_independence_and_save_load(data, tmp_path):

@@ -166,7 +166,7 @@ def test_input_errors(data):
         knn(q, r, 0)
     with pytest.raises(ValueError, match="backend"):
         knn(q, r, 1, backend="annoy")
-    with pytest.raises(ValueError, match="CPU only"):
+    with pytest.raises(ValueError, match="no GPU support"):  # faiss-cpu here
         knn(q, r, 1, backend="faiss", device="cuda")
 
 
@@ -182,3 +182,15 @@ def test_torch_cuda_matches_cpu(data):
     np.testing.assert_allclose(d_c, d_f, rtol=1e-4)
     qi, ri, _ = global_capped_search(q, r, 200, backend="torch", device="cuda")
     assert as_pairs(qi, ri) == [(i, j) for _, i, j in brute_pairs(q, r, 200)]
+
+
+@pytest.mark.gpu
+def test_faiss_gpu_matches_cpu(data):
+    faiss = pytest.importorskip("faiss")
+    if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
+        pytest.skip("faiss without GPU support")
+    q, r = data
+    d_g, i_g = knn(q, r, 10, backend="faiss", device="cuda")
+    d_c, i_c = knn(q, r, 10, backend="faiss")
+    np.testing.assert_array_equal(i_g, i_c)
+    np.testing.assert_allclose(d_g, d_c, rtol=1e-4)

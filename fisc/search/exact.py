@@ -1,6 +1,7 @@
 """Exact L2 nearest-neighbour search between query and reference descriptors.
 
-Backends: ``"faiss"`` (``faiss.IndexFlatL2``, CPU), ``"torch"`` (tiled matmul, CPU or CUDA,
+Backends: ``"faiss"`` (``faiss.IndexFlatL2`` on CPU; ``GpuIndexFlatL2`` with faiss-gpu on a
+CUDA ``device``), ``"torch"`` (tiled matmul, CPU or CUDA,
 see :mod:`fisc.search.torch_knn`) and ``"auto"`` (faiss when importable and the device is the
 CPU, else torch). Both rank candidates with float32 ``||q||² + ||r||² − 2 q·r``; the retained
 neighbours' distances are then recomputed from explicit differences in float64 (``refine``),
@@ -61,17 +62,36 @@ def _resolve_backend(backend: str, device) -> str:
         except ImportError:
             return "torch"
         return "faiss"
-    if backend == "faiss" and not on_cpu:
-        raise ValueError(f"the faiss backend runs on the CPU only; use backend='torch' on {device}")
+    if backend == "faiss" and not on_cpu and not _faiss_has_gpu():
+        raise ValueError(
+            f"this faiss build has no GPU support (pip install 'fisc[gpu]' for faiss-gpu); "
+            f"use backend='torch' on {device}"
+        )
     return backend
 
 
-def _faiss_knn(q: np.ndarray, r: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _faiss_has_gpu() -> bool:
+    try:
+        import faiss
+    except ImportError:
+        return False
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def _faiss_knn(q: np.ndarray, r: np.ndarray, k: int, device="cpu") -> tuple[np.ndarray, np.ndarray]:
     import faiss
 
-    index = faiss.IndexFlatL2(r.shape[1])
+    resources = None
+    if str(device) == "cpu":
+        index = faiss.IndexFlatL2(r.shape[1])
+    else:  # faiss-gpu: exact flat index on the device named by `device` (cuda[:N])
+        resources = faiss.StandardGpuResources()  # must outlive the search below
+        config = faiss.GpuIndexFlatConfig()
+        config.device = int(str(device).split(":")[1]) if ":" in str(device) else 0
+        index = faiss.GpuIndexFlatL2(resources, r.shape[1], config)
     index.add(r)
     dist, idx = index.search(q, k)
+    del index, resources
     return dist.astype(np.float32, copy=False), idx.astype(np.int64, copy=False)
 
 
@@ -90,7 +110,7 @@ def _exact_dist2(q: np.ndarray, r: np.ndarray, idx: np.ndarray) -> np.ndarray:
 def _knn(q, r, k, backend, device, query_tile, ref_tile, refine) -> tuple[np.ndarray, np.ndarray]:
     """k-NN on validated float32 inputs with a resolved backend; k already ≤ n_r."""
     if backend == "faiss":
-        dist, idx = _faiss_knn(q, r, k)
+        dist, idx = _faiss_knn(q, r, k, device)
     else:
         from fisc.search.torch_knn import torch_knn
 
