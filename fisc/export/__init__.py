@@ -1,0 +1,1 @@
+"""Frozen artifacts and submission files: freeze a checkpoint, validate a submission."""

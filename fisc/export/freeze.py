@@ -1,0 +1,384 @@
+"""Frozen descriptor artifacts: a training checkpoint as a self-describing, verifiable folder.
+
+An artifact directory holds
+
+- ``model.safetensors``: the DescriptorModel state dict (backbone + pooling + head) only;
+- ``model_card.json``: what is needed to rebuild the model and its input preprocessing
+  (timm name and version, ModelConfig, resize policy, mean/std, dims, pooling), the
+  post-processor if any, the training config the checkpoint carries, git SHA, torch version;
+- ``probe/``: a fixed probe set of images (by default 8 synthetic PNGs from a seeded rng);
+- ``golden.h5``: the model's descriptors of the probe images (before post-processing);
+- ``postprocess.npz``: the fitted post-processor, when one is frozen with the model;
+- ``MANIFEST.sha256``: ``sha256  relative/path`` for every other file, sorted by path.
+
+The artifact hash is the sha256 of the manifest file. :func:`load_artifact` verifies the
+manifest, rebuilds the model from the card, loads the weights strictly and recomputes the
+golden descriptors; any failed check raises :class:`ArtifactError` naming the file and check.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import timm
+import torch
+from PIL import Image
+
+from fisc.data.disc21 import ImageSet, list_images
+from fisc.descriptors.extract import extract_descriptors
+from fisc.descriptors.h5io import Descriptors, read_vectors, write_vectors
+from fisc.models.checkpoint import load_checkpoint_model
+from fisc.models.descriptor import DescriptorModel, ModelConfig, build_descriptor_model
+from fisc.models.weights import WeightsConfig, sha256_of
+
+FORMAT = "fisc-artifact/1"
+MODEL_FILE = "model.safetensors"
+CARD_FILE = "model_card.json"
+GOLDEN_FILE = "golden.h5"
+PROBE_DIR = "probe"
+POSTPROCESS_FILE = "postprocess.npz"
+MANIFEST_FILE = "MANIFEST.sha256"
+RESIZE_POLICY = "square resize, bilinear"
+N_PROBE = 8
+PROBE_SEED = 20210601
+GOLDEN_BATCH_SIZE = 8
+
+
+class ArtifactError(RuntimeError):
+    """An artifact that is incomplete, tampered with, or does not reproduce its golden output."""
+
+
+# --- probe images -------------------------------------------------------------------------
+
+
+def synthetic_probe_images(folder: Path, n: int = N_PROBE, seed: int = PROBE_SEED) -> ImageSet:
+    """Write ``n`` deterministic synthetic RGB images (PNG) to ``folder``: gradients,
+    rectangles and noise of varied sizes and aspect ratios, from a seeded numpy rng."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        h, w = (int(v) for v in rng.integers(48, 160, size=2))
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        img = np.empty((h, w, 3), dtype=np.float32)
+        for c in range(3):
+            a, b, phase = rng.uniform(-1, 1, size=3)
+            img[..., c] = 127.5 + 100 * np.sin(a * xx / 9 + b * yy / 7 + 3 * phase)
+        for _ in range(int(rng.integers(1, 5))):
+            y0, x0 = int(rng.integers(0, h - 8)), int(rng.integers(0, w - 8))
+            y1, x1 = y0 + int(rng.integers(4, h - y0)), x0 + int(rng.integers(4, w - x0))
+            img[y0:y1, x0:x1] = rng.uniform(0, 255, size=3)
+        img += rng.normal(0, 12, size=img.shape)
+        pixels = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels, "RGB").save(folder / f"probe_{i:02d}.png")
+    return list_images(folder)
+
+
+def _copy_probe(images: ImageSet, folder: Path) -> ImageSet:
+    folder.mkdir(parents=True, exist_ok=True)
+    for image_id, path in zip(images.ids, images.paths, strict=True):
+        if "/" in image_id or "\\" in image_id:
+            raise ValueError(f"probe image ids must be plain file names, got {image_id!r}")
+        shutil.copyfile(path, folder / f"{image_id}{Path(path).suffix.lower()}")
+    return list_images(folder)
+
+
+# --- manifest -----------------------------------------------------------------------------
+
+
+def _artifact_files(root: Path) -> list[str]:
+    """Every file under ``root`` except the manifest, as sorted posix relative paths."""
+    return sorted(
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and p.relative_to(root).as_posix() != MANIFEST_FILE
+    )
+
+
+def write_manifest(root: Path) -> str:
+    """Write ``MANIFEST.sha256`` for every file under ``root``; return the artifact hash."""
+    lines = [f"{sha256_of(root / rel)}  {rel}\n" for rel in _artifact_files(root)]
+    (root / MANIFEST_FILE).write_text("".join(lines), encoding="ascii")
+    return sha256_of(root / MANIFEST_FILE)
+
+
+def artifact_hash(root: str | Path) -> str:
+    """The artifact's hash: the sha256 of its manifest file (not verified: see verify_manifest)."""
+    manifest = Path(root) / MANIFEST_FILE
+    if not manifest.is_file():
+        raise ArtifactError(f"{manifest}: missing (manifest check)")
+    return sha256_of(manifest)
+
+
+def verify_manifest(root: str | Path) -> str:
+    """Check every file against the manifest (present, same sha256, none unlisted);
+    return the artifact hash."""
+    root = Path(root)
+    manifest = root / MANIFEST_FILE
+    if not manifest.is_file():
+        raise ArtifactError(f"{MANIFEST_FILE}: missing from artifact {root} (manifest check)")
+    listed: dict[str, str] = {}
+    for n, line in enumerate(manifest.read_text(encoding="ascii").splitlines(), 1):
+        digest, sep, rel = line.partition("  ")
+        if not sep or len(digest) != 64 or not rel:
+            raise ArtifactError(f"{MANIFEST_FILE}:{n}: malformed line {line!r} (manifest check)")
+        listed[rel] = digest
+    problems = []
+    for rel, digest in listed.items():
+        path = root / rel
+        if not path.is_file():
+            problems.append(f"{rel}: listed in the manifest but missing (manifest check)")
+        elif sha256_of(path) != digest:
+            problems.append(f"{rel}: sha256 differs from the manifest (tampered; manifest check)")
+    for rel in _artifact_files(root):
+        if rel not in listed:
+            problems.append(f"{rel}: not listed in the manifest (manifest check)")
+    if problems:
+        raise ArtifactError(f"artifact {root} failed verification: " + "; ".join(problems))
+    return sha256_of(manifest)
+
+
+# --- freeze -------------------------------------------------------------------------------
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str, sort_keys=True))
+
+
+def _state_dict(model: DescriptorModel) -> dict[str, torch.Tensor]:
+    # safetensors refuses shared storage: give every tensor its own contiguous copy
+    return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def _golden(model: DescriptorModel, cfg: ModelConfig, probe: ImageSet, device="cpu"):
+    descriptors, skipped = extract_descriptors(
+        model,
+        probe,
+        cfg.eval_size,
+        cfg.mean,
+        cfg.std,
+        batch_size=GOLDEN_BATCH_SIZE,
+        device=device,
+        progress=False,
+        desc="golden",
+    )
+    if skipped:
+        raise ArtifactError(f"probe images could not be decoded: {skipped}")
+    return descriptors
+
+
+def _git_sha() -> str | None:
+    from fisc.train.run import git_sha
+
+    return git_sha()
+
+
+def freeze(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    probe_images: ImageSet | None = None,
+    postprocess: str | Path | None = None,
+) -> Path:
+    """Turn a fisc training checkpoint into an artifact directory ``out_dir`` (which must not
+    exist); ``postprocess`` is a fitted ``PostProcessor`` file (``.npz``) to freeze with it.
+    Written in a temporary sibling directory, renamed into place when complete."""
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        raise FileExistsError(f"artifact directory {out_dir} already exists; refusing to overwrite")
+    model, cfg = load_checkpoint_model(checkpoint)
+    raw = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
+    hparams = raw.get("hyper_parameters", {}) if isinstance(raw, dict) else {}
+    training_config = {k: v for k, v in hparams.items() if k != "model"} or None
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        from safetensors.torch import save_file
+
+        save_file(_state_dict(model), str(tmp / MODEL_FILE), metadata={"format": "pt"})
+        if probe_images is None:
+            probe = synthetic_probe_images(tmp / PROBE_DIR)
+        else:
+            probe = _copy_probe(probe_images, tmp / PROBE_DIR)
+        # golden descriptors from the model as reloaded from the artifact's own file
+        frozen = _rebuild(cfg, tmp / MODEL_FILE)
+        write_vectors(tmp / GOLDEN_FILE, _golden(frozen, cfg, probe))
+
+        pp_card = None
+        if postprocess is not None:
+            from fisc.postprocess.spec import PostProcessor
+
+            pp = PostProcessor.load(postprocess)
+            if pp.in_dims != cfg.dims:
+                raise ValueError(
+                    f"post-processor {postprocess} expects {pp.in_dims}-d input, "
+                    f"the model gives {cfg.dims}-d"
+                )
+            shutil.copyfile(postprocess, tmp / POSTPROCESS_FILE)
+            pp_card = {
+                "file": POSTPROCESS_FILE,
+                "spec": pp.spec,
+                "in_dims": pp.in_dims,
+                "dims": pp.dims,
+            }
+        model_dict = dataclasses.asdict(cfg)
+        card = {
+            "format": FORMAT,
+            "timm": {"name": cfg.name, "version": timm.__version__},
+            "model": model_dict,
+            "preprocess": {
+                "eval_size": cfg.eval_size,
+                "resize": RESIZE_POLICY,
+                "mean": list(cfg.mean),
+                "std": list(cfg.std),
+            },
+            "dims": cfg.dims,
+            "pooling": cfg.pooling,
+            "postprocess": pp_card,
+            "golden": {
+                "file": GOLDEN_FILE,
+                "probe_dir": PROBE_DIR,
+                "n_images": len(probe),
+                "batch_size": GOLDEN_BATCH_SIZE,
+                "device": "cpu",
+                "stage": "model output, before post-processing",
+            },
+            "training_config": training_config,
+            "source_checkpoint": {"name": Path(checkpoint).name, "sha256": sha256_of(checkpoint)},
+            "git_sha": _git_sha(),
+            "torch_version": torch.__version__,
+            "python_version": platform.python_version(),
+        }
+        (tmp / CARD_FILE).write_text(
+            json.dumps(_jsonable(card), indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
+        write_manifest(tmp)
+        for p in [tmp, *tmp.rglob("*")]:
+            os.chmod(p, 0o755 if p.is_dir() else 0o644)
+        if out_dir.exists():
+            raise FileExistsError(f"artifact directory {out_dir} appeared while freezing")
+        os.rename(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+# --- load ---------------------------------------------------------------------------------
+
+
+def _rebuild(cfg: ModelConfig, weights: Path) -> DescriptorModel:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    model = build_descriptor_model(dataclasses.replace(cfg, weights=WeightsConfig(source="none")))
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as e:
+        raise ArtifactError(f"{weights.name}: unreadable safetensors file ({e})") from e
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ArtifactError(f"{weights.name}: weights do not fit the model card ({e})") from e
+    return model.eval()
+
+
+def read_card(root: str | Path) -> dict:
+    path = Path(root) / CARD_FILE
+    if not path.is_file():
+        raise ArtifactError(f"{CARD_FILE}: missing from artifact {root}")
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise ArtifactError(f"{CARD_FILE}: not valid JSON ({e})") from e
+    if card.get("format") != FORMAT:
+        raise ArtifactError(f"{CARD_FILE}: format {card.get('format')!r}, expected {FORMAT!r}")
+    return card
+
+
+def card_model_config(card: dict) -> ModelConfig:
+    """The ModelConfig of a model card, with weights source ``none`` (they come from the
+    artifact's safetensors file)."""
+    model = dict(card["model"])
+    model.pop("weights", None)
+    return ModelConfig(**model, weights=WeightsConfig(source="none"))
+
+
+def load_postprocessor(root: str | Path):
+    """The artifact's fitted post-processor, or ``None`` if it was frozen without one."""
+    card = read_card(root)
+    if not card.get("postprocess"):
+        return None
+    from fisc.postprocess.spec import PostProcessor
+
+    return PostProcessor.load(Path(root) / card["postprocess"]["file"])
+
+
+def check_golden(
+    model: DescriptorModel,
+    cfg: ModelConfig,
+    root: str | Path,
+    tolerance: float = 0.0,
+    device: str | torch.device = "cpu",
+) -> float:
+    """Recompute the probe descriptors and compare them with ``golden.h5``; return the
+    largest absolute difference. ``tolerance=0`` asks for bit-identical output (CPU)."""
+    root = Path(root)
+    golden_path = root / GOLDEN_FILE
+    if not golden_path.is_file():
+        raise ArtifactError(f"{GOLDEN_FILE}: missing from artifact {root} (golden check)")
+    golden = read_vectors(golden_path)
+    probe = list_images(root / PROBE_DIR)
+    fresh: Descriptors = _golden(model, cfg, probe, device)
+    if list(fresh.ids) != list(golden.ids):
+        raise ArtifactError(
+            f"golden descriptors differ: probe ids {list(fresh.ids)} != {list(golden.ids)} "
+            f"in {GOLDEN_FILE} (golden check)"
+        )
+    if fresh.vectors.shape != golden.vectors.shape:
+        raise ArtifactError(
+            f"golden descriptors differ: shape {fresh.vectors.shape} vs "
+            f"{golden.vectors.shape} in {GOLDEN_FILE} (golden check)"
+        )
+    diff = float(np.max(np.abs(fresh.vectors.astype(np.float64) - golden.vectors)))
+    same = np.array_equal(fresh.vectors, golden.vectors) if tolerance == 0 else diff <= tolerance
+    if not same:
+        rows = np.flatnonzero(np.abs(fresh.vectors - golden.vectors).max(axis=1) > tolerance)
+        raise ArtifactError(
+            f"golden descriptors differ from {GOLDEN_FILE}: max abs difference {diff:.3g} > "
+            f"tolerance {tolerance:g} for {len(rows)} of {len(golden.ids)} probe images "
+            f"(e.g. {[str(golden.ids[i]) for i in rows[:3]]}) (golden check)"
+        )
+    return diff
+
+
+def load_artifact(
+    root: str | Path,
+    verify: bool = True,
+    tolerance: float = 0.0,
+    device: str | torch.device = "cpu",
+) -> tuple[DescriptorModel, ModelConfig, str]:
+    """``(model in eval mode, ModelConfig, artifact hash)`` from an artifact directory.
+
+    With ``verify`` the manifest is checked and the golden descriptors are recomputed on
+    ``device`` (``tolerance`` 0: bit-identical, as holds on CPU; allow some on GPU)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ArtifactError(f"artifact directory {root} does not exist")
+    digest = verify_manifest(root) if verify else artifact_hash(root)
+    card = read_card(root)
+    cfg = card_model_config(card)
+    model_path = root / MODEL_FILE
+    if not model_path.is_file():
+        raise ArtifactError(f"{MODEL_FILE}: missing from artifact {root}")
+    model = _rebuild(cfg, model_path)
+    if verify:
+        check_golden(model, cfg, root, tolerance, device)
+    return model.to(device).eval(), cfg, digest

@@ -1,0 +1,267 @@
+"""Submission validation and frozen artifacts (fisc.export)."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from fisc.export.validate import main as validate_main
+from fisc.export.validate import read_id_list, validate_submission
+
+QUERIES = [f"Q{i:05d}" for i in range(5)]
+REFERENCES = [f"R{i:06d}" for i in range(7)]
+
+
+def _write(path, **override):
+    rng = np.random.default_rng(0)
+    data = {
+        "query": rng.standard_normal((len(QUERIES), 8)).astype(np.float32),
+        "reference": rng.standard_normal((len(REFERENCES), 8)).astype(np.float32),
+        "query_ids": np.array([q.encode() for q in QUERIES], dtype="S6"),
+        "reference_ids": np.array([r.encode() for r in REFERENCES], dtype="S7"),
+    }
+    data.update(override)
+    with h5py.File(path, "w") as f:
+        for name, value in data.items():
+            if value is not None:
+                f.create_dataset(name, data=value)
+    return path
+
+
+def test_valid_submission_passes(tmp_path, capsys):
+    path = _write(tmp_path / "sub.h5")
+    assert validate_submission(path, QUERIES, REFERENCES) == []
+    assert validate_main([str(path)]) == 0
+    assert "OK" in capsys.readouterr().out
+
+
+def _one_failure(path, *words, **kwargs):
+    failures = validate_submission(path, **kwargs)
+    assert len(failures) == 1, failures
+    for word in words:
+        assert word in failures[0], failures
+    return failures[0]
+
+
+def test_missing_dataset(tmp_path):
+    _one_failure(_write(tmp_path / "s.h5", reference_ids=None), "missing", "reference_ids")
+
+
+def test_float64(tmp_path):
+    vectors = np.zeros((len(QUERIES), 8), dtype=np.float64) + 0.5
+    _one_failure(_write(tmp_path / "s.h5", query=vectors), "query", "float64", "float32")
+
+
+def test_nan_row(tmp_path):
+    vectors = np.ones((len(REFERENCES), 8), dtype=np.float32)
+    vectors[3, 2] = np.nan
+    line = _one_failure(_write(tmp_path / "s.h5", reference=vectors), "reference", "NaN")
+    assert "3" in line
+
+
+def test_too_many_dims(tmp_path):
+    path = _write(
+        tmp_path / "s.h5",
+        query=np.ones((len(QUERIES), 257), np.float32),
+        reference=np.ones((len(REFERENCES), 257), np.float32),
+    )
+    failures = validate_submission(path)
+    assert len(failures) == 2 and all("257 dims" in f for f in failures), failures
+
+
+def test_dims_differ(tmp_path):
+    path = _write(tmp_path / "s.h5", query=np.ones((len(QUERIES), 4), np.float32))
+    _one_failure(path, "4 dims", "8")
+
+
+def test_unsorted_ids(tmp_path):
+    ids = np.array([q.encode() for q in QUERIES[::-1]], dtype="S6")
+    _one_failure(_write(tmp_path / "s.h5", query_ids=ids), "query_ids", "not sorted")
+
+
+def test_duplicate_id(tmp_path):
+    refs = REFERENCES[:-1] + [REFERENCES[-2]]
+    ids = np.array([r.encode() for r in refs], dtype="S7")
+    _one_failure(_write(tmp_path / "s.h5", reference_ids=ids), "duplicate", "R000005")
+
+
+def test_malformed_id(tmp_path):
+    ids = np.array([q.encode() for q in QUERIES[:-1] + ["Q1234"]], dtype="S6")
+    _one_failure(_write(tmp_path / "s.h5", query_ids=ids), "malformed", "Q1234")
+
+
+def test_row_count_mismatch(tmp_path):
+    path = _write(tmp_path / "s.h5", query=np.ones((len(QUERIES) + 1, 8), np.float32))
+    _one_failure(path, "6 rows", "5 ids")
+
+
+def test_ids_against_lists(tmp_path, capsys):
+    path = _write(tmp_path / "s.h5")
+    line = _one_failure(path, "missing", "Q00005", query_ids=QUERIES + ["Q00005"])
+    assert line.startswith("query_ids: 1 ids")
+    _one_failure(path, "not in the list", "R000006", reference_ids=REFERENCES[:-1])
+    listing = tmp_path / "queries.txt"
+    listing.write_text("\n".join(QUERIES[:3]) + "\n")
+    assert validate_main([str(path), "--queries", str(listing)]) == 1
+    out = capsys.readouterr().out
+    assert "INVALID" in out and "2 ids in the file" in out
+
+
+def test_ground_truth_csv_lists(tmp_path):
+    gt = tmp_path / "gt.csv"
+    gt.write_text("query_id,reference_id\nQ00000,R000001\nQ00001,\nQ00002,R000009\n")
+    assert read_id_list(gt, "query") == (["Q00000", "Q00001", "Q00002"], True)
+    assert read_id_list(gt, "reference") == (["R000001", "R000009"], False)
+    path = _write(tmp_path / "s.h5")
+    assert validate_main([str(path), "--references", str(gt)]) == 1  # R000009 missing
+
+
+def test_not_hdf5(tmp_path):
+    bad = tmp_path / "x.h5"
+    bad.write_text("nope")
+    assert "not a readable HDF5" in validate_submission(bad)[0]
+    assert validate_submission(tmp_path / "absent.h5")[0].endswith("does not exist")
+
+
+# --- freeze / load_artifact ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    import dataclasses
+
+    import torch
+
+    from fisc.models.descriptor import ModelConfig, build_descriptor_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(name="resnet18", dims=16, eval_size=32)
+    model = build_descriptor_model(cfg)
+    path = tmp_path_factory.mktemp("ckpt") / "last.ckpt"
+    torch.save(
+        {
+            "hyper_parameters": {"model": dataclasses.asdict(cfg), "lr": 0.1, "epochs": 2},
+            "state_dict": {"model." + k: v for k, v in model.state_dict().items()},
+        },
+        path,
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def artifact(checkpoint, tmp_path_factory):
+    from fisc.export.freeze import freeze
+
+    return freeze(checkpoint, tmp_path_factory.mktemp("art") / "artifact")
+
+
+def _copy(artifact, tmp_path):
+    import shutil
+
+    dst = tmp_path / "copy"
+    shutil.copytree(artifact, dst)
+    return dst
+
+
+def test_freeze_writes_verifiable_artifact(artifact, checkpoint):
+    import json
+
+    from fisc.export.freeze import MANIFEST_FILE, load_artifact
+    from fisc.models.weights import sha256_of
+
+    names = sorted(p.relative_to(artifact).as_posix() for p in artifact.rglob("*") if p.is_file())
+    assert names == sorted(
+        ["MANIFEST.sha256", "golden.h5", "model.safetensors", "model_card.json"]
+        + [f"probe/probe_{i:02d}.png" for i in range(8)]
+    )
+    lines = (artifact / MANIFEST_FILE).read_text().splitlines()
+    assert [line.split("  ")[1] for line in lines] == [n for n in names if n != MANIFEST_FILE]
+    card = json.loads((artifact / "model_card.json").read_text())
+    assert card["timm"]["name"] == "resnet18" and card["dims"] == 16
+    assert card["preprocess"]["resize"] == "square resize, bilinear"
+    assert card["preprocess"]["eval_size"] == 32
+    assert card["training_config"] == {"epochs": 2, "lr": 0.1}
+    assert card["torch_version"]
+    model, cfg, digest = load_artifact(artifact)
+    assert cfg.dims == 16 and cfg.weights.source == "none"
+    assert digest == sha256_of(artifact / MANIFEST_FILE)
+    assert not any(k.startswith("fc.") for k in model.state_dict())
+    with pytest.raises(FileExistsError, match="already exists"):
+        from fisc.export.freeze import freeze
+
+        freeze(checkpoint, artifact)
+
+
+def test_probe_images_are_deterministic(tmp_path):
+    from fisc.export.freeze import synthetic_probe_images
+
+    a = synthetic_probe_images(tmp_path / "a")
+    b = synthetic_probe_images(tmp_path / "b")
+    assert a.ids == b.ids and len(a) == 8
+    assert all(p.read_bytes() == q.read_bytes() for p, q in zip(a.paths, b.paths, strict=True))
+
+
+def test_tampered_weights_named(artifact, tmp_path):
+    from fisc.export.freeze import ArtifactError, load_artifact
+
+    art = _copy(artifact, tmp_path)
+    path = art / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=r"model\.safetensors: sha256 differs.*manifest check"):
+        load_artifact(art)
+
+
+def test_missing_golden(artifact, tmp_path):
+    from fisc.export.freeze import ArtifactError, check_golden, load_artifact
+
+    art = _copy(artifact, tmp_path)
+    (art / "golden.h5").unlink()
+    with pytest.raises(ArtifactError, match=r"golden\.h5: listed in the manifest but missing"):
+        load_artifact(art)
+    model, cfg, _ = load_artifact(art, verify=False)
+    with pytest.raises(ArtifactError, match=r"golden\.h5: missing.*golden check"):
+        check_golden(model, cfg, art)
+
+
+def _resave_changed_weight(art):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(art / "model.safetensors"))
+    state["projection.weight"] = state["projection.weight"] + 0.01 * torch.ones(1)
+    save_file(state, str(art / "model.safetensors"), metadata={"format": "pt"})
+
+
+def test_changed_weight_stale_manifest(artifact, tmp_path):
+    from fisc.export.freeze import ArtifactError, load_artifact
+
+    art = _copy(artifact, tmp_path)
+    _resave_changed_weight(art)
+    with pytest.raises(ArtifactError, match=r"model\.safetensors: sha256 differs"):
+        load_artifact(art)
+
+
+def test_changed_weight_fresh_manifest_fails_golden(artifact, tmp_path):
+    from fisc.export.freeze import ArtifactError, load_artifact, write_manifest
+
+    art = _copy(artifact, tmp_path)
+    _resave_changed_weight(art)
+    write_manifest(art)  # a consistent manifest: only the golden check can catch it
+    with pytest.raises(ArtifactError, match="golden descriptors differ"):
+        load_artifact(art)
+    load_artifact(art, tolerance=1.0)  # within a (huge) tolerance it loads
+
+
+def test_unlisted_file_and_missing_manifest(artifact, tmp_path):
+    from fisc.export.freeze import ArtifactError, load_artifact
+
+    art = _copy(artifact, tmp_path)
+    (art / "extra.txt").write_text("x")
+    with pytest.raises(ArtifactError, match=r"extra\.txt: not listed"):
+        load_artifact(art)
+    (art / "MANIFEST.sha256").unlink()
+    with pytest.raises(ArtifactError, match=r"MANIFEST\.sha256: missing"):
+        load_artifact(art)
