@@ -229,6 +229,34 @@ def _sweep(args, queries, references) -> None:
         print(f"written: {args.json}")
 
 
+def _freeze(args) -> None:
+    from fisc.export.freeze import freeze
+
+    out = freeze(args.checkpoint, args.out, postprocess=args.postprocess)
+    print(f"frozen artifact: {out}")
+
+
+def _validate_submission(args) -> int:
+    from fisc.export.validate import main as validate_main
+
+    return validate_main(args.rest)
+
+
+def _export(args) -> None:
+    from omegaconf import OmegaConf
+
+    from fisc.export.phase2 import ExportConfig, export_phase1, run_export
+
+    merged = OmegaConf.merge(OmegaConf.load(args.config), OmegaConf.from_dotlist(args.set))
+    ec = ExportConfig(**OmegaConf.to_container(merged, resolve=True))
+    if args.command == "export-phase1":
+        print(f"phase 1 outputs: {export_phase1(ec)}")
+        return
+    summary = run_export(ec)
+    for key, value in summary.items():
+        print(f"{key:>22}: {value}")
+
+
 def _demo(args) -> None:
     from fisc.demo import run_demo
 
@@ -317,6 +345,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pipelines", nargs="*", help="conf/augment names (default: all)")
     p.set_defaults(func=_augment_gallery)
 
+    p = sub.add_parser("freeze", help="checkpoint -> frozen artifact (weights, card, golden)")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True, help="artifact folder (must not exist)")
+    p.add_argument("--postprocess", help="a fitted post-processor .npz to include")
+    p.set_defaults(func=_freeze)
+
+    p = sub.add_parser(
+        "validate-submission", help="check a submission file (PROTOCOL.md)", add_help=False
+    )
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="FILE [--queries LIST] ...")
+    p.set_defaults(func=_validate_submission)
+
+    for name, what in (
+        ("export-phase1", "frozen artifact -> Phase 1 descriptors, once"),
+        ("export-phase2", "freeze/Phase 1 if missing, then the Phase 2 submission"),
+    ):
+        p = sub.add_parser(name, help=what)
+        p.add_argument("--config", default="conf/export/default.yaml")
+        p.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a config value",
+        )
+        p.set_defaults(func=_export)
+
     p = sub.add_parser("demo", help="build minidisc, train, extract, evaluate: one table")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. trainer.max_epochs=2")
     p.set_defaults(func=_demo)
@@ -339,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        args.func(args)
+        rc = args.func(args)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         if args.verbose:
             raise
@@ -347,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         lines = [line for line in str(e).strip().splitlines() if line.strip()] or [repr(e)]
         print(f"fisc {args.command}: error: {lines[-1]}", file=sys.stderr)
         return 2
-    return 0
+    return rc or 0
 
 
 if __name__ == "__main__":

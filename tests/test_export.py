@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import h5py
 import numpy as np
 import pytest
@@ -265,3 +267,122 @@ def test_unlisted_file_and_missing_manifest(artifact, tmp_path):
     (art / "MANIFEST.sha256").unlink()
     with pytest.raises(ArtifactError, match=r"MANIFEST\.sha256: missing"):
         load_artifact(art)
+
+
+def test_freeze_with_postprocess_and_own_probe(checkpoint, tmp_path):
+    import json
+
+    from fisc.data.disc21 import list_images
+    from fisc.export.freeze import (
+        freeze,
+        load_artifact,
+        load_postprocessor,
+        synthetic_probe_images,
+    )
+    from fisc.postprocess.spec import PostProcessor
+
+    probe = synthetic_probe_images(tmp_path / "mine", n=3, seed=1)
+    pp_path = tmp_path / "pp.npz"
+    PostProcessor("center,pca8,l2").fit(np.random.default_rng(0).standard_normal((50, 16))).save(
+        pp_path
+    )
+    art = freeze(checkpoint, tmp_path / "a", probe_images=probe, postprocess=pp_path)
+    card = json.loads((art / "model_card.json").read_text())
+    assert card["postprocess"]["spec"] == "center,pca8,l2" and card["postprocess"]["dims"] == 8
+    assert list_images(art / "probe").ids == probe.ids
+    load_artifact(art)
+    assert load_postprocessor(art).dims == 8
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".a.")]  # no temp dir left
+    bad = tmp_path / "pp16.npz"
+    PostProcessor("pca4").fit(np.ones((20, 5)) + np.arange(5)).save(bad)
+    with pytest.raises(ValueError, match="expects 5-d input"):
+        freeze(checkpoint, tmp_path / "b", postprocess=bad)
+    assert not (tmp_path / "b").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".b.")]
+
+
+# --- Phase 1 / Phase 2 export ---------------------------------------------------------------
+
+
+def _export_config(tmp_path, checkpoint, root, **over):
+    from fisc.export.phase2 import ExportConfig
+
+    base = dict(
+        checkpoint=str(checkpoint),
+        artifact=str(tmp_path / "artifact"),
+        data_root=str(root),
+        phase1_queries="dev_ground_truth.csv",
+        phase2_queries="phase2_ground_truth.csv",
+        phase1_dir=str(tmp_path / "phase1"),
+        phase2_submission=str(tmp_path / "phase2" / "submission.h5"),
+        reference_check_sample=8,
+        batch_size=4,
+        num_workers=0,
+    )
+    return ExportConfig(**{**base, **over})
+
+
+def test_phase2_export_reuses_frozen_phase1(tmp_path, checkpoint, tiny_minidisc):
+    import h5py
+
+    from fisc.descriptors.h5io import read_submission, read_vectors
+    from fisc.export.phase2 import ExportError, export_phase1, export_phase2, run_export
+
+    ec = _export_config(tmp_path, checkpoint, tiny_minidisc)
+    summary = run_export(ec)
+    assert summary["queries"] == 12 and summary["references"] == 16
+    sub = Path(ec.phase2_submission)
+    assert validate_submission(sub) == []
+    q, r = read_submission(sub)
+    assert q.ids[0] == "Q50000" and len(q.ids) == 12
+    phase1_refs = read_vectors(tmp_path / "phase1" / "references.h5")
+    np.testing.assert_array_equal(r.vectors, phase1_refs.vectors)  # reused, identical
+    with h5py.File(sub) as f, h5py.File(tmp_path / "phase1" / "submission.h5") as g:
+        assert f.attrs["artifact_hash"] == g.attrs["artifact_hash"] == summary["artifact_hash"]
+    with pytest.raises(ExportError, match="already holds a submission"):
+        export_phase2(ec)
+    with pytest.raises(ExportError, match="never overwritten"):
+        export_phase1(ec)
+
+
+def test_phase2_refuses_other_model_overlap_and_missing_phase1(tmp_path, checkpoint, tiny_minidisc):
+    import dataclasses
+
+    import torch
+
+    from fisc.export.freeze import freeze
+    from fisc.export.phase2 import ExportError, export_phase2, run_export
+    from fisc.models.descriptor import ModelConfig, build_descriptor_model
+
+    ec = _export_config(tmp_path, checkpoint, tiny_minidisc)
+    run_export(ec)
+    # another model (other weights): its artifact hash differs from Phase 1's stamp
+    torch.manual_seed(1)
+    cfg = ModelConfig(name="resnet18", dims=16, eval_size=32)
+    other = tmp_path / "other.ckpt"
+    torch.save(
+        {
+            "hyper_parameters": {"model": dataclasses.asdict(cfg)},
+            "state_dict": {
+                "model." + k: v for k, v in build_descriptor_model(cfg).state_dict().items()
+            },
+        },
+        other,
+    )
+    freeze(other, tmp_path / "other_artifact")
+    moved = str(tmp_path / "p2b.h5")
+    with pytest.raises(ExportError, match="differs from Phase 1"):
+        export_phase2(
+            dataclasses.replace(
+                ec, artifact=str(tmp_path / "other_artifact"), phase2_submission=moved
+            )
+        )
+    with pytest.raises(ExportError, match="are Phase 1 queries"):
+        export_phase2(
+            dataclasses.replace(ec, phase2_queries="dev_ground_truth.csv", phase2_submission=moved)
+        )
+    with pytest.raises(ExportError, match="missing Phase 1"):
+        export_phase2(
+            dataclasses.replace(ec, phase1_dir=str(tmp_path / "nowhere"), phase2_submission=moved)
+        )
+    assert not Path(moved).exists()
