@@ -219,3 +219,36 @@ def test_two_rank_shards_merge_to_the_single_process_file(tmp_path):
     )
     assert merged.ids.tolist() == single.ids.tolist()
     np.testing.assert_array_equal(merged.vectors, single.vectors)
+
+
+def test_per_image_extraction_is_bit_identical_however_batched(tmp_path):
+    """A real CNN: alone, in batches of any size, in any order, with other images or not."""
+    from fisc.data.disc21 import ImageSet
+    from fisc.models.descriptor import ModelConfig, build_descriptor_model
+
+    torch.manual_seed(0)
+    model = build_descriptor_model(ModelConfig(name="resnet18", dims=32)).eval()
+    images = list_images(_folder(tmp_path, n=7), "reference")
+    prep = (48, (0.5,) * 3, (0.5,) * 3)
+    base, _ = extract_descriptors(
+        model, images, *prep, batch_size=7, progress=False, per_image=True
+    )
+    for batch_size in (1, 3):
+        d, _ = extract_descriptors(
+            model, images, *prep, batch_size=batch_size, progress=False, per_image=True
+        )
+        np.testing.assert_array_equal(d.vectors, base.vectors)
+    reversed_set = ImageSet(images.ids[::-1], images.paths[::-1])  # other order, same ids
+    d, _ = extract_descriptors(
+        model, reversed_set, *prep, batch_size=4, progress=False, per_image=True
+    )
+    order = np.argsort(d.ids)
+    np.testing.assert_array_equal(d.vectors[order], base.vectors)
+    alone, _ = extract_descriptors(
+        model, images.subset([images.ids[3]]), *prep, progress=False, per_image=True
+    )
+    np.testing.assert_array_equal(alone.vectors[0], base.vectors[3])
+    again, _ = extract_descriptors(
+        model, images, *prep, batch_size=7, progress=False, per_image=True
+    )
+    np.testing.assert_array_equal(again.vectors, base.vectors)  # and across runs

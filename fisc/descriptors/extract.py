@@ -48,10 +48,16 @@ def iter_descriptors(
     on_error: str = "raise",
     progress: bool = True,
     desc: str = "extract",
+    per_image: bool = False,
 ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """Yield ``(dataset indices, float32 vectors)`` per batch, in eval mode, of the images at
     ``indices`` (default: all). Undecodable images (``on_error="skip"``) are left out of the
-    batch; non-finite outputs raise :class:`NonFiniteDescriptorError` naming the images."""
+    batch; non-finite outputs raise :class:`NonFiniteDescriptorError` naming the images.
+
+    ``per_image=True`` runs the model on one image at a time: CPU kernels then see the same
+    shapes whatever the batch, its size or order, so a descriptor is bit-identical however it
+    was batched (batched BLAS/oneDNN kernels differ in the last bits, ~1e-7). Exports use it.
+    """
     dataset = EvalImageDataset(images, prep.size, prep.mean, prep.std, on_error=on_error)
     if indices is not None:
         dataset = Subset(dataset, list(indices))
@@ -63,7 +69,9 @@ def iter_descriptors(
             index, ok = index.numpy(), ok.numpy().astype(bool)
             if not ok.any():
                 continue
-            vectors = model(pixels[ok].to(device)).float().cpu().numpy()
+            x = pixels[ok].to(device)
+            out = torch.cat([model(x[i : i + 1]) for i in range(len(x))]) if per_image else model(x)
+            vectors = out.float().cpu().numpy()
             bad = ~np.isfinite(vectors).all(axis=1)
             if bad.any():
                 raise NonFiniteDescriptorError([images.ids[i] for i in index[ok][bad]])
@@ -84,6 +92,7 @@ def extract_descriptors(
     on_error: str = "raise",
     progress: bool = True,
     desc: str = "extract",
+    per_image: bool = False,
 ) -> tuple[Descriptors, list[str]]:
     """Descriptors of ``images`` (rows in id order) and the ids skipped as undecodable.
 
@@ -103,6 +112,7 @@ def extract_descriptors(
         on_error,
         progress,
         desc,
+        per_image,
     ):
         if out is None:
             out = np.empty((len(images), vectors.shape[1]), dtype=np.float32)

@@ -168,6 +168,7 @@ def _golden(model: DescriptorModel, cfg: ModelConfig, probe: ImageSet, device="c
         device=device,
         progress=False,
         desc="golden",
+        per_image=True,  # bit-identical whatever the batching (see iter_descriptors)
     )
     if skipped:
         raise ArtifactError(f"probe images could not be decoded: {skipped}")
