@@ -114,8 +114,7 @@ def augly_comparison(imgs, seconds: float) -> dict:
 
     def fisc_chain(img, rng):
         for j in draws(rng):
-            op = stage.ops[j]
-            img = op.apply(img, rng, other(rng) if op.needs_other else None)
+            img = stage.ops[j].edit(img, rng, other)
 
     def augly_chain(img, rng):
         p = pil[int(rng.integers(len(pil)))]

@@ -129,15 +129,7 @@ def _evaluate(args) -> None:
     if args.postprocess:
         _sweep(args, queries, references)
         return
-    result = evaluate(
-        queries,
-        references,
-        load_ground_truth(args.gt),
-        protocol=args.protocol,
-        k=args.k,
-        cap=args.cap,
-        backend=args.backend,
-    )
+    result = evaluate(queries, references, load_ground_truth(args.gt), **_eval_options(args))
     print(results_table({name: result}))
     if args.json:
         result.to_json(args.json)
@@ -188,6 +180,10 @@ def _augment_gallery(args) -> None:
     print(f"written: {out / 'augment_ops.png'}, {out / 'augment_pipelines.png'}")
 
 
+def _eval_options(args) -> dict:
+    return {"protocol": args.protocol, "k": args.k, "cap": args.cap, "backend": args.backend}
+
+
 def _image_files(folders: list[str]) -> dict[str, Path]:
     from fisc.data.disc21 import list_images
 
@@ -217,10 +213,7 @@ def _sweep(args, queries, references) -> None:
         queries,
         references,
         load_ground_truth(args.gt),
-        protocol=args.protocol,
-        k=args.k,
-        cap=args.cap,
-        backend=args.backend,
+        **_eval_options(args),
     )
     print(sweep_table(rows))
     if args.json:

@@ -124,77 +124,41 @@ def test_train_extract_evaluate_and_resume(compose_cfg, tiny_minidisc, tmp_path)
     ckpt = second.last_checkpoint
     gt = tiny_minidisc / "dev_ground_truth.csv"
     q, r, out = tmp_path / "q.h5", tmp_path / "r.h5", tmp_path / "eval.json"
+    queries, references = tiny_minidisc / "images/query", tiny_minidisc / "images/reference"
     assert (
-        fisc_main(
-            [
-                "extract",
-                "--checkpoint",
-                ckpt,
-                "--images",
-                str(tiny_minidisc / "images/query"),
-                "--split",
-                "query",
-                "--gt",
-                str(gt),
-                "--out",
-                str(q),
-                "--workers",
-                "0",
-            ]
+        cli(
+            "extract",
+            "--checkpoint",
+            ckpt,
+            "--images",
+            queries,
+            "--split",
+            "query",
+            "--gt",
+            gt,
+            "--out",
+            q,
+            "--workers",
+            0,
         )
         == 0
     )
     assert (
-        fisc_main(
-            [
-                "extract",
-                "--checkpoint",
-                ckpt,
-                "--images",
-                str(tiny_minidisc / "images/reference"),
-                "--out",
-                str(r),
-                "--workers",
-                "0",
-            ]
-        )
+        cli("extract", "--checkpoint", ckpt, "--images", references, "--out", r, "--workers", 0)
         == 0
     )
-    assert (
-        fisc_main(
-            [
-                "evaluate",
-                "--query",
-                str(q),
-                "--reference",
-                str(r),
-                "--gt",
-                str(gt),
-                "--json",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert cli("evaluate", "--query", q, "--reference", r, "--gt", gt, "--json", out) == 0
     result = json.loads(out.read_text())
     assert result["n_queries"] == 12 and result["dims"] == 256
     # the offline path scores exactly what validation inside training scored
     assert result["micro_ap"] == pytest.approx(val[-1], abs=1e-6)
     # existing outputs are not overwritten silently
-    assert (
-        fisc_main(
-            [
-                "extract",
-                "--checkpoint",
-                ckpt,
-                "--images",
-                str(tiny_minidisc / "images/reference"),
-                "--out",
-                str(r),
-            ]
-        )
-        == 2
-    )
+    assert cli("extract", "--checkpoint", ckpt, "--images", references, "--out", r) == 2
+
+
+def cli(*args) -> int:
+    """The ``fisc`` command with these arguments; its exit status."""
+    return fisc_main([str(a) for a in args])
 
 
 def test_plain_folder_trains_without_validation(compose_cfg, tiny_minidisc, tmp_path):

@@ -88,17 +88,8 @@ class Stage:
         if not self.random_order:
             chosen = np.sort(chosen)
         for i in chosen:
-            op = self.ops[i]
-            img = op.apply(img, rng, op_other(op, rng, other))
+            img = self.ops[i].edit(img, rng, other)
         return img
-
-
-def op_other(op: Op, rng: np.random.Generator, other: OtherProvider | None):
-    if not op.needs_other:
-        return None
-    if other is None:
-        raise OpConfigError(f"op {op.name!r} needs another image: give a provider")
-    return other(rng)
 
 
 @dataclass

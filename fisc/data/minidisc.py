@@ -221,8 +221,7 @@ def _make_items(tmp: Path, spec: MinidiscSpec, photos: dict[str, tuple[str, ...]
                                             size=int(rng.integers(1, spec.max_edits + 1)))]
         pixels = np.asarray(src.convert("RGB"), dtype=np.uint8)
         for name in names:
-            op = ops[name]
-            pixels = op.apply(pixels, rng, background(rng) if op.needs_other else None)
+            pixels = ops[name].edit(pixels, rng, background)
         img = Image.fromarray(pixels)
         rel = f"images/query/{qid}.jpg"
         info = {"phase": phase, "edits": names,

@@ -115,8 +115,13 @@ class Op:
         """Apply with probability ``p``; the draw for ``p`` is always made, so later draws do
         not depend on whether this op fired."""
         fire = rng.random() < self.p
-        if not fire:
-            return img
+        return self.edit(img, rng, other) if fire else img
+
+    def edit(
+        self, img: Image, rng: np.random.Generator, other: OtherProvider | None = None
+    ) -> Image:
+        """Apply unconditionally (chains pick ops themselves): draw the other image if the op
+        needs one, edit, and check the output."""
         background = None
         if self.needs_other:
             if other is None:
