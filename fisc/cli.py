@@ -7,6 +7,7 @@ every command exits non-zero with a one-line error on bad input.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -229,6 +230,24 @@ def _freeze(args) -> None:
     print(f"frozen artifact: {out}")
 
 
+def _export_runtime(args) -> None:
+    from fisc.export.runtime import export_runtimes
+
+    card = export_runtimes(
+        args.artifact,
+        args.out,
+        args.format or ["torchscript", "onnx"],
+        dynamic_resolution=args.dynamic_resolution,
+        tolerance=args.tolerance,
+    )
+    for fmt, e in card["exports"].items():
+        print(
+            f"{fmt:>12}: {Path(args.out) / e['file']}  max |export - eager| "
+            f"{e['max_abs_diff']:.2e} over {len(e['checks'])} checks"
+        )
+    print(f"input {card['input']['shape']}, artifact {card['artifact_hash'][:16]}...")
+
+
 def _validate_submission(args) -> int:
     from fisc.export.validate import main as validate_main
 
@@ -241,7 +260,12 @@ def _export(args) -> None:
     from fisc.export.phase2 import ExportConfig, export_phase1, run_export
 
     merged = OmegaConf.merge(OmegaConf.load(args.config), OmegaConf.from_dotlist(args.set))
-    ec = ExportConfig(**OmegaConf.to_container(merged, resolve=True))
+    values = OmegaConf.to_container(merged, resolve=True)
+    known = {f.name for f in dataclasses.fields(ExportConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise SystemExit(f"{args.config}: unknown export keys {unknown}; known: {sorted(known)}")
+    ec = ExportConfig(**values)
     if args.command == "export-phase1":
         print(f"phase 1 outputs: {export_phase1(ec)}")
         return
@@ -343,6 +367,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="artifact folder (must not exist)")
     p.add_argument("--postprocess", help="a fitted post-processor .npz to include")
     p.set_defaults(func=_freeze)
+
+    p = sub.add_parser(
+        "export-runtime", help="frozen artifact -> TorchScript/ONNX, checked against eager"
+    )
+    p.add_argument("artifact", help="artifact folder (from fisc freeze)")
+    p.add_argument("--out", required=True, help="runtime folder (must not exist)")
+    p.add_argument(
+        "--format",
+        action="append",
+        choices=["torchscript", "onnx"],
+        help="repeat for several (default: both)",
+    )
+    p.add_argument(
+        "--dynamic-resolution",
+        action="store_true",
+        help="dynamic H, W too (refused for 'same'-padding backbones)",
+    )
+    p.add_argument("--tolerance", type=float, default=1e-5, help="max |export - eager|")
+    p.set_defaults(func=_export_runtime)
 
     p = sub.add_parser(
         "validate-submission", help="check a submission file (PROTOCOL.md)", add_help=False

@@ -386,3 +386,224 @@ def test_phase2_refuses_other_model_overlap_and_missing_phase1(tmp_path, checkpo
             dataclasses.replace(ec, phase1_dir=str(tmp_path / "nowhere"), phase2_submission=moved)
         )
     assert not Path(moved).exists()
+
+
+def test_phase1_files_stamped_and_checked(tmp_path, checkpoint, tiny_minidisc):
+    import dataclasses
+    import hashlib
+    import json
+
+    from fisc.descriptors.h5io import Descriptors, read_attrs, read_vectors, write_vectors
+    from fisc.export.phase2 import ExportError, export_phase2, run_export
+
+    ec = _export_config(tmp_path, checkpoint, tiny_minidisc)
+    summary = run_export(ec)
+    phase1 = tmp_path / "phase1"
+    record = json.loads((phase1 / "phase1.json").read_text())
+    assert sorted(record["files"]) == ["queries.h5", "references.h5", "submission.h5"]
+    for name, digest in record["files"].items():
+        assert hashlib.sha256((phase1 / name).read_bytes()).hexdigest() == digest
+        attrs = read_attrs(phase1 / name)
+        assert attrs["artifact_hash"] == summary["artifact_hash"] and attrs["fisc_phase"] == 1
+    p2 = read_attrs(ec.phase2_submission)
+    assert (
+        p2["fisc_phase"] == 2 and p2["phase1_references_sha256"] == record["files"]["references.h5"]
+    )
+    assert summary["reference_max_abs_diff"] == 0.0
+
+    # Phase 1 was written on cpu: a Phase 2 on another setup must accept a tolerance explicitly
+    record["device"] = "cuda:0"
+    (phase1 / "phase1.json").write_text(json.dumps(record))
+    other = dataclasses.replace(ec, phase2_submission=str(tmp_path / "b.h5"))
+    with pytest.raises(ExportError, match="bit-identical only on the same device"):
+        export_phase2(other)
+    assert export_phase2(dataclasses.replace(other, reference_tolerance=1e-6))["queries"] == 12
+
+    # a reference descriptor changed after Phase 1, even with the right stamp, is caught
+    refs = read_vectors(phase1 / "references.h5")
+    vectors = refs.vectors.copy()
+    vectors[0, 0] += 1e-3
+    write_vectors(
+        phase1 / "references.h5",
+        Descriptors(refs.ids, vectors),
+        attrs=read_attrs(phase1 / "references.h5"),
+    )
+    with pytest.raises(ExportError, match="references.h5: sha256 differs"):
+        export_phase2(dataclasses.replace(ec, phase2_submission=str(tmp_path / "c.h5")))
+    assert not (tmp_path / "c.h5").exists()
+
+
+def test_deterministic_kernels_set_and_restore():
+    import os
+
+    import torch
+
+    from fisc.export.determinism import deterministic_kernels
+
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.backends.cudnn.benchmark,
+        torch.get_float32_matmul_precision(),
+        os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+    )
+    torch.set_float32_matmul_precision("high")
+    try:
+        with deterministic_kernels():
+            assert torch.are_deterministic_algorithms_enabled()
+            assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+            assert not torch.backends.cudnn.allow_tf32
+            assert torch.get_float32_matmul_precision() == "highest"
+            assert os.environ["CUBLAS_WORKSPACE_CONFIG"] in (":4096:8", ":16:8")
+        assert torch.get_float32_matmul_precision() == "high"
+        assert torch.are_deterministic_algorithms_enabled() == before[0]
+        assert os.environ.get("CUBLAS_WORKSPACE_CONFIG") == before[3]
+        with deterministic_kernels(enabled=False):
+            assert torch.are_deterministic_algorithms_enabled() == before[0]
+    finally:
+        torch.set_float32_matmul_precision(before[2])
+
+
+# --- TorchScript / ONNX runtimes ---------------------------------------------------------------
+
+
+def _eager(artifact, images):
+    import torch
+
+    from fisc.export.freeze import load_artifact
+
+    model, _, _ = load_artifact(artifact, verify=False)
+    with torch.inference_mode():
+        return model(torch.from_numpy(images)).numpy()
+
+
+def test_runtime_exports_match_eager_with_dynamic_batch(artifact, tmp_path):
+    from fisc.export.freeze import ArtifactError, artifact_hash
+    from fisc.export.runtime import (
+        RuntimeExportError,
+        export_runtimes,
+        load_runtime,
+        read_runtime_card,
+    )
+
+    out = tmp_path / "runtime"
+    card = export_runtimes(artifact, out)
+    assert set(card["exports"]) == {"torchscript", "onnx"}
+    for fmt, e in card["exports"].items():
+        assert [c["batch"] for c in e["checks"]] == [1, 3, 8], fmt
+        assert e["max_abs_diff"] <= 1e-5
+    assert read_runtime_card(out, artifact_hash(artifact))["input"]["shape"] == ["batch", 3, 32, 32]
+    # batch sizes never seen while exporting, fresh inputs: same as the eager model
+    rng = np.random.default_rng(3)
+    for b in (2, 13):
+        x = rng.standard_normal((b, 3, 32, 32)).astype(np.float32)
+        want = _eager(artifact, x)
+        for name in ("descriptor.torchscript.pt", "descriptor.onnx"):
+            got = load_runtime(out / name)(x)
+            assert got.shape == (b, 16)
+            np.testing.assert_allclose(got, want, atol=1e-5, err_msg=name)
+    # a fixed-resolution export refuses other sizes
+    wrong = np.zeros((1, 3, 48, 48), np.float32)
+    with pytest.raises(Exception, match="32x32"):
+        load_runtime(out / "descriptor.torchscript.pt")(wrong)
+    with pytest.raises(Exception, match="dimensions"):
+        load_runtime(out / "descriptor.onnx")(wrong)
+    with pytest.raises(FileExistsError):
+        export_runtimes(artifact, out)
+    with pytest.raises(RuntimeExportError, match="exported from artifact"):
+        read_runtime_card(out, "0" * 64)
+    (out / "descriptor.onnx").write_bytes(b"tampered")
+    with pytest.raises(ArtifactError, match="descriptor.onnx: sha256 differs"):
+        read_runtime_card(out)
+
+
+def test_runtime_dynamic_resolution(artifact, tmp_path):
+    from fisc.export.runtime import export_runtimes, load_runtime
+
+    out = tmp_path / "dyn"
+    card = export_runtimes(artifact, out, dynamic_resolution=True)
+    sizes = {(c["height"], c["width"]) for c in card["exports"]["onnx"]["checks"]}
+    assert sizes == {(32, 32), (64, 64), (32, 64)}
+    assert card["input"]["shape"] == ["batch", 3, "height", "width"]
+    x = np.random.default_rng(4).standard_normal((3, 3, 48, 80)).astype(np.float32)
+    want = _eager(artifact, x)
+    for name in ("descriptor.torchscript.pt", "descriptor.onnx"):
+        np.testing.assert_allclose(load_runtime(out / name)(x), want, atol=1e-5, err_msg=name)
+
+
+def test_dynamic_resolution_refused_for_size_dependent_backbones(tmp_path):
+    from fisc.export.runtime import RuntimeExportError, check_dynamic_resolution
+    from fisc.models.descriptor import ModelConfig, build_descriptor_model
+    from fisc.models.weights import WeightsConfig
+
+    def build(name, **kwargs):
+        cfg = ModelConfig(
+            name=name, dims=8, model_kwargs=kwargs, weights=WeightsConfig(source="none")
+        )
+        return build_descriptor_model(cfg)
+
+    with pytest.raises(RuntimeExportError, match=r"'same' padding.*Conv2dSame"):
+        check_dynamic_resolution(build("tf_efficientnet_lite0"), "tf_efficientnet_lite0")
+    check_dynamic_resolution(build("efficientnet_lite0"), "efficientnet_lite0")  # static padding
+    vit = dict(img_size=32, patch_size=16, embed_dim=32, depth=1, num_heads=2)
+    with pytest.raises(RuntimeExportError, match="dynamic_img_size"):
+        check_dynamic_resolution(build("vit_tiny_patch16_224", **vit), "vit")
+    check_dynamic_resolution(build("vit_tiny_patch16_224", **vit, dynamic_img_size=True), "vit")
+
+
+def test_runtime_export_that_drifts_from_eager_fails_and_leaves_nothing(
+    artifact, tmp_path, monkeypatch
+):
+    import fisc.export.runtime as runtime
+
+    real = runtime.load_runtime
+    monkeypatch.setattr(runtime, "load_runtime", lambda p: lambda x: real(p)(x) + 1e-3)
+    with pytest.raises(runtime.RuntimeExportError, match="differs from the eager model by 0.001"):
+        runtime.export_runtimes(artifact, tmp_path / "rt", formats=["torchscript"])
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(runtime.RuntimeExportError, match="unknown runtime formats"):
+        runtime.export_runtimes(artifact, tmp_path / "rt", formats=["tflite"])
+
+
+def test_cli_export_runtime(artifact, tmp_path, capsys):
+    from fisc.cli import main
+
+    assert (
+        main(
+            [
+                "export-runtime",
+                str(artifact),
+                "--out",
+                str(tmp_path / "r"),
+                "--format",
+                "torchscript",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "torchscript" in out and "over 3 checks" in out
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [
+        "MANIFEST.sha256",
+        "descriptor.torchscript.pt",
+        "runtime.json",
+    ]
+
+
+def test_run_export_makes_runtime_once_for_its_artifact(tmp_path, checkpoint, tiny_minidisc):
+    import dataclasses
+
+    from fisc.export.freeze import ArtifactError
+    from fisc.export.phase2 import run_export
+
+    ec = _export_config(
+        tmp_path,
+        checkpoint,
+        tiny_minidisc,
+        runtime_dir=str(tmp_path / "runtime"),
+        runtime_formats=["torchscript"],
+    )
+    summary = run_export(ec)
+    assert summary["runtime"]["torchscript"] <= 1e-5
+    (tmp_path / "runtime" / "runtime.json").write_text("{}")  # altered: its manifest catches it
+    with pytest.raises(ArtifactError, match="runtime.json: sha256 differs"):
+        run_export(dataclasses.replace(ec, phase2_submission=str(tmp_path / "again.h5")))

@@ -67,11 +67,25 @@ def _decode(names: np.ndarray) -> np.ndarray:
     return np.array([n.decode("ascii") if isinstance(n, bytes) else str(n) for n in names])
 
 
-def write_vectors(path: str | Path, descriptors: Descriptors) -> None:
-    """Write a per-set working file (``vectors``, ``image_names``)."""
+def write_vectors(path: str | Path, descriptors: Descriptors, attrs: dict | None = None) -> None:
+    """Write a per-set working file (``vectors``, ``image_names``; ``attrs`` on the file)."""
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("vectors", data=np.asarray(descriptors.vectors, dtype=np.float32))
         f.create_dataset("image_names", data=ascii_ids(descriptors.ids))
+        for key, value in (attrs or {}).items():
+            f.attrs[key] = value
+
+
+def read_attrs(path: str | Path) -> dict:
+    """The file-level attributes of an HDF5 file (strings decoded, numbers as Python)."""
+    with _open(path) as f:
+        return {k: _plain(v) for k, v in f.attrs.items()}
+
+
+def _plain(value):
+    if isinstance(value, bytes):
+        return value.decode()
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def read_vectors(path: str | Path) -> Descriptors:

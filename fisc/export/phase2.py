@@ -1,8 +1,14 @@
 """Phase 1 export (frozen artifact -> reference and Phase 1 query descriptors, submission) and
 Phase 2 export (same artifact, Phase 2 queries only, Phase 1 references reused after a check).
 
-The Phase 1 directory is written once and never overwritten; every file in it and the
-Phase 2 submission carry the artifact hash, and Phase 2 refuses an artifact whose hash differs.
+The Phase 1 directory is written once and never overwritten. Every HDF5 file in it carries the
+artifact hash as an attribute, and ``phase1.json`` records the hash, the sha256 of each file,
+the device and the torch version; Phase 2 refuses an artifact whose hash differs, and Phase 1
+files whose stamp or sha256 no longer match.
+
+Descriptors are computed one image per forward pass under deterministic kernels (see
+:mod:`fisc.export.determinism`), so on one device they are bit-identical run to run; the
+Phase 2 check of recomputed references is bit for bit unless ``reference_tolerance`` is set.
 """
 
 from __future__ import annotations
@@ -10,22 +16,26 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from fisc.data.disc21 import Disc21, ImageSet
 from fisc.descriptors.extract import extract_descriptors
 from fisc.descriptors.h5io import (
     Descriptors,
     atomic_path,
+    read_attrs,
     read_vectors,
     write_submission,
     write_vectors,
 )
+from fisc.export.determinism import deterministic_kernels
 from fisc.export.freeze import load_artifact
 from fisc.export.validate import read_id_list, validate_submission
+from fisc.models.weights import sha256_of
 
 
 class ExportError(RuntimeError):
@@ -45,6 +55,30 @@ class ExportConfig:
     batch_size: int = 64
     num_workers: int = 2
     seed: int = 0
+    device: str = "cpu"
+    deterministic: bool = True  # deterministic kernels (cuDNN, cuBLAS, no TF32) while exporting
+    reference_tolerance: float = 0.0  # 0: recomputed references must be bit-identical
+    golden_tolerance: float | None = None  # None: 0 on cpu, GPU_GOLDEN_TOLERANCE elsewhere
+    runtime_dir: str | None = None  # TorchScript/ONNX exports of the artifact, made once
+    runtime_formats: list[str] = field(default_factory=list)
+    dynamic_resolution: bool = False
+
+
+# Golden descriptors are computed on CPU when freezing; on another device they differ by
+# kernel rounding. This bound has not been measured on a GPU yet (benchmarks/gpu_check_export.py
+# measures it); it is far below the distances that decide a match (~0.1 on unit vectors).
+GPU_GOLDEN_TOLERANCE = 1e-4
+PHASE1_FILES = ("references.h5", "queries.h5", "submission.h5")
+
+
+def _golden_tolerance(ec: ExportConfig) -> float:
+    if ec.golden_tolerance is not None:
+        return ec.golden_tolerance
+    return 0.0 if torch.device(ec.device).type == "cpu" else GPU_GOLDEN_TOLERANCE
+
+
+def _load(ec: ExportConfig):
+    return load_artifact(ec.artifact, tolerance=_golden_tolerance(ec), device=ec.device)
 
 
 def _query_ids(ec: ExportConfig, name: str) -> list[str]:
@@ -61,7 +95,9 @@ def _describe(model, cfg, images: ImageSet, ec: ExportConfig, desc: str) -> Desc
         cfg.std,
         batch_size=ec.batch_size,
         num_workers=ec.num_workers,
+        device=ec.device,
         desc=desc,
+        per_image=True,  # bit-identical however the images are batched
     )
     if skipped:
         raise ExportError(f"{len(skipped)} {desc} images could not be decoded: {skipped[:5]}")
@@ -72,28 +108,65 @@ def export_phase1(ec: ExportConfig) -> Path:
     out = Path(ec.phase1_dir)
     if out.exists():
         raise ExportError(f"{out} exists: Phase 1 outputs are never overwritten")
-    model, cfg, artifact_hash = load_artifact(ec.artifact)
-    data = Disc21(ec.data_root)
-    query_ids = _query_ids(ec, ec.phase1_queries)
-    queries = data.images("query").subset(query_ids)
-    references = data.images("reference")
-    refs = _describe(model, cfg, references, ec, "phase 1 references")
-    qs = _describe(model, cfg, queries, ec, "phase 1 queries")
+    with deterministic_kernels(ec.deterministic):
+        model, cfg, artifact_hash = _load(ec)
+        data = Disc21(ec.data_root)
+        query_ids = _query_ids(ec, ec.phase1_queries)
+        queries = data.images("query").subset(query_ids)
+        references = data.images("reference")
+        refs = _describe(model, cfg, references, ec, "phase 1 references")
+        qs = _describe(model, cfg, queries, ec, "phase 1 queries")
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)  # left by a killed export
     tmp.mkdir(parents=True)
-    write_vectors(tmp / "references.h5", refs)
-    write_vectors(tmp / "queries.h5", qs)
-    write_submission(tmp / "submission.h5", qs, refs, attrs={"artifact_hash": artifact_hash})
-    (tmp / "phase1.json").write_text(
-        json.dumps(
-            {"artifact_hash": artifact_hash, "queries": len(qs.ids), "references": len(refs.ids)},
-            indent=2,
-        )
-        + "\n"
-    )
+    stamp = {"artifact_hash": artifact_hash, "fisc_phase": 1}
+    write_vectors(tmp / "references.h5", refs, attrs={**stamp, "set": "references"})
+    write_vectors(tmp / "queries.h5", qs, attrs={**stamp, "set": "queries"})
+    write_submission(tmp / "submission.h5", qs, refs, attrs={**stamp, "set": "submission"})
+    record = {
+        "artifact_hash": artifact_hash,
+        "queries": len(qs.ids),
+        "references": len(refs.ids),
+        "dims": int(refs.vectors.shape[1]),
+        "files": {name: sha256_of(tmp / name) for name in PHASE1_FILES},
+        "device": str(ec.device),
+        "deterministic": ec.deterministic,
+        "torch_version": torch.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    (tmp / "phase1.json").write_text(json.dumps(record, indent=2) + "\n")
     tmp.rename(out)
     return out
+
+
+def check_phase1(phase1: Path, artifact_hash: str) -> dict:
+    """The Phase 1 record after checking every file it lists: present, sha256 unchanged,
+    stamped with ``artifact_hash``."""
+    stamp_file = phase1 / "phase1.json"
+    if not stamp_file.is_file() or not (phase1 / "references.h5").is_file():
+        raise ExportError(
+            f"missing Phase 1 reference descriptors in {phase1} (export Phase 1 first)"
+        )
+    record = json.loads(stamp_file.read_text())
+    if artifact_hash != record["artifact_hash"]:
+        raise ExportError(
+            f"artifact hash {artifact_hash} differs from Phase 1's "
+            f"{record['artifact_hash']}: the model is not the frozen Phase 1 model"
+        )
+    problems = []
+    for name, digest in record.get("files", {}).items():
+        path = phase1 / name
+        if not path.is_file():
+            problems.append(f"{name}: missing")
+        elif sha256_of(path) != digest:
+            problems.append(f"{name}: sha256 differs from phase1.json (modified since Phase 1)")
+        elif read_attrs(path).get("artifact_hash") != artifact_hash:
+            problems.append(f"{name}: not stamped with artifact hash {artifact_hash}")
+    if "files" not in record:
+        problems.append("phase1.json lists no files (written by an older fisc: export again)")
+    if problems:
+        raise ExportError(f"Phase 1 outputs in {phase1} fail their checks: " + "; ".join(problems))
+    return record
 
 
 def export_phase2(ec: ExportConfig) -> dict:
@@ -102,17 +175,20 @@ def export_phase2(ec: ExportConfig) -> dict:
     out = Path(ec.phase2_submission)
     if out.exists():
         raise ExportError(f"{out} already holds a submission; move it away first")
-    stamp_file = phase1 / "phase1.json"
-    if not stamp_file.is_file() or not (phase1 / "references.h5").is_file():
+    if not (phase1 / "phase1.json").is_file() or not (phase1 / "references.h5").is_file():
         raise ExportError(
             f"missing Phase 1 reference descriptors in {phase1} (export Phase 1 first)"
         )
-    stamp = json.loads(stamp_file.read_text())
-    model, cfg, artifact_hash = load_artifact(ec.artifact)
-    if artifact_hash != stamp["artifact_hash"]:
+    with deterministic_kernels(ec.deterministic):
+        model, cfg, artifact_hash = _load(ec)
+    record = check_phase1(phase1, artifact_hash)
+    same_setup = (record["device"], record["torch_version"]) == (str(ec.device), torch.__version__)
+    if not same_setup and ec.reference_tolerance == 0:
         raise ExportError(
-            f"artifact hash {artifact_hash} differs from Phase 1's "
-            f"{stamp['artifact_hash']}: the model is not the frozen Phase 1 model"
+            f"Phase 1 ran on {record['device']} with torch {record['torch_version']}, this "
+            f"export on {ec.device} with torch {torch.__version__}: descriptors are bit-identical "
+            "only on the same device and software. Export on the Phase 1 setup, or set "
+            "reference_tolerance to accept rounding differences."
         )
     data = Disc21(ec.data_root)
     p1_queries = set(_query_ids(ec, ec.phase1_queries))
@@ -128,13 +204,29 @@ def export_phase2(ec: ExportConfig) -> dict:
     sample = np.sort(
         rng.choice(len(refs.ids), size=min(ec.reference_check_sample, len(refs.ids)), replace=False)
     )
-    again = _describe(model, cfg, references.subset(refs.ids[sample]), ec, "reference check")
-    if not np.array_equal(again.vectors, refs.vectors[sample]):
-        worst = float(np.abs(again.vectors - refs.vectors[sample]).max())
-        raise ExportError(f"recomputed reference descriptors differ from Phase 1 (max {worst:g})")
-    queries = _describe(model, cfg, data.images("query").subset(p2_ids), ec, "phase 2 queries")
+    with deterministic_kernels(ec.deterministic):
+        subset = references.subset(refs.ids[sample])
+        again = _describe(model, cfg, subset, ec, "reference check")
+        worst = float(np.abs(again.vectors.astype(np.float64) - refs.vectors[sample]).max())
+        same = (
+            np.array_equal(again.vectors, refs.vectors[sample])
+            if ec.reference_tolerance == 0
+            else worst <= ec.reference_tolerance
+        )
+        if not same:
+            raise ExportError(
+                f"recomputed reference descriptors differ from Phase 1 (max {worst:g}, "
+                f"tolerance {ec.reference_tolerance:g})"
+            )
+        queries = _describe(model, cfg, data.images("query").subset(p2_ids), ec, "phase 2 queries")
+    attrs = {
+        "artifact_hash": artifact_hash,
+        "fisc_phase": 2,
+        "set": "submission",
+        "phase1_references_sha256": record["files"]["references.h5"],
+    }
     with atomic_path(out) as tmp:
-        write_submission(tmp, queries, refs, attrs={"artifact_hash": artifact_hash})
+        write_submission(tmp, queries, refs, attrs=attrs)
         problems = validate_submission(tmp, query_ids=p2_ids, reference_ids=list(refs.ids))
         if problems:
             raise ExportError("Phase 2 submission fails validation:\n" + "\n".join(problems))
@@ -145,6 +237,8 @@ def export_phase2(ec: ExportConfig) -> dict:
         "dims": int(queries.vectors.shape[1]),
         "artifact_hash": artifact_hash,
         "references_rechecked": int(len(sample)),
+        "reference_max_abs_diff": worst,
+        "device": str(ec.device),
         "seconds": round(time.perf_counter() - started, 1),
     }
 
@@ -161,6 +255,26 @@ def run_export(ec: ExportConfig) -> dict:
                 f"({ec.checkpoint}); run `make demo` or set checkpoint"
             )
         freeze(ec.checkpoint, ec.artifact)
+    runtime = None
+    if ec.runtime_dir and ec.runtime_formats:
+        from fisc.export.freeze import artifact_hash
+        from fisc.export.runtime import export_runtimes, read_runtime_card
+
+        if Path(ec.runtime_dir).exists():
+            runtime = read_runtime_card(ec.runtime_dir, artifact_hash(ec.artifact))
+        else:
+            runtime = export_runtimes(
+                ec.artifact,
+                ec.runtime_dir,
+                ec.runtime_formats,
+                dynamic_resolution=ec.dynamic_resolution,
+            )
     if not Path(ec.phase1_dir).exists():
         export_phase1(ec)
-    return export_phase2(ec)
+    summary = export_phase2(ec)
+    if runtime is not None:
+        summary["runtime"] = {
+            "dir": ec.runtime_dir,
+            **{fmt: e["max_abs_diff"] for fmt, e in runtime["exports"].items()},
+        }
+    return summary

@@ -1,0 +1,51 @@
+"""Deterministic kernels for exports: the same input gives the same bits, run after run.
+
+On CPU, fisc's exports are bit-identical run to run and however images are batched (one image
+per forward pass, see ``iter_descriptors(per_image=True)``). On CUDA, cuDNN may pick
+non-deterministic algorithms (``cudnn.benchmark``), TF32 matmuls round differently from
+float32, and cuBLAS needs a fixed workspace to reduce in a fixed order; this context turns all
+of that off, and makes torch raise on any op that has no deterministic implementation.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+CUBLAS_WORKSPACE = ":4096:8"
+
+
+@contextmanager
+def deterministic_kernels(enabled: bool = True) -> Iterator[None]:
+    """Within the block: ``torch.use_deterministic_algorithms(True)``, cuDNN deterministic and
+    not benchmarking, no TF32, and a fixed cuBLAS workspace; everything restored after."""
+    if not enabled:
+        yield
+        return
+    cudnn = torch.backends.cudnn
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        cudnn.deterministic,
+        cudnn.benchmark,
+        cudnn.allow_tf32,
+        torch.get_float32_matmul_precision(),
+        os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+    )
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    torch.use_deterministic_algorithms(True)
+    cudnn.deterministic, cudnn.benchmark, cudnn.allow_tf32 = True, False, False
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        algorithms, warn_only, cudnn.deterministic, cudnn.benchmark, cudnn.allow_tf32 = saved[:5]
+        torch.use_deterministic_algorithms(algorithms, warn_only=warn_only)
+        torch.set_float32_matmul_precision(saved[5])
+        if saved[6] is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+        else:
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = saved[6]
