@@ -10,7 +10,8 @@ writes, as max |a - b| over unit-norm descriptors:
 
 On this repo's 2-core CPU (mobilenetv2, resnet50) reruns gave 0 and batch vs single ~2e-7,
 which is why exports run one image per pass. The GPU figures are what the README's "tolerance
-on GPU" needs (not measured yet: run benchmarks/gpu_check_export.sh on a lent GPU). Run: python benchmarks/export_determinism.py
+on GPU" needs (not measured yet: run benchmarks/gpu_check_export.sh on a lent GPU).
+Run: python benchmarks/export_determinism.py
 [--device cuda] [--out results.json]
 """
 
