@@ -3,6 +3,11 @@
 Each embedding's positives are the other embeddings of the same instance (the other view
 of the same image); every other embedding in the global batch is a negative. Embeddings
 from all ranks are gathered differentiably, so negatives span the whole global batch.
+
+Mixed positives (SSCD's mixup/cutmix): rows marked as mixed images of instances ``A``
+(weight ``λ``) and ``B`` (``1 - λ``) are anchors only. Their target puts ``λ`` on the views
+of ``A`` and ``1 - λ`` on the views of ``B`` (split evenly over each instance's views); they
+are left out of every other row's candidates and of the KoLeo term.
 """
 
 from __future__ import annotations
@@ -21,6 +26,13 @@ class InfoNCEKoLeoOutput:
     infonce: torch.Tensor
     koleo: torch.Tensor
     positive_rank_accuracy: torch.Tensor  # fraction of rows whose best match is a positive
+
+    def logs(self) -> dict[str, torch.Tensor]:
+        return {
+            "infonce": self.infonce,
+            "koleo": self.koleo,
+            "pos_top1": self.positive_rank_accuracy,
+        }
 
 
 class InfoNCEKoLeoLoss(nn.Module):
@@ -43,32 +55,54 @@ class InfoNCEKoLeoLoss(nn.Module):
         self.entropy_weight = entropy_weight
         self.eps = eps
 
-    def forward(self, embeddings: torch.Tensor, instance_ids: torch.Tensor) -> InfoNCEKoLeoOutput:
+    def forward(
+        self,
+        embeddings: torch.Tensor,
+        instance_ids: torch.Tensor,
+        mix_partner: torch.Tensor | None = None,
+        mix_lam: torch.Tensor | None = None,
+    ) -> InfoNCEKoLeoOutput:
+        """``mix_partner`` (``(n,)`` instance ids, ``-1`` for unmixed rows) and ``mix_lam``
+        (``(n,)``, weight of ``instance_ids``) mark mixed-image rows; default: none."""
         rank, _ = world()
         n = embeddings.shape[0]
+        dev = embeddings.device
+        if mix_partner is None:
+            mix_partner = torch.full_like(instance_ids, -1)
+            mix_lam = torch.ones(n, dtype=embeddings.dtype, device=dev)
+        mixed = mix_partner >= 0
         all_emb = gather_with_grad(embeddings)
         all_ids = gather_no_grad(instance_ids)
+        all_mixed = gather_no_grad(mixed)
         offset = rank * n  # every rank contributes the same number of rows
-        rows = torch.arange(n, device=embeddings.device) + offset
+        rows = torch.arange(n, device=dev) + offset
 
         sim = embeddings @ all_emb.T  # (n, N) cosine similarities
         is_self = torch.zeros_like(sim, dtype=torch.bool)
         is_self[torch.arange(n), rows] = True
-        positive = (instance_ids[:, None] == all_ids[None, :]) & ~is_self
+        excluded = is_self | all_mixed[None, :]  # mixed images are anchors only
+        same = instance_ids[:, None] == all_ids[None, :]
+        positive = same & ~excluded
+        partner = (mix_partner[:, None] == all_ids[None, :]) & ~excluded & mixed[:, None]
         if not bool(positive.any(dim=1).all()):
             raise ValueError("every embedding needs at least one positive (another view)")
+        if bool((mixed & ~partner.any(dim=1)).any()):
+            raise ValueError("every mixed image needs a view of its partner in the batch")
 
-        logits = (sim / self.temperature).masked_fill(is_self, float("-inf"))
-        log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
-        pos_log_prob = log_prob.masked_fill(~positive, 0.0).sum(1) / positive.sum(1)
-        infonce = -pos_log_prob.mean()
+        logits = (sim / self.temperature).masked_fill(excluded, float("-inf"))
+        log_prob = (logits - torch.logsumexp(logits, dim=1, keepdim=True)).masked_fill(
+            excluded, 0.0
+        )
+        lam = mix_lam.to(sim.dtype)
+        target = positive * (lam / positive.sum(1))[:, None]
+        target = target + partner * ((1 - lam) / partner.sum(1).clamp(min=1))[:, None]
+        infonce = -(target * log_prob).sum(1).mean()
 
-        # KoLeo: -mean log distance to the nearest other-instance embedding.
-        same_instance = instance_ids[:, None] == all_ids[None, :]
-        dist2 = (2.0 - 2.0 * sim).masked_fill(same_instance, float("inf"))
-        nearest = dist2.min(dim=1).values.clamp(min=0.0)
+        # KoLeo over the unmixed rows: -mean log distance to the nearest other instance.
+        dist2 = (2.0 - 2.0 * sim).masked_fill(same | all_mixed[None, :], float("inf"))
+        nearest = dist2[~mixed].min(dim=1).values.clamp(min=0.0)
         koleo = -torch.log(torch.sqrt(nearest + self.eps**2) + self.eps).mean()
 
-        best = sim.masked_fill(is_self, float("-inf")).argmax(dim=1)
-        accuracy = positive[torch.arange(n), best].float().mean()
+        best = sim.masked_fill(excluded, float("-inf")).argmax(dim=1)
+        accuracy = positive[torch.arange(n), best][~mixed].float().mean()
         return InfoNCEKoLeoOutput(infonce + self.entropy_weight * koleo, infonce, koleo, accuracy)

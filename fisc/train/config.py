@@ -33,16 +33,45 @@ class DataConfig:
 
 @dataclass
 class LossConfig:
-    name: str = "infonce_koleo"
+    name: str = "infonce_koleo"  # infonce_koleo | contrastive_xbm | arcface
+    # infonce_koleo (SSCD)
     temperature: float = 0.05
     entropy_weight: float = 10.0
+    mix_fraction: float = 0.0  # mixed images added per batch, as a fraction of the batch
+    mix_alpha: float = 1.0  # mixup λ ~ Beta(α, α)
+    cutmix_prob: float = 0.5  # a mixed image is a cutmix (else a mixup) with this probability
+    # contrastive_xbm (1st place)
+    pos_margin: float = 0.0
+    neg_margin: float = 1.0
+    memory_size: int = 0  # cross-batch memory entries (0: none)
+    memory_warmup: int = 0  # steps before the memory is used
+    # arcface (2nd place)
+    margin: float = 0.4
+    scale: float = 40.0
+
+
+LOSS_FIELDS = {  # which LossConfig fields each loss reads (others must keep their defaults)
+    "infonce_koleo": {"temperature", "entropy_weight", "mix_fraction", "mix_alpha", "cutmix_prob"},
+    "contrastive_xbm": {"pos_margin", "neg_margin", "memory_size", "memory_warmup"},
+    "arcface": {"margin", "scale"},
+}
+
+
+@dataclass
+class StageConfig:
+    """One stage of progressive-resolution training (resumes from the previous stage)."""
+
+    train_size: int = "???"  # type: ignore[assignment]
+    epochs: int = "???"  # type: ignore[assignment]
+    lr_scale: float = 1.0  # this stage's learning rate, relative to optim.lr
 
 
 @dataclass
 class OptimConfig:
-    name: str = "adamw"  # adamw | sgd
-    lr: float = 1e-3  # for base_batch images; scaled linearly to the global batch
+    name: str = "adamw"  # adamw | sgd | lars (timm's optimizers)
+    lr: float = 1e-3  # for base_batch images; scaled to the global batch by lr_scaling
     base_batch: int = 256
+    lr_scaling: str = "linear"  # linear | sqrt | none: lr x (batch/base_batch)^1, ^0.5, ^0
     weight_decay: float = 1e-4
     momentum: float = 0.9  # sgd only
     warmup_epochs: float = 1.0
@@ -87,6 +116,8 @@ ROOT_KEYS = frozenset(
         "run_dir",
         "ckpt_path",
         "progress_refresh",
+        "init_from",
+        "stages",
         "paths",
         "trainer",
         *SCHEMAS,
@@ -130,4 +161,36 @@ def check_config(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"augment ({out['augment'].name}): {e}") from e
     if cfg.batch_size < 2:
         raise ConfigError(f"batch_size (global) must be >= 2, got {cfg.batch_size}")
+    loss = out["loss"]
+    if loss.name not in LOSS_FIELDS:
+        raise ConfigError(f"unknown loss {loss.name!r}; known: {sorted(LOSS_FIELDS)}")
+    default = LossConfig()
+    unused = sorted(
+        k
+        for k in set().union(*LOSS_FIELDS.values()) - LOSS_FIELDS[loss.name]
+        if getattr(loss, k) != getattr(default, k)
+    )
+    if unused:
+        raise ConfigError(f"loss {loss.name} does not use {unused}; remove them")
+    if out["optim"].name not in ("adamw", "sgd", "lars"):
+        raise ConfigError(f"unknown optimizer {out['optim'].name!r} (adamw | sgd | lars)")
+    if out["optim"].lr_scaling not in ("linear", "sqrt", "none"):
+        rule = out["optim"].lr_scaling
+        raise ConfigError(f"optim.lr_scaling: linear | sqrt | none, not {rule!r}")
+    out["stages"] = check_stages(cfg)
     return out
+
+
+def check_stages(cfg: DictConfig) -> list[StageConfig]:
+    """The progressive-resolution stages (``stages: [{train_size, epochs}, ...]``), checked."""
+    raw = cfg.get("stages") or []
+    try:
+        stages = [
+            OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(StageConfig), s)) for s in raw
+        ]
+    except (OmegaConfBaseException, TypeError, ValueError) as e:
+        raise ConfigError(f"stages: {e}") from e
+    for i, st in enumerate(stages):
+        if st.train_size < 16 or st.epochs < 1:
+            raise ConfigError(f"stages[{i}]: train_size >= 16 and epochs >= 1, got {st}")
+    return stages

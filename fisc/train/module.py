@@ -13,7 +13,8 @@ import torch.distributed as dist
 
 from fisc.descriptors.h5io import Descriptors
 from fisc.evaluation import evaluate
-from fisc.losses.infonce_koleo import InfoNCEKoLeoLoss
+from fisc.losses import build_loss
+from fisc.losses.mix import mix_images
 from fisc.models.descriptor import ModelConfig, build_descriptor_model
 from fisc.models.weights import WeightsConfig
 from fisc.train.config import LossConfig, OptimConfig
@@ -23,7 +24,14 @@ log = logging.getLogger(__name__)
 
 class CopyDetectionModule(pl.LightningModule):
     def __init__(
-        self, model: dict, loss: dict, optim: dict, batch_size: int, load_weights: bool = True
+        self,
+        model: dict,
+        loss: dict,
+        optim: dict,
+        batch_size: int,
+        load_weights: bool = True,
+        num_classes: int | None = None,
+        lr_scale: float = 1.0,
     ):
         super().__init__()
         self.save_hyperparameters()  # plain dicts: checkpoints stay loadable with weights_only
@@ -31,10 +39,8 @@ class CopyDetectionModule(pl.LightningModule):
         if not load_weights:  # the checkpoint's state dict will replace them anyway
             self.model_cfg.weights = WeightsConfig(source="none")
         self.model = build_descriptor_model(self.model_cfg)
-        loss_cfg = LossConfig(**loss)
-        if loss_cfg.name != "infonce_koleo":
-            raise ValueError(f"unknown loss {loss_cfg.name!r}")
-        self.loss = InfoNCEKoLeoLoss(loss_cfg.temperature, loss_cfg.entropy_weight)
+        self.loss_cfg = LossConfig(**loss)
+        self.loss = build_loss(self.loss_cfg, self.model_cfg.dims, num_classes)
         self.optim_cfg = OptimConfig(**optim)
         self._val_outputs: list[list[tuple[np.ndarray, np.ndarray]]] = [[], []]
 
@@ -49,26 +55,48 @@ class CopyDetectionModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         view_a, view_b, index = batch
-        embeddings = self.model(torch.cat([view_a, view_b]))
-        out = self.loss(embeddings.float(), torch.cat([index, index]))
         n = view_a.shape[0]
+        ids = torch.cat([index, index])
+        images = [view_a, view_b]
+        c = self.loss_cfg
+        count = int(round(c.mix_fraction * n)) if c.name == "infonce_koleo" else 0
+        if count:  # SSCD mixed positives: extra anchors made from pairs of second views
+            mixed, primary, partner, lam = mix_images(
+                view_b, index, count, c.mix_alpha, c.cutmix_prob
+            )
+            images.append(mixed)
+            ids = torch.cat([ids, primary])
+            none = torch.full_like(index, -1)
+            partners = torch.cat([none, none, partner])
+            lams = torch.cat([torch.ones(2 * n, device=lam.device), lam.float()])
+        embeddings = self.model(torch.cat(images)).float()
+        if count:
+            out = self.loss(embeddings, ids, partners, lams)
+        else:
+            out = self.loss(embeddings, ids)
         self.log("train/loss", out.loss, prog_bar=True, batch_size=n)
-        self.log("train/infonce", out.infonce, batch_size=n)
-        self.log("train/koleo", out.koleo, batch_size=n)
-        self.log("train/pos_top1", out.positive_rank_accuracy, prog_bar=True, batch_size=n)
+        for key, value in out.logs().items():
+            self.log(f"train/{key}", value, prog_bar=key.endswith("top1"), batch_size=n)
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=n)
         return out.loss
 
-    def configure_optimizers(self):
+    def scaled_lr(self) -> float:
+        """``optim.lr`` for ``base_batch`` images, scaled to the global batch by the rule
+        ``optim.lr_scaling`` (linear, sqrt or none), times the stage's ``lr_scale``."""
         o = self.optim_cfg
-        lr = o.lr * self.hparams.batch_size / o.base_batch
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        if o.name == "adamw":
-            opt = torch.optim.AdamW(params, lr=lr, weight_decay=o.weight_decay)
-        elif o.name == "sgd":
-            opt = torch.optim.SGD(params, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay)
-        else:
-            raise ValueError(f"unknown optimizer {o.name!r} (adamw | sgd)")
+        power = {"linear": 1.0, "sqrt": 0.5, "none": 0.0}[o.lr_scaling]
+        return o.lr * (self.hparams.batch_size / o.base_batch) ** power * self.hparams.lr_scale
+
+    def configure_optimizers(self):
+        from timm.optim import create_optimizer_v2
+
+        o = self.optim_cfg
+        trainable = torch.nn.ModuleDict({"model": self.model, "loss": self.loss})
+        extra = {} if o.name == "adamw" else {"momentum": o.momentum}
+        # timm: no weight decay on biases and norm parameters; lars is LARS with SGD momentum
+        opt = create_optimizer_v2(
+            trainable, o.name, lr=self.scaled_lr(), weight_decay=o.weight_decay, **extra
+        )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
         warmup = min(total - 1, int(o.warmup_epochs * per_epoch))
