@@ -31,17 +31,39 @@ def tiny_data(root: Path) -> list[str]:
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_runs_fast_dev_run(experiment, compose_cfg, tiny_minidisc):
+    """Each recipe as written (loss, head, optimizer, augmentations, stages), at tiny scale:
+    on CPU, without hub weights, with each progressive stage at 32 + 16k px."""
+    from omegaconf import OmegaConf
+
+    plain = compose_cfg(f"experiment={experiment}")
+    cpu = [] if plain.trainer.accelerator == "cpu" else ["trainer=cpu"]
+    offline = [] if plain.model.weights.source != "hub" else ["model.weights.source=none"]
     cfg = compose_cfg(
         f"experiment={experiment}",
+        *cpu,
+        *offline,
         *tiny_data(tiny_minidisc),
         *SMALL,
         "+trainer.fast_dev_run=1",
         "ckpt_path=null",
     )
+    for k, stage in enumerate(cfg.stages):
+        stage.train_size = 32 + 16 * k
+    OmegaConf.set_struct(cfg, False)
+    if cfg.loss.name == "contrastive_xbm":
+        cfg.loss.memory_warmup = 0
     result = train(cfg)
-    assert Path(result.run_dir, "config.yaml").is_file()
-    info = json.loads(Path(result.run_dir, "run_info.json").read_text())
-    assert info["launches"][-1]["versions"]["torch"] == metadata.version("torch")
+    stages = len(plain.stages)
+    run_dirs = (
+        [Path(result.run_dir)]
+        if not stages
+        else [Path(cfg.run_dir) / f"stage{k}" for k in range(stages)]
+    )
+    assert result.run_dir == str(run_dirs[-1])
+    for run_dir in run_dirs:
+        assert (run_dir / "config.yaml").is_file()
+        info = json.loads((run_dir / "run_info.json").read_text())
+        assert info["launches"][-1]["versions"]["torch"] == metadata.version("torch")
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,7 @@ class DataConfig:
     train_folder: str | None = None  # default: <root>/images/training (folder: <root>)
     val_ground_truth: str | None = None  # CSV, relative to root; null: no validation
     build_if_missing: bool = True  # minidisc only: generate it when absent
+    max_train_images: int | None = None  # train on the first N images by id (null: all)
     minidisc: dict[str, Any] = field(default_factory=dict)  # MinidiscSpec fields
 
 
@@ -64,6 +65,7 @@ class StageConfig:
     train_size: int = "???"  # type: ignore[assignment]
     epochs: int = "???"  # type: ignore[assignment]
     lr_scale: float = 1.0  # this stage's learning rate, relative to optim.lr
+    train_images: int | None = None  # first N training images (a growing ArcFace class set)
 
 
 @dataclass
@@ -85,6 +87,8 @@ class LoggerConfig:
     mode: str = "offline"  # wandb: offline | online | disabled
     group: str | None = None
     tags: list[str] = field(default_factory=list)
+    media: bool = True  # val_reports/epochNNN (PR curve, gallery); W&B: also as media
+    gallery: int = 8  # false positives and missed matches shown per validation
 
 
 SCHEMAS = {
@@ -118,6 +122,7 @@ ROOT_KEYS = frozenset(
         "progress_refresh",
         "init_from",
         "stages",
+        "postprocess",
         "paths",
         "trainer",
         *SCHEMAS,
@@ -178,6 +183,13 @@ def check_config(cfg: DictConfig) -> dict[str, Any]:
         rule = out["optim"].lr_scaling
         raise ConfigError(f"optim.lr_scaling: linear | sqrt | none, not {rule!r}")
     out["stages"] = check_stages(cfg)
+    if cfg.get("postprocess"):
+        from fisc.postprocess.spec import parse_spec
+
+        try:
+            parse_spec(cfg.postprocess)
+        except ValueError as e:
+            raise ConfigError(f"postprocess: {e}") from e
     return out
 
 

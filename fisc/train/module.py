@@ -43,6 +43,7 @@ class CopyDetectionModule(pl.LightningModule):
         self.loss = build_loss(self.loss_cfg, self.model_cfg.dims, num_classes)
         self.optim_cfg = OptimConfig(**optim)
         self._val_outputs: list[list[tuple[np.ndarray, np.ndarray]]] = [[], []]
+        self.last_validation = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
@@ -142,6 +143,9 @@ class CopyDetectionModule(pl.LightningModule):
             log.warning("no matching query among the validated images: no validation score")
             return
         result = evaluate(queries, references, ground_truth)
+        images = dict(zip(v.queries.ids, v.queries.paths, strict=True))
+        images.update(zip(v.references.ids, v.references.paths, strict=True))
+        self.last_validation = (queries, references, ground_truth, images)  # for RunMedia
         for key in ("micro_ap", "recall_at_p90", "recall_at_1"):
             self.log(
                 f"val/{key}",

@@ -18,6 +18,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from fisc.descriptors.h5io import atomic_path
 from fisc.train.config import LoggerConfig, check_config
 from fisc.train.datamodule import CopyDetectionDataModule
+from fisc.train.media import RunMedia
 from fisc.train.module import CopyDetectionModule
 from fisc.train.sources import resolve_data
 
@@ -94,6 +95,7 @@ RESUMABLE_CHANGES = (
     "progress_refresh",
     "paths",
     "logger",
+    "postprocess",
 )
 
 
@@ -132,6 +134,23 @@ def write_run_info(run_dir: Path, cfg: DictConfig) -> None:
         tmp.write_text(json.dumps({"launches": launches}, indent=2) + "\n")
 
 
+WANDB_ID_FILE = "wandb_run_id"
+
+
+def wandb_run_id(run_dir: Path) -> str:
+    """The W&B run id of this run dir: made on the first launch, reused by every resume, so
+    a restarted run continues the same W&B run."""
+    path = run_dir / WANDB_ID_FILE
+    if path.is_file():
+        return path.read_text().strip()
+    import secrets
+
+    run_id = secrets.token_hex(6)  # W&B ids: lower-case letters and digits
+    with atomic_path(path) as tmp:
+        tmp.write_text(run_id + "\n")
+    return run_id
+
+
 def make_logger(cfg: LoggerConfig, run_dir: Path, run_name: str):
     if cfg.kind == "csv":
         from pytorch_lightning.loggers import CSVLogger
@@ -151,6 +170,8 @@ def make_logger(cfg: LoggerConfig, run_dir: Path, run_name: str):
             tags=list(cfg.tags),
             mode=cfg.mode,
             offline=cfg.mode == "offline",
+            id=wandb_run_id(run_dir),
+            resume="allow",
         )
     raise ValueError(f"logger.kind must be csv | wandb, got {cfg.kind!r}")
 
@@ -168,7 +189,56 @@ def resume_path(ckpt_path: str | None, ckpt_dir: Path) -> str | None:
 
 
 def train(cfg: DictConfig) -> TrainResult:
+    """Fit one run, or with ``stages`` one run per stage (``<run_dir>/stage<k>``), each at
+    its training size, starting from the previous stage's last checkpoint."""
     groups = check_config(cfg)
+    if not groups["stages"]:
+        return _train_one(cfg, groups)
+    run_dir = Path(cfg.run_dir)
+    previous = cfg.init_from
+    result = None
+    for k, stage in enumerate(groups["stages"]):
+        stage_cfg = cfg.copy()
+        OmegaConf.set_struct(stage_cfg, False)
+        stage_cfg.stages = []
+        stage_cfg.run_dir = str(run_dir / f"stage{k}")
+        stage_cfg.init_from = previous
+        stage_cfg.model.train_size = stage.train_size
+        stage_cfg.trainer.max_epochs = stage.epochs
+        if stage.train_images is not None:
+            stage_cfg.data.max_train_images = stage.train_images
+        stage_cfg.run_name = f"{cfg.run_name}-stage{k}"
+        done = Path(stage_cfg.run_dir) / "train_result.json"
+        if done.is_file():  # finished in an earlier launch
+            result = TrainResult(**json.loads(done.read_text()))
+            log.info("stage %d already trained: %s", k, result.last_checkpoint)
+        else:
+            log.info("stage %d: %d px, %d epochs", k, stage.train_size, stage.epochs)
+            result = _train_one(stage_cfg, check_config(stage_cfg), lr_scale=stage.lr_scale)
+        previous = result.last_checkpoint
+    assert result is not None
+    with atomic_path(run_dir / "train_result.json") as tmp:
+        tmp.write_text(json.dumps(asdict(result), indent=2) + "\n")
+    return result
+
+
+def load_initial_weights(module: CopyDetectionModule, path: str) -> None:
+    """Model (strictly) and loss (e.g. ArcFace classes, possibly fewer) weights from a fisc
+    checkpoint, for a fresh run that starts where another ended."""
+    import torch
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"init_from {path} does not exist")
+    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    model = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
+    module.model.load_state_dict(model, strict=True)
+    loss = {k[len("loss.") :]: v for k, v in state.items() if k.startswith("loss.")}
+    if loss:
+        module.loss.load_state_dict(loss, strict=True)
+    log.info("initial weights from %s", path)
+
+
+def _train_one(cfg: DictConfig, groups: dict, lr_scale: float = 1.0) -> TrainResult:
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.run_dir)
     ckpt_dir = run_dir / "checkpoints"
@@ -192,7 +262,12 @@ def train(cfg: DictConfig) -> TrainResult:
         loss=asdict(groups["loss"]),
         optim=asdict(groups["optim"]),
         batch_size=cfg.batch_size,
+        num_classes=len(train_images),
+        lr_scale=lr_scale,
+        load_weights=not cfg.get("init_from"),
     )
+    if cfg.get("init_from") and resume is None:
+        load_initial_weights(module, cfg.init_from)
     monitor = "val/micro_ap" if validation is not None else None
     checkpoint = ModelCheckpoint(
         dirpath=ckpt_dir,
@@ -203,13 +278,24 @@ def train(cfg: DictConfig) -> TrainResult:
         filename="best-epoch{epoch:03d}" if monitor else "epoch{epoch:03d}",
         auto_insert_metric_name=False,
     )
+    logger = make_logger(groups["logger"], run_dir, cfg.run_name)
     trainer = pl.Trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
         default_root_dir=str(run_dir),
-        logger=make_logger(groups["logger"], run_dir, cfg.run_name),
-        callbacks=[checkpoint, TQDMProgressBar(refresh_rate=max(1, cfg.progress_refresh))],
+        logger=logger,
+        callbacks=[
+            checkpoint,
+            TQDMProgressBar(refresh_rate=max(1, cfg.progress_refresh)),
+            *([RunMedia(run_dir, groups["logger"].gallery)] if groups["logger"].media else []),
+        ],
     )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    finally:
+        if groups["logger"].kind == "wandb" and trainer.is_global_zero:
+            import wandb
+
+            wandb.finish()  # a later launch (resume, next stage) starts its own W&B process
     best = checkpoint.best_model_path or None
     last = str(ckpt_dir / "last.ckpt") if (ckpt_dir / "last.ckpt").is_file() else None
     score = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None

@@ -32,6 +32,10 @@ def resolve_data(cfg: DataConfig) -> tuple[ImageSet, ValidationSet | None]:
         train = list_images(cfg.train_folder)
     else:
         train = Disc21(root).images("training")
+    if cfg.max_train_images is not None:
+        if cfg.max_train_images < 2:
+            raise ConfigError(f"data.max_train_images must be >= 2, got {cfg.max_train_images}")
+        train = train.subset(train.ids[: cfg.max_train_images])  # the first N by id
     validation = None
     if cfg.val_ground_truth:
         gt_path = root / cfg.val_ground_truth

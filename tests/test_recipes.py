@@ -1,0 +1,202 @@
+"""Training features of the recipes: progressive stages, initial weights, growing ArcFace
+classes, LR scaling, W&B run ids across resumes, run media, Hydra multirun, W&B sweep files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from conftest import CONF
+from omegaconf import OmegaConf
+
+from fisc.train.config import ConfigError, check_config
+from fisc.train.run import train
+
+ROOT = CONF.parent
+SWEEPS = sorted((ROOT / "experiments" / "sweeps").glob("*.yaml"))
+TINY = [
+    "model.train_size=32",
+    "model.eval_size=32",
+    "batch_size=8",
+    "eval_batch_size=16",
+    "num_workers=0",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=1",
+    "+trainer.limit_val_batches=1.0",
+    "+trainer.enable_model_summary=false",
+]
+
+
+def _tiny(root):
+    return [f"data.root={root}", "data.build_if_missing=false", *TINY]
+
+
+def _state(ckpt, prefix):
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def test_progressive_stages_chain_and_resume(compose_cfg, tiny_minidisc, tmp_path):
+    """Each stage trains at its size from the previous stage's last weights; ArcFace's class
+    set grows with the stage's training images; a relaunch skips finished stages."""
+    from fisc.train.module import CopyDetectionModule
+    from fisc.train.run import load_initial_weights
+
+    cfg = compose_cfg(
+        *_tiny(tiny_minidisc),
+        "loss=arcface",
+        f"run_dir={tmp_path}/run",
+        "stages=[{train_size:32,epochs:1,train_images:12},{train_size:48,epochs:1,lr_scale:0.5}]",
+    )
+    result = train(cfg)
+    s0, s1 = tmp_path / "run" / "stage0", tmp_path / "run" / "stage1"
+    assert result.last_checkpoint == str(s1 / "checkpoints" / "last.ckpt")
+    c0, c1 = (OmegaConf.load(s / "config.yaml") for s in (s0, s1))
+    assert (c0.model.train_size, c1.model.train_size) == (32, 48)
+    assert c0.init_from is None and c1.init_from == str(s0 / "checkpoints" / "last.ckpt")
+    assert c0.data.max_train_images == 12 and c1.data.max_train_images is None
+    # the class head grew from 12 to 24 classes; stage 1 started from stage 0's rows
+    w0 = _state(c1.init_from, "loss.")["weight"]
+    assert w0.shape[0] == 12 and _state(result.last_checkpoint, "loss.")["weight"].shape[0] == 24
+    module = CopyDetectionModule(
+        model=OmegaConf.to_container(c1.model),
+        loss=OmegaConf.to_container(c1.loss),
+        optim=OmegaConf.to_container(c1.optim),
+        batch_size=8,
+        num_classes=24,
+        load_weights=False,
+    )
+    load_initial_weights(module, c1.init_from)
+    assert torch.equal(module.loss.weight[:12], w0)
+    for k, v in _state(c1.init_from, "model.").items():
+        assert torch.equal(module.model.state_dict()[k], v), k
+    # a relaunch finds both stages done and trains nothing
+    launches = json.loads((s1 / "run_info.json").read_text())["launches"]
+    assert train(cfg).last_checkpoint == result.last_checkpoint
+    assert json.loads((s1 / "run_info.json").read_text())["launches"] == launches
+    assert json.loads((tmp_path / "run" / "train_result.json").read_text())["run_dir"] == str(s1)
+
+
+def test_lr_scaling_rules():
+    from fisc.train.module import CopyDetectionModule
+
+    def lr(rule, batch, scale=1.0):
+        m = CopyDetectionModule(
+            model={"name": "resnet18", "dims": 8, "weights": {"source": "none"}},
+            loss={"name": "infonce_koleo"},
+            optim={"name": "sgd", "lr": 0.1, "base_batch": 256, "lr_scaling": rule},
+            batch_size=batch,
+            lr_scale=scale,
+        )
+        return m.scaled_lr()
+
+    assert lr("linear", 1024) == pytest.approx(0.4)
+    assert lr("sqrt", 1024) == pytest.approx(0.2)
+    assert lr("none", 1024) == pytest.approx(0.1)
+    assert lr("linear", 128, scale=0.5) == pytest.approx(0.025)
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        (["+loss.margin=0.5"], "does not use ['margin']"),
+        (["optim.name=adam"], "unknown optimizer"),
+        (["optim.lr_scaling=cubic"], "lr_scaling"),
+        (["stages=[{train_size:8,epochs:1}]"], "stages[0]"),
+        (["stages=[{epochs:1}]"], "stages"),
+        (["postprocess=pca_whiten"], "postprocess"),
+        (["loss=arcface", "+loss.temperature=0.1"], "does not use ['temperature']"),
+    ],
+)
+def test_recipe_config_errors(override, message, compose_cfg):
+    with pytest.raises(ConfigError) as e:
+        check_config(compose_cfg(*override))
+    assert message in str(e.value)
+
+
+def test_wandb_run_resumes_with_the_same_id(compose_cfg, tiny_minidisc, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run_dir = tmp_path / "run"
+    args = [
+        *_tiny(tiny_minidisc),
+        "logger=wandb",
+        "logger.mode=offline",
+        "ckpt_path=auto",
+        f"run_dir={run_dir}",
+    ]
+    train(compose_cfg(*args))
+    run_id = (run_dir / "wandb_run_id").read_text().strip()
+    first = sorted(p.name for p in (run_dir / "wandb").glob("offline-run-*"))
+    assert len(first) == 1 and first[0].endswith(run_id)
+    # relaunched with more epochs: resumes last.ckpt and logs to the same W&B run
+    train(compose_cfg(*args, "trainer.max_epochs=2"))
+    runs = sorted(p.name for p in (run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(r.endswith(run_id) for r in runs)
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 2  # one batch per epoch, two epochs in all
+    for run in runs:  # W&B media: augmentation samples, PR curve, retrieval gallery
+        media = {p.name.rsplit("_", 2)[0] for p in (run_dir / "wandb" / run).rglob("*.png")}
+        assert {"augment_samples", "pr_curve", "false_positives"} <= media, media
+
+
+def test_validation_reports_written_per_epoch(compose_cfg, tiny_minidisc, tmp_path):
+    run_dir = tmp_path / "run"
+    train(compose_cfg(*_tiny(tiny_minidisc), f"run_dir={run_dir}", "trainer.max_epochs=2"))
+    for epoch in (0, 1):
+        out = run_dir / "val_reports" / f"epoch{epoch:03d}"
+        assert (out / "pr_curve.png").is_file() and (out / "gallery.html").is_file()
+        pooled = json.loads((out / "results.json").read_text())["pooled"]
+        metrics = list(
+            __import__("csv").DictReader(
+                open(next((run_dir / "csv").glob("version_*/metrics.csv")))
+            )
+        )
+        logged = [float(r["val/micro_ap"]) for r in metrics if r.get("val/micro_ap")]
+        assert pooled["micro_ap"] == pytest.approx(logged[epoch], abs=1e-6)
+
+
+def test_hydra_multirun_offline(tiny_minidisc, tmp_path):
+    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable,
+        "train.py",
+        "-m",
+        f"paths.output_dir={out}",
+        "loss.temperature=0.05,0.2",
+        *_tiny(tiny_minidisc),
+        "logger.media=false",
+        "hydra.sweep.dir=" + str(out / "sweep"),
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    temps = []
+    for job in ("0", "1"):
+        saved = OmegaConf.load(out / "sweep" / job / "config.yaml")
+        temps.append(saved.loss.temperature)
+        assert saved.run_dir == str(out / "sweep" / job)
+        assert (out / "sweep" / job / "checkpoints" / "last.ckpt").is_file()
+    assert temps == [0.05, 0.2]
+
+
+@pytest.mark.parametrize("sweep", SWEEPS, ids=[p.stem for p in SWEEPS])
+def test_sweep_files_name_real_config_keys(sweep, compose_cfg):
+    spec = yaml.safe_load(sweep.read_text())
+    assert spec["program"] == "train.py" and spec["metric"]["name"] == "val/micro_ap"
+    command = spec["command"]
+    assert command[:3] == ["${env}", "${interpreter}", "${program}"]
+    assert command[-1] == "${args_no_hyphens}"  # key=value: Hydra override syntax
+    fixed = command[3:-1]
+    base = compose_cfg(*fixed)
+    for key, values in spec["parameters"].items():
+        missing = object()
+        assert OmegaConf.select(base, key, default=missing) is not missing, key
+        samples = values.get("values") or [values.get("min"), values.get("max")]
+        for value in samples:  # every value passes the typed config checks
+            check_config(compose_cfg(*fixed, f"{key}={value}"))
