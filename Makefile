@@ -7,7 +7,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 
-.PHONY: help setup demo test test-all lint format clean bench-augment augment-gallery bench-search export-phase2
+.PHONY: help setup demo test test-all lint format clean bench-augment augment-gallery bench-search export-phase2 study
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ bench-augment: setup  ## images/s of every edit op and pipeline (1 core, all cor
 export-phase2: setup  ## freeze the demo checkpoint, export Phase 1 once, write the Phase 2 submission
 	test -f outputs/demo/train/checkpoints/last.ckpt || $(PY) -m fisc.cli demo
 	$(PY) -m fisc.cli export-phase2 --config conf/export/default.yaml
+
+study: setup  ## the recipes study: every *_mini recipe x 3 seeds + baselines on minidisc (about an hour on 2 cores)
+	$(PY) experiments/recipes/study.py
 
 bench-search: setup  ## exact search: fisc (faiss, torch) vs the official faiss pipeline, vs the GEMM floor
 	$(PY) benchmarks/bench_search.py

@@ -11,6 +11,8 @@ os.environ.setdefault("WANDB_MODE", "offline")
 import hydra  # noqa: E402
 from omegaconf import DictConfig, open_dict  # noqa: E402
 
+import fisc.train.config  # noqa: E402,F401  (registers the ${config_hash:} resolver)
+
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -200,3 +201,17 @@ def test_sweep_files_name_real_config_keys(sweep, compose_cfg):
         samples = values.get("values") or [values.get("min"), values.get("max")]
         for value in samples:  # every value passes the typed config checks
             check_config(compose_cfg(*fixed, f"{key}={value}"))
+
+
+def test_same_config_same_run_dir_resumes(compose_cfg, tiny_minidisc):
+    """By default a run lives in runs/<name>-<config hash> with ckpt_path=auto: relaunching
+    the same recipe (even with more epochs) resumes it; another recipe gets its own dir."""
+    first = train(compose_cfg(*_tiny(tiny_minidisc)))
+    again = train(compose_cfg(*_tiny(tiny_minidisc), "trainer.max_epochs=2"))
+    other = train(compose_cfg(*_tiny(tiny_minidisc), "seed=5"))
+    assert first.run_dir == again.run_dir != other.run_dir
+    assert Path(first.run_dir).name.startswith("mobilenetv2_100-")
+    launches = json.loads(Path(first.run_dir, "run_info.json").read_text())["launches"]
+    assert len(launches) == 2
+    ckpt = torch.load(again.last_checkpoint, map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 2  # the second launch continued the first

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 
 from fisc.descriptors.h5io import atomic_path
-from fisc.train.config import LoggerConfig, check_config
+from fisc.train.config import RESUMABLE_CHANGES, LoggerConfig, check_config
 from fisc.train.datamodule import CopyDetectionDataModule
 from fisc.train.media import RunMedia
 from fisc.train.module import CopyDetectionModule
@@ -83,20 +83,6 @@ def git_dirty() -> bool | None:
         return bool(out.stdout.strip()) if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-# keys that may change between launches of one run (resume): where and how long it runs
-RESUMABLE_CHANGES = (
-    "trainer",
-    "run_dir",
-    "ckpt_path",
-    "num_workers",
-    "eval_batch_size",
-    "progress_refresh",
-    "paths",
-    "logger",
-    "postprocess",
-)
 
 
 def check_same_run(saved: Path, cfg: DictConfig) -> None:

@@ -1,0 +1,216 @@
+"""The recipes study: every ``*_mini`` recipe and the off-the-shelf baselines on minidisc, the
+same budget, several seeds; μAP and R@P90 on the dev and Phase 2 rehearsal splits, before and
+after each recipe's post-processing (fitted on training descriptors only).
+
+    python experiments/recipes/study.py                      # 4 recipes x seeds 0 1 2
+    python experiments/recipes/study.py --seeds 0 --recipes sscd_mini
+
+Each training run is ``python train.py experiment=<recipe> seed=<s>`` in
+``outputs/study/<recipe>/seed<s>`` and resumes or is skipped if it finished; scores are cached
+per run in ``scores.json``. The table goes to ``experiments/recipes/results.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra import compose, initialize_config_dir
+
+from fisc.baselines.phash import phash_descriptors
+from fisc.data.disc21 import Disc21
+from fisc.descriptors.extract import extract_descriptors
+from fisc.descriptors.h5io import Descriptors, atomic_path
+from fisc.evaluation import evaluate
+from fisc.metrics.micro_ap import load_ground_truth
+from fisc.models.checkpoint import load_checkpoint_model
+from fisc.models.descriptor import build_descriptor_model
+from fisc.postprocess.spec import PostProcessor
+from fisc.train.config import check_config
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPES = ["sscd_mini", "isc1st_mini", "isc2nd_mini", "isc3rd_mini"]
+SPLITS = {"dev": "dev_ground_truth.csv", "phase2": "phase2_ground_truth.csv"}
+BASELINE_POSTPROCESS = "pca_whiten128,l2"  # for the untrained backbone
+
+
+def _subset(d: Descriptors, ids) -> Descriptors:
+    keep = np.isin(d.ids, list(ids))
+    return Descriptors(d.ids[keep], d.vectors[keep])
+
+
+def _compose(recipe: str, extra: list[str]):
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=[f"experiment={recipe}", *extra])
+
+
+def score(queries, references, train, truths, spec: str | None) -> dict:
+    """``{split: {raw: {...}, post: {...}}}`` of μAP and R@P90."""
+    systems = {"raw": (queries, references)}
+    if spec:
+        pp = PostProcessor(spec).fit(train)
+        systems["post"] = (pp.transform(queries, "query"), pp.transform(references, "reference"))
+    out = {}
+    for split, gt in truths.items():
+        out[split] = {}
+        for kind, (q, r) in systems.items():
+            res = evaluate(_subset(q, gt), r, gt)
+            out[split][kind] = {"micro_ap": res.micro_ap, "recall_at_p90": res.recall_at_p90}
+    return out
+
+
+def describe(model, cfg, images) -> Descriptors:
+    m = check_config(cfg)["model"]
+    d, _ = extract_descriptors(
+        model, images, m.eval_size, m.mean, m.std, batch_size=64, num_workers=2, progress=False
+    )
+    return d
+
+
+def run(recipe: str, seed: int, extra: list[str], out_root: Path) -> dict:
+    run_dir = out_root / recipe / f"seed{seed}"
+    cached = run_dir / "scores.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    args = [
+        f"experiment={recipe}",
+        f"seed={seed}",
+        f"run_dir={run_dir}",
+        "ckpt_path=auto",
+        "logger.media=false",
+        *extra,
+    ]
+    started = time.perf_counter()
+    print(f"== {recipe} seed {seed}: python train.py {' '.join(args)}", flush=True)
+    subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=ROOT,
+        check=True,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+    )
+    minutes = (time.perf_counter() - started) / 60
+    cfg = _compose(recipe, [f"seed={seed}", *extra])
+    result = json.loads((run_dir / "train_result.json").read_text())
+    model, _ = load_checkpoint_model(result["last_checkpoint"])
+    data, truths, queries, references, train = _data(cfg)
+    with torch.no_grad():
+        q, r, t = (describe(model, cfg, s) for s in (queries, references, train))
+    scores = {
+        "recipe": recipe,
+        "seed": seed,
+        "train_minutes": round(minutes, 2),
+        "postprocess": cfg.postprocess,
+        **score(q, r, t, truths, cfg.postprocess),
+    }
+    with atomic_path(cached) as tmp:
+        tmp.write_text(json.dumps(scores, indent=2) + "\n")
+    return scores
+
+
+def _data(cfg):
+    root = Path(cfg.data.root)
+    data = Disc21(root)
+    truths = {s: load_ground_truth(root / f) for s, f in SPLITS.items()}
+    queries = data.queries({q: r for gt in truths.values() for q, r in gt.items()})
+    return data, truths, queries, data.images("reference"), data.images("training")
+
+
+def baselines(seeds: list[int], extra: list[str], out_root: Path, spec: str) -> list[dict]:
+    rows = []
+    cfg = _compose("sscd_mini", extra)
+    _, truths, queries, references, train = _data(cfg)
+    m = check_config(cfg)["model"]
+    for seed in seeds:
+        cached = out_root / "untrained" / f"seed{seed}.json"
+        if not cached.is_file():
+            torch.manual_seed(seed)
+            model = build_descriptor_model(m).eval()  # ImageNet backbone, random projection
+            with torch.no_grad():
+                q, r, t = (describe(model, cfg, s) for s in (queries, references, train))
+            row = {
+                "recipe": f"untrained {m.name}",
+                "seed": seed,
+                "postprocess": spec,
+                **score(q, r, t, truths, spec),
+            }
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            cached.write_text(json.dumps(row, indent=2) + "\n")
+        rows.append(json.loads(cached.read_text()))
+    q, r = phash_descriptors(queries, progress=False), phash_descriptors(references, progress=False)
+    rows.append(
+        {
+            "recipe": "pHash (64-bit)",
+            "seed": None,
+            "postprocess": None,
+            **score(q, r, None, truths, None),
+        }
+    )
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    """Mean ± standard deviation over seeds, per recipe, split, metric and stage."""
+    by: dict[str, list[dict]] = {}
+    for row in rows:
+        by.setdefault(row["recipe"], []).append(row)
+
+    def cell(runs, split, kind, metric):
+        vals = [r[split][kind][metric] for r in runs if kind in r[split]]
+        if not vals:
+            return "–"
+        if len(vals) == 1:
+            return f"{vals[0]:.3f}"
+        return f"{np.mean(vals):.3f} ± {np.std(vals, ddof=1):.3f}"
+
+    head = (
+        "| system | post-processing | seeds | dev μAP | dev μAP post | dev R@P90 post | "
+        "Phase 2 μAP | Phase 2 μAP post | Phase 2 R@P90 | Phase 2 R@P90 post |"
+    )
+    lines = [head, "|" + "---|" * 10]
+    for name, runs in by.items():
+        seeds = ",".join(str(r["seed"]) for r in runs if r["seed"] is not None) or "–"
+        lines.append(
+            f"| {name} | `{runs[0]['postprocess'] or 'none'}` | {seeds} | "
+            f"{cell(runs, 'dev', 'raw', 'micro_ap')} | {cell(runs, 'dev', 'post', 'micro_ap')} | "
+            f"{cell(runs, 'dev', 'post', 'recall_at_p90')} | "
+            f"{cell(runs, 'phase2', 'raw', 'micro_ap')} | "
+            f"{cell(runs, 'phase2', 'post', 'micro_ap')} | "
+            f"{cell(runs, 'phase2', 'raw', 'recall_at_p90')} | "
+            f"{cell(runs, 'phase2', 'post', 'recall_at_p90')} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--recipes", nargs="*", default=RECIPES)
+    ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    ap.add_argument("--out", default=str(ROOT / "outputs" / "study"))
+    ap.add_argument("--results", default=str(ROOT / "experiments" / "recipes"))
+    ap.add_argument("--baseline-postprocess", default=BASELINE_POSTPROCESS)
+    ap.add_argument("extra", nargs="*", help="Hydra overrides for every run (e.g. a tiny data set)")
+    args = ap.parse_args()
+    out_root = Path(args.out)
+    rows = []
+    for seed in args.seeds:  # seed-major: every recipe has a first seed early
+        for recipe in args.recipes:
+            rows.append(run(recipe, seed, args.extra, out_root))
+    rows.sort(key=lambda r: (args.recipes.index(r["recipe"]), r["seed"]))
+    rows += baselines(args.seeds, args.extra, out_root, args.baseline_postprocess)
+    results = Path(args.results)
+    with atomic_path(results / "results.json") as tmp:
+        tmp.write_text(json.dumps(rows, indent=2) + "\n")
+    with atomic_path(results / "results.md") as tmp:
+        tmp.write_text(table(rows) + "\n")
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
