@@ -36,7 +36,7 @@ from fisc.postprocess.spec import PostProcessor
 from fisc.train.config import check_config
 
 ROOT = Path(__file__).resolve().parents[2]
-RECIPES = ["sscd_mini", "isc1st_mini", "isc2nd_mini", "isc3rd_mini"]
+RECIPES = ["sscd_mini", "isc1st_mini", "isc2nd_mini", "isc3rd_mini", "demo"]  # demo: fisc default
 SPLITS = {"dev": "dev_ground_truth.csv", "phase2": "phase2_ground_truth.csv"}
 BASELINE_POSTPROCESS = "pca_whiten128,l2"  # for the untrained backbone
 
