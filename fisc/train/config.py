@@ -214,10 +214,10 @@ def check_config(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"optim.lr_scaling: linear | sqrt | none, not {rule!r}")
     out["stages"] = check_stages(cfg)
     if cfg.get("postprocess"):
-        from fisc.postprocess.spec import parse_spec
+        from fisc.postprocess.spec import PostProcessor
 
-        try:
-            parse_spec(cfg.postprocess)
+        try:  # the spec parses, and its output of model.dims-d descriptors fits the limit
+            PostProcessor(cfg.postprocess)._check_dims(out["model"].dims)
         except ValueError as e:
             raise ConfigError(f"postprocess: {e}") from e
     return out
