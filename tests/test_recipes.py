@@ -111,6 +111,7 @@ def test_lr_scaling_rules():
         (["stages=[{train_size:8,epochs:1}]"], "stages[0]"),
         (["stages=[{epochs:1}]"], "stages"),
         (["postprocess=pca_whiten"], "postprocess"),
+        (["postprocess='l2,stretch5'"], "257-d descriptors > 256"),  # 256-d model + 1
         (["loss=arcface", "+loss.temperature=0.1"], "does not use ['temperature']"),
     ],
 )
