@@ -1,0 +1,33 @@
+"""Post-processing ablation on the study's trained runs (seeds 0 and 1): PCA + L2 alone, with
+query stretching, and PCA-whitening, for isc3rd_mini and demo.
+Run after study.py: ``python experiments/recipes/ablate_stretch.py``."""
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import study  # noqa: E402
+
+from fisc.models.checkpoint import load_checkpoint_model  # noqa: E402
+
+SPECS = ["pca255,l2", "pca255,l2,stretch5:2.5", "pca_whiten128,l2"]
+
+for recipe in ["isc3rd_mini", "demo"]:
+    for seed in (0, 1):
+        cfg = study._compose(recipe, [f"seed={seed}"])
+        run = study.ROOT / "outputs" / "study" / recipe / f"seed{seed}"
+        model, _ = load_checkpoint_model(
+            json.loads((run / "train_result.json").read_text())["last_checkpoint"]
+        )
+        _, truths, queries, references, train = study._data(cfg)
+        with torch.no_grad():
+            q, r, t = (study.describe(model, cfg, s) for s in (queries, references, train))
+        for spec in SPECS:
+            sc = study.score(q, r, t, truths, spec)
+            dev, p2 = sc["dev"]["post"]["micro_ap"], sc["phase2"]["post"]["micro_ap"]
+            print(
+                f"{recipe} seed {seed} {spec}: dev μAP {dev:.3f}, Phase 2 μAP {p2:.3f}", flush=True
+            )
