@@ -3,6 +3,7 @@ classes, LR scaling, W&B run ids across resumes, run media, Hydra multirun, W&B 
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -154,11 +155,8 @@ def test_validation_reports_written_per_epoch(compose_cfg, tiny_minidisc, tmp_pa
         out = run_dir / "val_reports" / f"epoch{epoch:03d}"
         assert (out / "pr_curve.png").is_file() and (out / "gallery.html").is_file()
         pooled = json.loads((out / "results.json").read_text())["pooled"]
-        metrics = list(
-            __import__("csv").DictReader(
-                open(next((run_dir / "csv").glob("version_*/metrics.csv")))
-            )
-        )
+        with open(next((run_dir / "csv").glob("version_*/metrics.csv"))) as f:
+            metrics = list(csv.DictReader(f))
         logged = [float(r["val/micro_ap"]) for r in metrics if r.get("val/micro_ap")]
         assert pooled["micro_ap"] == pytest.approx(logged[epoch], abs=1e-6)
 

@@ -24,6 +24,8 @@ import os
 import platform
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +147,26 @@ def verify_manifest(root: str | Path) -> str:
     return sha256_of(manifest)
 
 
+@contextmanager
+def manifested_dir(out_dir: Path) -> Iterator[Path]:
+    """Yield a temporary sibling folder of ``out_dir`` to fill; on success write its
+    ``MANIFEST.sha256``, make it read-only-friendly (0644/0755) and rename it to ``out_dir``
+    (which must not exist); on any error remove it."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        yield tmp
+        write_manifest(tmp)
+        for p in [tmp, *tmp.rglob("*")]:
+            os.chmod(p, 0o755 if p.is_dir() else 0o644)
+        if out_dir.exists():
+            raise FileExistsError(f"{out_dir} appeared while it was being written")
+        os.rename(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 # --- freeze -------------------------------------------------------------------------------
 
 
@@ -198,9 +220,7 @@ def freeze(
     hparams = raw.get("hyper_parameters", {}) if isinstance(raw, dict) else {}
     training_config = {k: v for k, v in hparams.items() if k != "model"} or None
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    with manifested_dir(out_dir) as tmp:
         from safetensors.torch import save_file
 
         save_file(_state_dict(model), str(tmp / MODEL_FILE), metadata={"format": "pt"})
@@ -260,15 +280,6 @@ def freeze(
         (tmp / CARD_FILE).write_text(
             json.dumps(_jsonable(card), indent=2, sort_keys=True) + "\n", encoding="utf-8"
         )
-        write_manifest(tmp)
-        for p in [tmp, *tmp.rglob("*")]:
-            os.chmod(p, 0o755 if p.is_dir() else 0o644)
-        if out_dir.exists():
-            raise FileExistsError(f"artifact directory {out_dir} appeared while freezing")
-        os.rename(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

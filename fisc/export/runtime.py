@@ -25,9 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -40,7 +37,7 @@ from torch import nn
 
 from fisc.data.disc21 import list_images
 from fisc.data.preprocess import normalise
-from fisc.export.freeze import PROBE_DIR, load_artifact, verify_manifest, write_manifest
+from fisc.export.freeze import PROBE_DIR, load_artifact, manifested_dir, verify_manifest
 from fisc.models.descriptor import DescriptorModel, ModelConfig
 
 FORMATS = {"torchscript": "descriptor.torchscript.pt", "onnx": "descriptor.onnx"}
@@ -291,9 +288,7 @@ def export_runtimes(
     probe = Path(artifact) / PROBE_DIR
     inputs = {(h, w): probe_batch(probe, h, w, cfg.mean, cfg.std) for h, w in resolutions}
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    with manifested_dir(out_dir) as tmp:
         checks = {}
         for fmt in formats:
             path = tmp / FORMATS[fmt]
@@ -329,13 +324,6 @@ def export_runtimes(
             "torch_version": torch.__version__,
         }
         (tmp / RUNTIME_CARD).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-        write_manifest(tmp)
-        for p in [tmp, *tmp.rglob("*")]:
-            os.chmod(p, 0o755 if p.is_dir() else 0o644)
-        os.rename(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return card
 
 

@@ -66,11 +66,6 @@ class ContrastiveXBMLoss(nn.Module):
         self.register_buffer("mem_ids", torch.zeros(0, dtype=torch.long), persistent=False)
         self.steps = 0
 
-    def reset_memory(self) -> None:
-        self.mem_emb = self.mem_emb[:0]
-        self.mem_ids = self.mem_ids[:0]
-        self.steps = 0
-
     def forward(self, embeddings: torch.Tensor, instance_ids: torch.Tensor) -> ContrastiveOutput:
         rank, _ = world()
         n = embeddings.shape[0]

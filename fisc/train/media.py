@@ -4,6 +4,7 @@ also sent to W&B as media when the logger is W&B."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -84,8 +85,6 @@ class RunMedia(Callback):
         wandb_logger = self._wandb(trainer)
         if wandb_logger is None:
             return
-        import json
-
         cases = json.loads(paths["json"].read_text())["gallery"]
         strips, captions = [], []
         for case in cases["false_positives"]:
