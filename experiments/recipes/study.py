@@ -7,7 +7,8 @@ after each recipe's post-processing (fitted on training descriptors only).
 
 Each training run is ``python train.py experiment=<recipe> seed=<s>`` in
 ``outputs/study/<recipe>/seed<s>`` and resumes or is skipped if it finished; scores are cached
-per run in ``scores.json``. The table goes to ``experiments/recipes/results.{json,md}``.
+per run in ``scores.json``. The table goes to ``experiments/recipes/results.{json,md}``, a plot
+to ``results.png``.
 """
 
 from __future__ import annotations
@@ -188,6 +189,43 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def plot(rows: list[dict], path: Path) -> None:
+    """μAP per system on the dev and Phase 2 splits: a dot per seed, before (hollow) and after
+    (filled) post-processing, the bar at the post-processed mean (raw where there is none)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = list(dict.fromkeys(r["recipe"] for r in rows))
+    fig = Figure(figsize=(10, 4.2), dpi=110)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, (split, title) in zip(
+        axes, [("dev", "dev split"), ("phase2", "Phase 2 rehearsal")], strict=True
+    ):
+        for i, name in enumerate(names):
+            runs = [r for r in rows if r["recipe"] == name]
+            raw = [r[split]["raw"]["micro_ap"] for r in runs]
+            post = [r[split]["post"]["micro_ap"] for r in runs if "post" in r[split]]
+            top = post or raw
+            ax.bar(i, np.mean(top), width=0.6, color=f"C{i}", alpha=0.35)
+            if len(top) > 1:
+                ax.errorbar(i, np.mean(top), yerr=np.std(top, ddof=1), color="k", capsize=4, lw=1)
+            jitter = np.linspace(-0.12, 0.12, len(raw)) if len(raw) > 1 else [0.0]
+            ax.scatter(i + np.asarray(jitter), raw, facecolors="none", edgecolors=f"C{i}", s=22)
+            if post:
+                ax.scatter(i + np.asarray(jitter[: len(post)]), post, color=f"C{i}", s=22)
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+        ax.set_title(f"{title}: μAP (bar: mean ± sd after post-processing)", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("micro-average precision")
+    axes[0].scatter([], [], facecolors="none", edgecolors="grey", s=22, label="raw, one seed")
+    axes[0].scatter([], [], color="grey", s=22, label="post-processed, one seed")
+    axes[0].legend(loc="lower left", fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--recipes", nargs="*", default=RECIPES)
@@ -209,6 +247,7 @@ def main() -> None:
         tmp.write_text(json.dumps(rows, indent=2) + "\n")
     with atomic_path(results / "results.md") as tmp:
         tmp.write_text(table(rows) + "\n")
+    plot(rows, results / "results.png")
     print(table(rows))
 
 

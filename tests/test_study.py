@@ -1,0 +1,111 @@
+"""The recipes study script (experiments/recipes/study.py): its table, its plot, and (slow) an
+end-to-end run on the tiny minidisc that caches per-run scores and resumes without retraining."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import CONF
+from PIL import Image
+
+ROOT = CONF.parent
+sys.path.insert(0, str(ROOT / "experiments" / "recipes"))
+import study  # noqa: E402
+
+
+def _row(recipe, seed, dev, p2, post=True):
+    def split(v):
+        out = {"raw": {"micro_ap": v, "recall_at_p90": v / 2}}
+        if post:
+            out["post"] = {"micro_ap": v + 0.1, "recall_at_p90": v / 3}
+        return out
+
+    return {
+        "recipe": recipe,
+        "seed": seed,
+        "postprocess": "l2" if post else None,
+        "dev": split(dev),
+        "phase2": split(p2),
+    }
+
+
+ROWS = [
+    _row("a", 0, 0.40, 0.50),
+    _row("a", 1, 0.44, 0.56),
+    _row("a", 2, 0.39, 0.53),
+    _row("b", 0, 0.30, 0.20),
+    _row("pHash", None, 0.25, 0.35, post=False),
+]
+
+
+def test_table_is_mean_and_sample_sd_over_seeds():
+    lines = study.table(ROWS).splitlines()
+    assert len(lines) == 2 + 3  # header, rule, one line per system
+    a = [c.strip() for c in lines[2].split("|")[1:-1]]
+    assert a[0] == "a" and a[2] == "0,1,2"
+    dev = [0.40, 0.44, 0.39]
+    assert a[3] == f"{statistics.mean(dev):.3f} ± {statistics.stdev(dev):.3f}"
+    post = [v + 0.1 for v in [0.50, 0.56, 0.53]]
+    assert a[7] == f"{statistics.mean(post):.3f} ± {statistics.stdev(post):.3f}"
+    b = [c.strip() for c in lines[3].split("|")[1:-1]]
+    assert b[3] == "0.300"  # one seed: no spread
+    ph = [c.strip() for c in lines[4].split("|")[1:-1]]
+    assert ph[1] == "`none`" and ph[2] == "–" and ph[4] == "–" and ph[6] == "0.350"
+
+
+def test_plot_writes_a_png(tmp_path):
+    study.plot(ROWS, tmp_path / "results.png")
+    with Image.open(tmp_path / "results.png") as im:
+        assert im.format == "PNG" and im.size[0] > 600
+    assert [p.name for p in tmp_path.iterdir()] == ["results.png"]  # nothing temporary left
+
+
+@pytest.mark.slow
+def test_study_end_to_end_caches_and_resumes(tiny_minidisc, tmp_path):
+    tiny = [
+        f"data.root={tiny_minidisc}",
+        "data.build_if_missing=false",
+        "model.train_size=32",
+        "model.eval_size=32",
+        "batch_size=8",
+        "eval_batch_size=16",
+        "num_workers=0",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "+trainer.enable_model_summary=false",
+        "postprocess='pca_whiten8,l2'",
+    ]
+    cmd = [
+        sys.executable, "experiments/recipes/study.py", "--recipes", "demo", "--seeds", "0", "1",
+        "--out", str(tmp_path / "study"), "--results", str(tmp_path / "results"),
+        "--baseline-postprocess", "pca_whiten8,l2", *tiny,
+    ]  # fmt: skip
+    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
+    first = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    rows = json.loads((tmp_path / "results" / "results.json").read_text())
+    assert [(r["recipe"], r["seed"]) for r in rows] == [
+        ("demo", 0), ("demo", 1), ("untrained mobilenetv2_100", 0),
+        ("untrained mobilenetv2_100", 1), ("pHash (64-bit)", None),
+    ]  # fmt: skip
+    for r in rows[:4]:
+        for split in ("dev", "phase2"):
+            for kind in ("raw", "post"):
+                assert 0.0 <= r[split][kind]["micro_ap"] <= 1.0
+    assert (tmp_path / "results" / "results.png").is_file()
+    ckpt = Path(json.loads((tmp_path / "study/demo/seed0/train_result.json").read_text())[
+        "last_checkpoint"])  # fmt: skip
+    stamp = ckpt.stat().st_mtime_ns
+    # the same command again: every run is cached, nothing retrains, the same table comes out
+    (tmp_path / "results" / "results.json").unlink()
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "== demo" not in again.stdout
+    assert ckpt.stat().st_mtime_ns == stamp
+    assert json.loads((tmp_path / "results" / "results.json").read_text()) == rows
