@@ -214,3 +214,20 @@ def test_same_config_same_run_dir_resumes(compose_cfg, tiny_minidisc):
     assert len(launches) == 2
     ckpt = torch.load(again.last_checkpoint, map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 2  # the second launch continued the first
+
+
+def test_moved_run_dir_resumes_with_its_own_best_checkpoint(compose_cfg, tiny_minidisc, tmp_path):
+    """A finished run folder copied elsewhere and relaunched: Lightning keeps only the old
+    folder's best path; the result must name the best checkpoint in the new folder, and its
+    score."""
+    import shutil
+
+    first = train(compose_cfg(*_tiny(tiny_minidisc), f"run_dir={tmp_path}/a", "ckpt_path=auto"))
+    assert first.best_checkpoint and first.best_score is not None
+    shutil.move(tmp_path / "a", tmp_path / "b")
+    again = train(compose_cfg(*_tiny(tiny_minidisc), f"run_dir={tmp_path}/b", "ckpt_path=auto"))
+    assert again.best_checkpoint == str(
+        tmp_path / "b" / Path(first.best_checkpoint).relative_to(tmp_path / "a")
+    )
+    assert Path(again.best_checkpoint).is_file()
+    assert again.best_score == pytest.approx(first.best_score)

@@ -12,6 +12,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 
@@ -174,6 +175,21 @@ def resume_path(ckpt_path: str | None, ckpt_dir: Path) -> str | None:
     return ckpt_path
 
 
+def _moved_best(ckpt_dir: Path, old: Path, score: float | None) -> tuple[str | None, float | None]:
+    """The run folder was moved or copied: Lightning restores only the old folder's best path
+    (and drops its score). Use the same file in this folder, with the score it was saved with."""
+    here = ckpt_dir / old.name
+    if not here.is_file():
+        log.warning("best checkpoint %s is gone and not in %s; none reported", old, ckpt_dir)
+        return None, None
+    if score is None:
+        state = torch.load(here, map_location="cpu", weights_only=False, mmap=True)
+        for key, value in state.get("callbacks", {}).items():
+            if key.startswith("ModelCheckpoint") and value.get("best_model_score") is not None:
+                score = float(value["best_model_score"])
+    return str(here), score
+
+
 def train(cfg: DictConfig) -> TrainResult:
     """Fit one run, or with ``stages`` one run per stage (``<run_dir>/stage<k>``), each at
     its training size, starting from the previous stage's last checkpoint."""
@@ -285,6 +301,8 @@ def _train_one(cfg: DictConfig, groups: dict, lr_scale: float = 1.0) -> TrainRes
     best = checkpoint.best_model_path or None
     last = str(ckpt_dir / "last.ckpt") if (ckpt_dir / "last.ckpt").is_file() else None
     score = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None
+    if best is not None and not Path(best).is_file():
+        best, score = _moved_best(ckpt_dir, Path(best), score)
     result = TrainResult(str(run_dir), best, last, score)
     with atomic_path(run_dir / "train_result.json") as tmp:
         tmp.write_text(json.dumps(asdict(result), indent=2) + "\n")
