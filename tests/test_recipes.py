@@ -193,6 +193,8 @@ def test_sweep_files_name_real_config_keys(sweep, compose_cfg):
     assert command[:3] == ["${env}", "${interpreter}", "${program}"]
     assert command[-1] == "${args_no_hyphens}"  # key=value: Hydra override syntax
     fixed = command[3:-1]
+    # an agent's runs must report online, or the sweep never sees val/micro_ap
+    assert {"logger=wandb", "logger.mode=online"} <= set(fixed)
     base = compose_cfg(*fixed)
     for key, values in spec["parameters"].items():
         missing = object()
@@ -231,3 +233,20 @@ def test_moved_run_dir_resumes_with_its_own_best_checkpoint(compose_cfg, tiny_mi
     )
     assert Path(again.best_checkpoint).is_file()
     assert again.best_score == pytest.approx(first.best_score)
+
+
+def test_wandb_logger_under_a_sweep_agent(monkeypatch, tmp_path):
+    """Under ``wandb agent`` (WANDB_SWEEP_ID set) the agent owns the run id, so fisc neither
+    forces nor records one; an offline logger there is refused (the sweep would see nothing)."""
+    from fisc.train.config import LoggerConfig
+    from fisc.train.run import make_logger
+
+    monkeypatch.delenv("WANDB_SWEEP_ID", raising=False)
+    alone = make_logger(LoggerConfig(kind="wandb", mode="offline"), tmp_path / "a", "r")
+    assert alone._wandb_init["id"] == (tmp_path / "a" / "wandb_run_id").read_text().strip()
+    monkeypatch.setenv("WANDB_SWEEP_ID", "abc123")
+    swept = make_logger(LoggerConfig(kind="wandb", mode="online"), tmp_path / "b", "r")
+    assert swept._wandb_init.get("id") is None
+    assert not (tmp_path / "b" / "wandb_run_id").exists()
+    with pytest.raises(ValueError, match="logger.mode=online"):
+        make_logger(LoggerConfig(kind="wandb", mode="offline"), tmp_path / "c", "r")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import time
 from dataclasses import asdict, dataclass
@@ -149,6 +150,14 @@ def make_logger(cfg: LoggerConfig, run_dir: Path, run_name: str):
 
         if cfg.mode not in ("offline", "online", "disabled"):
             raise ValueError(f"logger.mode must be offline | online | disabled, got {cfg.mode!r}")
+        sweep = os.environ.get("WANDB_SWEEP_ID")
+        if sweep and cfg.mode != "online":
+            raise ValueError(
+                f"a W&B sweep agent (sweep {sweep}) needs logger.mode=online to report "
+                f"val/micro_ap to the sweep; got logger.mode={cfg.mode}"
+            )
+        if sweep:  # the agent picks the run id (W&B ignores ours): a relaunch is a new W&B run
+            log.info("W&B sweep %s: the agent assigns the run id", sweep)
         return WandbLogger(
             project=cfg.project,
             name=run_name,
@@ -157,8 +166,8 @@ def make_logger(cfg: LoggerConfig, run_dir: Path, run_name: str):
             tags=list(cfg.tags),
             mode=cfg.mode,
             offline=cfg.mode == "offline",
-            id=wandb_run_id(run_dir),
-            resume="allow",
+            id=None if sweep else wandb_run_id(run_dir),
+            resume=None if sweep else "allow",
         )
     raise ValueError(f"logger.kind must be csv | wandb, got {cfg.kind!r}")
 
