@@ -250,3 +250,25 @@ def test_wandb_logger_under_a_sweep_agent(monkeypatch, tmp_path):
     assert not (tmp_path / "b" / "wandb_run_id").exists()
     with pytest.raises(ValueError, match="logger.mode=online"):
         make_logger(LoggerConfig(kind="wandb", mode="offline"), tmp_path / "c", "r")
+
+
+def test_warmup_then_cosine_matches_torch_schedulers():
+    """Linear warm-up to the peak, then the same curve as torch's CosineAnnealingLR down to
+    lr * min_lr_ratio at the last step."""
+    from fisc.train.module import warmup_cosine
+
+    base, warmup, total, ratio = 0.4, 5, 25, 0.01
+    ours = [base * warmup_cosine(s, warmup, total, ratio) for s in range(total + 1)]
+    assert ours[:warmup] == pytest.approx([base * (s + 1) / (warmup + 1) for s in range(warmup)])
+    assert all(a < b for a, b in zip(ours[:warmup], ours[1 : warmup + 1], strict=True))
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=base)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(
+        opt, T_max=total - warmup, eta_min=base * ratio
+    )
+    reference = []
+    for _ in range(total - warmup + 1):
+        reference.append(opt.param_groups[0]["lr"])
+        opt.step()
+        cosine.step()
+    assert ours[warmup:] == pytest.approx(reference, rel=1e-9, abs=1e-12)
+    assert ours[warmup] == pytest.approx(base) and ours[-1] == pytest.approx(base * ratio)

@@ -52,11 +52,19 @@ def test_table_is_mean_and_sample_sd_over_seeds():
     dev = [0.40, 0.44, 0.39]
     assert a[3] == f"{statistics.mean(dev):.3f} ± {statistics.stdev(dev):.3f}"
     post = [v + 0.1 for v in [0.50, 0.56, 0.53]]
-    assert a[7] == f"{statistics.mean(post):.3f} ± {statistics.stdev(post):.3f}"
+    assert a[8] == f"{statistics.mean(post):.3f} ± {statistics.stdev(post):.3f}"
+    assert a[5] == f"{statistics.mean(dev) / 2:.3f} ± {statistics.stdev(dev) / 2:.3f}"  # R@P90
     b = [c.strip() for c in lines[3].split("|")[1:-1]]
     assert b[3] == "0.300"  # one seed: no spread
     ph = [c.strip() for c in lines[4].split("|")[1:-1]]
-    assert ph[1] == "`none`" and ph[2] == "–" and ph[4] == "–" and ph[6] == "0.350"
+    assert ph[1] == "`none`" and ph[2] == "–" and ph[4] == "–" and ph[7] == "0.350"
+
+
+def test_one_baseline_with_two_post_processings_is_two_systems():
+    other = [dict(r, postprocess="pca4,l2") for r in ROWS[3:4]]
+    lines = study.table(ROWS + other).splitlines()
+    names = [line.split("|")[1].strip() for line in lines[2:]]
+    assert names == ["a", "b + l2", "pHash", "b + pca4,l2"]
 
 
 def test_plot_writes_a_png(tmp_path):
@@ -84,17 +92,20 @@ def test_study_end_to_end_caches_and_resumes(tiny_minidisc, tmp_path):
     cmd = [
         sys.executable, "experiments/recipes/study.py", "--recipes", "demo", "--seeds", "0", "1",
         "--out", str(tmp_path / "study"), "--results", str(tmp_path / "results"),
-        "--baseline-postprocess", "pca_whiten8,l2", *tiny,
+        "--baseline-postprocess", "pca_whiten8,l2", "pca8,l2,stretch5:2.5", *tiny,
     ]  # fmt: skip
     env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
     first = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
     rows = json.loads((tmp_path / "results" / "results.json").read_text())
-    assert [(r["recipe"], r["seed"]) for r in rows] == [
-        ("demo", 0), ("demo", 1), ("untrained mobilenetv2_100", 0),
-        ("untrained mobilenetv2_100", 1), ("pHash (64-bit)", None),
+    untrained = "untrained mobilenetv2_100"
+    assert [(r["recipe"], r["seed"], r["postprocess"]) for r in rows] == [
+        ("demo", 0, "pca_whiten8,l2"), ("demo", 1, "pca_whiten8,l2"),
+        (untrained, 0, "pca_whiten8,l2"), (untrained, 1, "pca_whiten8,l2"),
+        (untrained, 0, "pca8,l2,stretch5:2.5"), (untrained, 1, "pca8,l2,stretch5:2.5"),
+        ("pHash (64-bit)", None, None),
     ]  # fmt: skip
-    for r in rows[:4]:
+    for r in rows[:6]:
         for split in ("dev", "phase2"):
             for kind in ("raw", "post"):
                 assert 0.0 <= r[split][kind]["micro_ap"] <= 1.0

@@ -39,7 +39,8 @@ from fisc.train.config import check_config
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ["sscd_mini", "isc1st_mini", "isc2nd_mini", "isc3rd_mini", "demo"]  # demo: fisc default
 SPLITS = {"dev": "dev_ground_truth.csv", "phase2": "phase2_ground_truth.csv"}
-BASELINE_POSTPROCESS = "pca_whiten128,l2"  # for the untrained backbone
+# for the untrained backbone: the default recipe's, and the best recipe's (is it the stretching?)
+BASELINE_POSTPROCESS = ["pca_whiten128,l2", "pca255,l2,stretch5:2.5"]
 
 
 def _subset(d: Descriptors, ids) -> Descriptors:
@@ -123,27 +124,45 @@ def _data(cfg):
     return data, truths, queries, data.images("reference"), data.images("training")
 
 
-def baselines(seeds: list[int], extra: list[str], out_root: Path, spec: str) -> list[dict]:
+def _slug(spec: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in spec)
+
+
+def baselines(seeds: list[int], extra: list[str], out_root: Path, specs: list[str]) -> list[dict]:
+    """The untrained backbone (ImageNet weights, random projection), one row per seed and
+    post-processing spec, and pHash."""
     rows = []
     cfg = _compose("sscd_mini", extra)
     _, truths, queries, references, train = _data(cfg)
     m = check_config(cfg)["model"]
+    for spec in specs:
+        PostProcessor(spec)._check_dims(m.dims)  # a bad spec fails before any extraction
     for seed in seeds:
-        cached = out_root / "untrained" / f"seed{seed}.json"
-        if not cached.is_file():
+        # the first spec keeps the cache name of earlier studies
+        cached = {
+            spec: out_root
+            / "untrained"
+            / (f"seed{seed}.json" if i == 0 else f"seed{seed}-{_slug(spec)}.json")
+            for i, spec in enumerate(specs)
+        }
+        missing = [spec for spec, path in cached.items() if not path.is_file()]
+        if missing:
             torch.manual_seed(seed)
-            model = build_descriptor_model(m).eval()  # ImageNet backbone, random projection
+            model = build_descriptor_model(m).eval()
             with torch.no_grad():
                 q, r, t = (describe(model, cfg, s) for s in (queries, references, train))
-            row = {
-                "recipe": f"untrained {m.name}",
-                "seed": seed,
-                "postprocess": spec,
-                **score(q, r, t, truths, spec),
-            }
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            cached.write_text(json.dumps(row, indent=2) + "\n")
-        rows.append(json.loads(cached.read_text()))
+            for spec in missing:
+                row = {
+                    "recipe": f"untrained {m.name}",
+                    "seed": seed,
+                    "postprocess": spec,
+                    **score(q, r, t, truths, spec),
+                }
+                cached[spec].parent.mkdir(parents=True, exist_ok=True)
+                with atomic_path(cached[spec]) as tmp:
+                    tmp.write_text(json.dumps(row, indent=2) + "\n")
+        rows += [json.loads(cached[spec].read_text()) for spec in specs]
+    rows.sort(key=lambda r: specs.index(r["postprocess"]))  # stable: seeds stay in order
     q, r = phash_descriptors(queries, progress=False), phash_descriptors(references, progress=False)
     rows.append(
         {
@@ -156,11 +175,21 @@ def baselines(seeds: list[int], extra: list[str], out_root: Path, spec: str) -> 
     return rows
 
 
+def _systems(rows: list[dict]) -> dict[str, list[dict]]:
+    """Rows grouped per system: a recipe, or a baseline with one post-processing spec."""
+    by: dict[tuple, list[dict]] = {}
+    for row in rows:
+        by.setdefault((row["recipe"], row["postprocess"]), []).append(row)
+    names = [recipe for recipe, _ in by]
+    return {
+        (recipe if names.count(recipe) == 1 else f"{recipe} + {spec}"): runs
+        for (recipe, spec), runs in by.items()
+    }
+
+
 def table(rows: list[dict]) -> str:
     """Mean ± standard deviation over seeds, per recipe, split, metric and stage."""
-    by: dict[str, list[dict]] = {}
-    for row in rows:
-        by.setdefault(row["recipe"], []).append(row)
+    by = _systems(rows)
 
     def cell(runs, split, kind, metric):
         vals = [r[split][kind][metric] for r in runs if kind in r[split]]
@@ -171,15 +200,16 @@ def table(rows: list[dict]) -> str:
         return f"{np.mean(vals):.3f} ± {np.std(vals, ddof=1):.3f}"
 
     head = (
-        "| system | post-processing | seeds | dev μAP | dev μAP post | dev R@P90 post | "
-        "Phase 2 μAP | Phase 2 μAP post | Phase 2 R@P90 | Phase 2 R@P90 post |"
+        "| system | post-processing | seeds | dev μAP | dev μAP post | dev R@P90 | "
+        "dev R@P90 post | Phase 2 μAP | Phase 2 μAP post | Phase 2 R@P90 | Phase 2 R@P90 post |"
     )
-    lines = [head, "|" + "---|" * 10]
+    lines = [head, "|" + "---|" * 11]
     for name, runs in by.items():
         seeds = ",".join(str(r["seed"]) for r in runs if r["seed"] is not None) or "–"
         lines.append(
             f"| {name} | `{runs[0]['postprocess'] or 'none'}` | {seeds} | "
             f"{cell(runs, 'dev', 'raw', 'micro_ap')} | {cell(runs, 'dev', 'post', 'micro_ap')} | "
+            f"{cell(runs, 'dev', 'raw', 'recall_at_p90')} | "
             f"{cell(runs, 'dev', 'post', 'recall_at_p90')} | "
             f"{cell(runs, 'phase2', 'raw', 'micro_ap')} | "
             f"{cell(runs, 'phase2', 'post', 'micro_ap')} | "
@@ -195,7 +225,8 @@ def plot(rows: list[dict], path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    names = list(dict.fromkeys(r["recipe"] for r in rows))
+    systems = _systems(rows)
+    names = list(systems)
     fig = Figure(figsize=(10, 4.2), dpi=110)
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2, sharey=True)
@@ -203,7 +234,7 @@ def plot(rows: list[dict], path: Path) -> None:
         axes, [("dev", "dev split"), ("phase2", "Phase 2 rehearsal")], strict=True
     ):
         for i, name in enumerate(names):
-            runs = [r for r in rows if r["recipe"] == name]
+            runs = systems[name]
             raw = [r[split]["raw"]["micro_ap"] for r in runs]
             post = [r[split]["post"]["micro_ap"] for r in runs if "post" in r[split]]
             top = post or raw
@@ -232,7 +263,7 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     ap.add_argument("--out", default=str(ROOT / "outputs" / "study"))
     ap.add_argument("--results", default=str(ROOT / "experiments" / "recipes"))
-    ap.add_argument("--baseline-postprocess", default=BASELINE_POSTPROCESS)
+    ap.add_argument("--baseline-postprocess", nargs="+", default=BASELINE_POSTPROCESS)
     ap.add_argument("extra", nargs="*", help="Hydra overrides for every run (e.g. a tiny data set)")
     args = ap.parse_args()
     out_root = Path(args.out)
