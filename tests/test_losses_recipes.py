@@ -129,6 +129,47 @@ def test_cross_batch_memory_holds_past_batches():
     assert len(loss.mem_ids) == 10
 
 
+def test_cross_batch_memory_survives_a_checkpoint_but_not_init_from(tmp_path):
+    """Saved and loaded with the module (a resume continues with the same memory and step
+    count); a checkpoint from before the memory was saved loads with an empty one; a new run
+    started from these weights (init_from) starts with an empty memory."""
+    batches = [
+        (_unit(6, 4, seed=s), torch.tensor([3 * s, 3 * s + 1, 3 * s + 2] * 2)) for s in range(3)
+    ]
+    kept = ContrastiveXBMLoss(0.1, 0.9, memory_size=10, memory_warmup=1).train()
+    for x, ids in batches[:2]:
+        kept(x, ids)
+    torch.save({"state_dict": kept.state_dict()}, tmp_path / "ck.pt")
+    resumed = ContrastiveXBMLoss(0.1, 0.9, memory_size=10, memory_warmup=1).train()
+    resumed.load_state_dict(torch.load(tmp_path / "ck.pt", weights_only=True)["state_dict"])
+    assert resumed.steps == 2 and resumed.mem_ids.tolist() == kept.mem_ids.tolist()
+    x2, i2 = batches[2]
+    mem = list(batches[1][0]) + list(batches[0][0][:4])
+    mem_ids = batches[1][1].tolist() + batches[0][1][:4].tolist()
+    expected = contrastive_reference(x2, i2.tolist(), mem, mem_ids, 0.1, 0.9)
+    assert float(resumed(x2, i2).loss) == pytest.approx(expected, rel=1e-9)
+
+    old = {k: v for k, v in kept.state_dict().items() if not k.startswith("mem_")}
+    legacy = ContrastiveXBMLoss(0.1, 0.9, memory_size=10).train()
+    legacy.load_state_dict(old, strict=True)
+    assert legacy.steps == 0 and len(legacy.mem_ids) == 0
+
+    from types import SimpleNamespace
+
+    from fisc.train.run import load_initial_weights
+
+    model = torch.nn.Linear(2, 2)
+    torch.save(
+        {"state_dict": {**{f"model.{k}": v for k, v in model.state_dict().items()},
+                        **{f"loss.{k}": v for k, v in kept.state_dict().items()}}},
+        tmp_path / "init.ckpt",
+    )  # fmt: skip
+    fresh = SimpleNamespace(model=torch.nn.Linear(2, 2), loss=ContrastiveXBMLoss(0.1, 0.9, 10))
+    load_initial_weights(fresh, str(tmp_path / "init.ckpt"))
+    assert fresh.loss.steps == 0 and len(fresh.loss.mem_ids) == 0
+    assert torch.equal(fresh.model.weight, model.weight)
+
+
 # --- ArcFace ---------------------------------------------------------------------------------
 
 

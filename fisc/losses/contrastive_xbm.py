@@ -62,9 +62,27 @@ class ContrastiveXBMLoss(nn.Module):
             raise ValueError(f"memory_size must be >= 0, got {memory_size}")
         self.pos_margin, self.neg_margin = pos_margin, neg_margin
         self.memory_size, self.memory_warmup = memory_size, memory_warmup
-        self.register_buffer("mem_emb", torch.zeros(0), persistent=False)
-        self.register_buffer("mem_ids", torch.zeros(0, dtype=torch.long), persistent=False)
-        self.steps = 0
+        # saved in checkpoints, so a resumed run continues with its memory (not an empty one)
+        self.register_buffer("mem_emb", torch.zeros(0))
+        self.register_buffer("mem_ids", torch.zeros(0, dtype=torch.long))
+        self.register_buffer("mem_steps", torch.zeros((), dtype=torch.long))
+
+    # run state, not weights: a new run started from these weights (init_from) leaves it out
+    RUN_STATE = ("mem_emb", "mem_ids", "mem_steps")
+
+    @property
+    def steps(self) -> int:
+        return int(self.mem_steps)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name in ("mem_emb", "mem_ids"):  # the memory's length varies: take the saved shape
+            saved = state_dict.get(prefix + name)
+            if saved is not None:
+                setattr(self, name, torch.empty_like(saved, device=getattr(self, name).device))
+        missing = [n for n in self.RUN_STATE if prefix + n not in state_dict]
+        for name in missing:  # a checkpoint from before the memory was saved: start empty
+            state_dict[prefix + name] = getattr(self, name)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, embeddings: torch.Tensor, instance_ids: torch.Tensor) -> ContrastiveOutput:
         rank, _ = world()
@@ -98,7 +116,7 @@ class ContrastiveXBMLoss(nn.Module):
 
     @torch.no_grad()
     def _enqueue(self, emb: torch.Tensor, ids: torch.Tensor) -> None:
-        self.steps += 1
+        self.mem_steps += 1
         if self.memory_size == 0 or not self.training:
             return
         if self.mem_emb.numel() == 0:

@@ -244,6 +244,8 @@ def load_initial_weights(module: CopyDetectionModule, path: str) -> None:
     model = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
     module.model.load_state_dict(model, strict=True)
     loss = {k[len("loss.") :]: v for k, v in state.items() if k.startswith("loss.")}
+    for name in getattr(module.loss, "RUN_STATE", ()):  # e.g. a cross-batch memory starts empty
+        loss.pop(name, None)
     if loss:
         module.loss.load_state_dict(loss, strict=True)
     log.info("initial weights from %s", path)
