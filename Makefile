@@ -46,7 +46,7 @@ export-phase2: setup  ## freeze the demo checkpoint, export Phase 1 once, write 
 	test -f outputs/demo/train/checkpoints/last.ckpt || $(PY) -m fisc.cli demo
 	$(PY) -m fisc.cli export-phase2 --config conf/export/default.yaml
 
-study: setup  ## the recipes study: every *_mini recipe x 3 seeds + baselines on minidisc (75-90 min on 2 cores)
+study: setup  ## the recipes study: every *_mini recipe x 3 seeds + baselines on minidisc (75-120 min on 2 cores)
 	$(PY) experiments/recipes/study.py
 
 bench-search: setup  ## exact search: fisc (faiss, torch) vs the official faiss pipeline, vs the GEMM floor

@@ -2,7 +2,7 @@
 same budget, several seeds; μAP and R@P90 on the dev and Phase 2 rehearsal splits, before and
 after each recipe's post-processing (fitted on training descriptors only).
 
-    python experiments/recipes/study.py                      # 4 recipes x seeds 0 1 2
+    python experiments/recipes/study.py      # 4 *_mini recipes + demo, seeds 0 1 2, baselines
     python experiments/recipes/study.py --seeds 0 --recipes sscd_mini
 
 Each training run is ``python train.py experiment=<recipe> seed=<s>`` in
