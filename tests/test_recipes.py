@@ -162,6 +162,8 @@ def test_validation_reports_written_per_epoch(compose_cfg, tiny_minidisc, tmp_pa
 
 
 def test_hydra_multirun_offline(tiny_minidisc, tmp_path):
+    """One run dir per job, named after the recipe and the job's overrides; the same sweep
+    launched again resumes every job in its own dir."""
     env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
     out = tmp_path / "out"
     cmd = [
@@ -174,15 +176,21 @@ def test_hydra_multirun_offline(tiny_minidisc, tmp_path):
         "logger.media=false",
         "hydra.sweep.dir=" + str(out / "sweep"),
     ]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    temps = []
-    for job in ("0", "1"):
-        saved = OmegaConf.load(out / "sweep" / job / "config.yaml")
-        temps.append(saved.loss.temperature)
-        assert saved.run_dir == str(out / "sweep" / job)
-        assert (out / "sweep" / job / "checkpoints" / "last.ckpt").is_file()
-    assert temps == [0.05, 0.2]
+    runs = []
+    for launch in (1, 2):
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        dirs = sorted(p.parent for p in (out / "runs").glob("*/config.yaml"))
+        assert len(dirs) == 2, dirs
+        temps = {OmegaConf.load(d / "config.yaml").loss.temperature: d for d in dirs}
+        assert sorted(temps) == [0.05, 0.2]
+        for d in dirs:
+            assert OmegaConf.load(d / "config.yaml").run_dir == str(d)
+            info = json.loads((d / "run_info.json").read_text())
+            assert len(info["launches"]) == launch  # the relaunch resumed, in the same dir
+            assert (d / "checkpoints" / "last.ckpt").is_file()
+        runs.append(temps)
+    assert runs[0] == runs[1]
 
 
 @pytest.mark.parametrize("sweep", SWEEPS, ids=[p.stem for p in SWEEPS])
