@@ -280,3 +280,27 @@ def test_warmup_then_cosine_matches_torch_schedulers():
         cosine.step()
     assert ours[warmup:] == pytest.approx(reference, rel=1e-9, abs=1e-12)
     assert ours[warmup] == pytest.approx(base) and ours[-1] == pytest.approx(base * ratio)
+
+
+def test_resume_refuses_changed_data(compose_cfg, tiny_minidisc, tmp_path):
+    """A data set rebuilt or edited under the same path: the run does not silently continue
+    on other images."""
+    import shutil
+
+    from PIL import Image
+
+    root = tmp_path / "minidisc"
+    shutil.copytree(tiny_minidisc, root)
+    args = [*_tiny(root), f"run_dir={tmp_path}/run", "ckpt_path=auto"]
+    first = train(compose_cfg(*args))
+    info = json.loads(Path(first.run_dir, "run_info.json").read_text())
+    assert len(info["launches"][0]["data"]) == 64
+    victim = sorted((root / "images" / "training").iterdir())[0]
+    with Image.open(victim) as im:
+        im.convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(victim, quality=30)
+    with pytest.raises(ValueError, match="changed since its last launch"):
+        train(compose_cfg(*args, "trainer.max_epochs=2"))
+    # a fresh start in the same dir is allowed, and recorded with the new fingerprint
+    fresh = train(compose_cfg(*args[:-1], "ckpt_path=null"))
+    launches = json.loads(Path(fresh.run_dir, "run_info.json").read_text())["launches"]
+    assert launches[-1]["data"] != launches[0]["data"]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -103,8 +104,40 @@ def check_same_run(saved: Path, cfg: DictConfig) -> None:
         )
 
 
-def write_run_info(run_dir: Path, cfg: DictConfig) -> None:
-    """Keep the resolved config, and per launch the git SHA and package versions."""
+def data_fingerprint(train, validation) -> str:
+    """sha256 of the training and validation image ids with their file sizes, and the
+    validation ground truth: a data set rebuilt or edited under the same path changes it."""
+    h = hashlib.sha256()
+    parts = [("train", train)]
+    if validation is not None:
+        parts += [("query", validation.queries), ("reference", validation.references)]
+    for role, images in parts:
+        for image_id, path in zip(images.ids, images.paths, strict=True):
+            h.update(f"{role}\t{image_id}\t{Path(path).stat().st_size}\n".encode())
+    if validation is not None:
+        for q, r in sorted(validation.ground_truth.items()):
+            h.update(f"gt\t{q}\t{r}\n".encode())
+    return h.hexdigest()
+
+
+def check_same_data(run_dir: Path, fingerprint: str) -> None:
+    """Refuse to resume a run whose training or validation data changed since its last launch."""
+    info_path = run_dir / "run_info.json"
+    if not info_path.is_file():
+        return
+    launches = json.loads(info_path.read_text())["launches"]
+    before = next((x["data"] for x in reversed(launches) if x.get("data")), None)
+    if before is not None and before != fingerprint:
+        raise ValueError(
+            f"cannot resume {run_dir}: its training/validation images (ids, file sizes) or "
+            f"ground truth changed since its last launch; use another run_dir, or "
+            f"ckpt_path=null to start afresh"
+        )
+
+
+def write_run_info(run_dir: Path, cfg: DictConfig, data: str | None = None) -> None:
+    """Keep the resolved config, and per launch the git SHA, package versions and the data
+    fingerprint."""
     run_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(run_dir / "config.yaml") as tmp:
         tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -116,6 +149,7 @@ def write_run_info(run_dir: Path, cfg: DictConfig) -> None:
             "git_sha": git_sha(),
             "git_dirty": git_dirty(),
             "versions": package_versions(),
+            "data": data,
         }
     )
     with atomic_path(info_path) as tmp:
@@ -258,8 +292,11 @@ def _train_one(cfg: DictConfig, groups: dict, lr_scale: float = 1.0) -> TrainRes
     resume = resume_path(cfg.ckpt_path, ckpt_dir)
     if resume is not None and (run_dir / "config.yaml").is_file():
         check_same_run(run_dir / "config.yaml", cfg)
-    write_run_info(run_dir, cfg)
     train_images, validation = resolve_data(groups["data"])
+    fingerprint = data_fingerprint(train_images, validation)
+    if resume is not None:
+        check_same_data(run_dir, fingerprint)
+    write_run_info(run_dir, cfg, fingerprint)
     datamodule = CopyDetectionDataModule(
         train_images,
         validation,
