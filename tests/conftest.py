@@ -26,6 +26,24 @@ TINY_SPEC = dict(
 )
 
 
+# a training run that takes seconds on the tiny minidisc: tiny_overrides(root) for train.py
+TINY_TRAIN = [
+    "model.train_size=32",
+    "model.eval_size=32",
+    "batch_size=8",
+    "eval_batch_size=16",
+    "num_workers=0",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=1",
+    "+trainer.limit_val_batches=1.0",
+    "+trainer.enable_model_summary=false",
+]
+
+
+def tiny_overrides(root) -> list[str]:
+    return [f"data.root={root}", "data.build_if_missing=false", *TINY_TRAIN]
+
+
 @pytest.fixture(scope="session")
 def tiny_minidisc(tmp_path_factory) -> Path:
     """A tiny minidisc, built once per test session (read-only for tests)."""

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import CONF
+from conftest import CONF, tiny_overrides
 from omegaconf import OmegaConf
 
 from fisc.train.config import ConfigError, check_config
@@ -21,21 +21,6 @@ from fisc.train.run import train
 
 ROOT = CONF.parent
 SWEEPS = sorted((ROOT / "experiments" / "sweeps").glob("*.yaml"))
-TINY = [
-    "model.train_size=32",
-    "model.eval_size=32",
-    "batch_size=8",
-    "eval_batch_size=16",
-    "num_workers=0",
-    "trainer.max_epochs=1",
-    "trainer.limit_train_batches=1",
-    "+trainer.limit_val_batches=1.0",
-    "+trainer.enable_model_summary=false",
-]
-
-
-def _tiny(root):
-    return [f"data.root={root}", "data.build_if_missing=false", *TINY]
 
 
 def _state(ckpt, prefix):
@@ -50,7 +35,7 @@ def test_progressive_stages_chain_and_resume(compose_cfg, tiny_minidisc, tmp_pat
     from fisc.train.run import load_initial_weights
 
     cfg = compose_cfg(
-        *_tiny(tiny_minidisc),
+        *tiny_overrides(tiny_minidisc),
         "loss=arcface",
         f"run_dir={tmp_path}/run",
         "stages=[{train_size:32,epochs:1,train_images:12},{train_size:48,epochs:1,lr_scale:0.5}]",
@@ -127,7 +112,7 @@ def test_wandb_run_resumes_with_the_same_id(compose_cfg, tiny_minidisc, tmp_path
     monkeypatch.setenv("WANDB_SILENT", "true")
     run_dir = tmp_path / "run"
     args = [
-        *_tiny(tiny_minidisc),
+        *tiny_overrides(tiny_minidisc),
         "logger=wandb",
         "logger.mode=offline",
         "ckpt_path=auto",
@@ -150,7 +135,7 @@ def test_wandb_run_resumes_with_the_same_id(compose_cfg, tiny_minidisc, tmp_path
 
 def test_validation_reports_written_per_epoch(compose_cfg, tiny_minidisc, tmp_path):
     run_dir = tmp_path / "run"
-    train(compose_cfg(*_tiny(tiny_minidisc), f"run_dir={run_dir}", "trainer.max_epochs=2"))
+    train(compose_cfg(*tiny_overrides(tiny_minidisc), f"run_dir={run_dir}", "trainer.max_epochs=2"))
     for epoch in (0, 1):
         out = run_dir / "val_reports" / f"epoch{epoch:03d}"
         assert (out / "pr_curve.png").is_file() and (out / "gallery.html").is_file()
@@ -172,7 +157,7 @@ def test_hydra_multirun_offline(tiny_minidisc, tmp_path):
         "-m",
         f"paths.output_dir={out}",
         "loss.temperature=0.05,0.2",
-        *_tiny(tiny_minidisc),
+        *tiny_overrides(tiny_minidisc),
         "logger.media=false",
         "hydra.sweep.dir=" + str(out / "sweep"),
     ]
@@ -215,9 +200,9 @@ def test_sweep_files_name_real_config_keys(sweep, compose_cfg):
 def test_same_config_same_run_dir_resumes(compose_cfg, tiny_minidisc):
     """By default a run lives in runs/<name>-<config hash> with ckpt_path=auto: relaunching
     the same recipe (even with more epochs) resumes it; another recipe gets its own dir."""
-    first = train(compose_cfg(*_tiny(tiny_minidisc)))
-    again = train(compose_cfg(*_tiny(tiny_minidisc), "trainer.max_epochs=2"))
-    other = train(compose_cfg(*_tiny(tiny_minidisc), "seed=5"))
+    first = train(compose_cfg(*tiny_overrides(tiny_minidisc)))
+    again = train(compose_cfg(*tiny_overrides(tiny_minidisc), "trainer.max_epochs=2"))
+    other = train(compose_cfg(*tiny_overrides(tiny_minidisc), "seed=5"))
     assert first.run_dir == again.run_dir != other.run_dir
     assert Path(first.run_dir).name.startswith("mobilenetv2_100-")
     launches = json.loads(Path(first.run_dir, "run_info.json").read_text())["launches"]
@@ -232,10 +217,14 @@ def test_moved_run_dir_resumes_with_its_own_best_checkpoint(compose_cfg, tiny_mi
     score."""
     import shutil
 
-    first = train(compose_cfg(*_tiny(tiny_minidisc), f"run_dir={tmp_path}/a", "ckpt_path=auto"))
+    first = train(
+        compose_cfg(*tiny_overrides(tiny_minidisc), f"run_dir={tmp_path}/a", "ckpt_path=auto")
+    )
     assert first.best_checkpoint and first.best_score is not None
     shutil.move(tmp_path / "a", tmp_path / "b")
-    again = train(compose_cfg(*_tiny(tiny_minidisc), f"run_dir={tmp_path}/b", "ckpt_path=auto"))
+    again = train(
+        compose_cfg(*tiny_overrides(tiny_minidisc), f"run_dir={tmp_path}/b", "ckpt_path=auto")
+    )
     assert again.best_checkpoint == str(
         tmp_path / "b" / Path(first.best_checkpoint).relative_to(tmp_path / "a")
     )
@@ -291,7 +280,7 @@ def test_resume_refuses_changed_data(compose_cfg, tiny_minidisc, tmp_path):
 
     root = tmp_path / "minidisc"
     shutil.copytree(tiny_minidisc, root)
-    args = [*_tiny(root), f"run_dir={tmp_path}/run", "ckpt_path=auto"]
+    args = [*tiny_overrides(root), f"run_dir={tmp_path}/run", "ckpt_path=auto"]
     first = train(compose_cfg(*args))
     info = json.loads(Path(first.run_dir, "run_info.json").read_text())
     assert len(info["launches"][0]["data"]) == 64

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CONF
+from conftest import CONF, tiny_overrides
 from PIL import Image
 
 ROOT = CONF.parent
@@ -76,19 +76,7 @@ def test_plot_writes_a_png(tmp_path):
 
 @pytest.mark.slow
 def test_study_end_to_end_caches_and_resumes(tiny_minidisc, tmp_path):
-    tiny = [
-        f"data.root={tiny_minidisc}",
-        "data.build_if_missing=false",
-        "model.train_size=32",
-        "model.eval_size=32",
-        "batch_size=8",
-        "eval_batch_size=16",
-        "num_workers=0",
-        "trainer.max_epochs=1",
-        "trainer.limit_train_batches=2",
-        "+trainer.enable_model_summary=false",
-        "postprocess='pca_whiten8,l2'",
-    ]
+    tiny = [*tiny_overrides(tiny_minidisc), "postprocess='pca_whiten8,l2'"]
     cmd = [
         sys.executable, "experiments/recipes/study.py", "--recipes", "demo", "--seeds", "0", "1",
         "--out", str(tmp_path / "study"), "--results", str(tmp_path / "results"),
