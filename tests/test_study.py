@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import CONF, tiny_overrides
+from omegaconf import OmegaConf
 from PIL import Image
 
 ROOT = CONF.parent
@@ -80,11 +81,14 @@ def test_study_end_to_end_caches_and_resumes(tiny_minidisc, tmp_path):
     cmd = [
         sys.executable, "experiments/recipes/study.py", "--recipes", "demo", "--seeds", "0", "1",
         "--out", str(tmp_path / "study"), "--results", str(tmp_path / "results"),
-        "--baseline-postprocess", "pca_whiten8,l2", "pca8,l2,stretch5:2.5", *tiny,
+        "--baseline-postprocess", "pca_whiten8,l2",
+        "--baseline-postprocess", "pca8,l2,stretch5:2.5", *tiny,
     ]  # fmt: skip
     env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
     first = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
+    saved = OmegaConf.load(tmp_path / "study" / "demo" / "seed0" / "config.yaml")
+    assert saved.data.root == str(tiny_minidisc) and saved.postprocess == "pca_whiten8,l2"
     rows = json.loads((tmp_path / "results" / "results.json").read_text())
     untrained = "untrained mobilenetv2_100"
     assert [(r["recipe"], r["seed"], r["postprocess"]) for r in rows] == [

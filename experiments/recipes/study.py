@@ -263,7 +263,13 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     ap.add_argument("--out", default=str(ROOT / "outputs" / "study"))
     ap.add_argument("--results", default=str(ROOT / "experiments" / "recipes"))
-    ap.add_argument("--baseline-postprocess", nargs="+", default=BASELINE_POSTPROCESS)
+    ap.add_argument(
+        "--baseline-postprocess",
+        action="append",
+        metavar="SPEC",
+        help=f"post-processing for the untrained backbone; repeat for several "
+        f"(default: {' and '.join(BASELINE_POSTPROCESS)})",
+    )
     ap.add_argument("extra", nargs="*", help="Hydra overrides for every run (e.g. a tiny data set)")
     args = ap.parse_args()
     out_root = Path(args.out)
@@ -272,7 +278,9 @@ def main() -> None:
         for recipe in args.recipes:
             rows.append(run(recipe, seed, args.extra, out_root))
     rows.sort(key=lambda r: (args.recipes.index(r["recipe"]), r["seed"]))
-    rows += baselines(args.seeds, args.extra, out_root, args.baseline_postprocess)
+    rows += baselines(
+        args.seeds, args.extra, out_root, args.baseline_postprocess or BASELINE_POSTPROCESS
+    )
     results = Path(args.results)
     with atomic_path(results / "results.json") as tmp:
         tmp.write_text(json.dumps(rows, indent=2) + "\n")
