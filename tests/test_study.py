@@ -82,7 +82,7 @@ def test_study_end_to_end_caches_and_resumes(tiny_minidisc, tmp_path):
         sys.executable, "experiments/recipes/study.py", "--recipes", "demo", "--seeds", "0", "1",
         "--out", str(tmp_path / "study"), "--results", str(tmp_path / "results"),
         "--baseline-postprocess", "pca_whiten8,l2",
-        "--baseline-postprocess", "pca8,l2,stretch5:2.5", *tiny,
+        "--baseline-postprocess", "pca8,l2,stretch5:2.5", "--", *tiny,
     ]  # fmt: skip
     env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
     first = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)

@@ -4,6 +4,7 @@ after each recipe's post-processing (fitted on training descriptors only).
 
     python experiments/recipes/study.py      # 4 *_mini recipes + demo, seeds 0 1 2, baselines
     python experiments/recipes/study.py --seeds 0 --recipes sscd_mini
+    python experiments/recipes/study.py --seeds 0 -- data.root=/my/minidisc   # Hydra overrides
 
 Each training run is ``python train.py experiment=<recipe> seed=<s>`` in
 ``outputs/study/<recipe>/seed<s>`` and resumes or is skipped if it finished; scores are cached
@@ -270,7 +271,9 @@ def main() -> None:
         help=f"post-processing for the untrained backbone; repeat for several "
         f"(default: {' and '.join(BASELINE_POSTPROCESS)})",
     )
-    ap.add_argument("extra", nargs="*", help="Hydra overrides for every run (e.g. a tiny data set)")
+    ap.add_argument(
+        "extra", nargs="*", help="Hydra overrides for every run, after `--` (e.g. a tiny data set)"
+    )
     args = ap.parse_args()
     out_root = Path(args.out)
     rows = []
