@@ -293,3 +293,25 @@ def test_resume_refuses_changed_data(compose_cfg, tiny_minidisc, tmp_path):
     fresh = train(compose_cfg(*args[:-1], "ckpt_path=null"))
     launches = json.loads(Path(fresh.run_dir, "run_info.json").read_text())["launches"]
     assert launches[-1]["data"] != launches[0]["data"]
+
+
+def test_resume_refuses_a_changed_recipe_but_not_new_default_keys(
+    compose_cfg, tiny_minidisc, tmp_path
+):
+    """A recipe change in an existing run dir is refused with the dotted key and both values;
+    a run saved by an older fisc (fewer keys) still resumes when the new keys hold defaults."""
+    args = [*tiny_overrides(tiny_minidisc), f"run_dir={tmp_path}/run", "ckpt_path=auto"]
+    train(compose_cfg(*args))
+    saved = tmp_path / "run" / "config.yaml"
+    old = OmegaConf.load(saved)
+    del old.data["max_train_images"], old.loss["mix_alpha"], old["stages"]
+    saved.write_text(OmegaConf.to_yaml(old))
+    train(compose_cfg(*args, "trainer.max_epochs=2"))
+    launches = json.loads((tmp_path / "run" / "run_info.json").read_text())["launches"]
+    assert len(launches) == 2
+    with pytest.raises(ValueError, match=r"loss\.temperature: 0\.05 -> 0\.2") as err:
+        train(compose_cfg(*args, "loss.temperature=0.2"))
+    assert "max_epochs" not in str(err.value)  # trainer keys may change on resume
+    # the resumed launch saved the full config: the new key is now on record
+    with pytest.raises(ValueError, match=r"data\.max_train_images: None -> 10"):
+        train(compose_cfg(*args, "data.max_train_images=10"))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -12,6 +13,7 @@ import time
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -19,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 
 from fisc.descriptors.h5io import atomic_path
-from fisc.train.config import RESUMABLE_CHANGES, LoggerConfig, check_config
+from fisc.train.config import RESUMABLE_CHANGES, SCHEMAS, LoggerConfig, check_config
 from fisc.train.datamodule import CopyDetectionDataModule
 from fisc.train.media import RunMedia
 from fisc.train.module import CopyDetectionModule
@@ -88,19 +90,50 @@ def git_dirty() -> bool | None:
         return None
 
 
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+_NO_DEFAULT = object()
+
+
+def _schema_default(key: str) -> Any:
+    """The dataclass default of ``group.field`` (``_NO_DEFAULT`` for anything else)."""
+    group, _, name = key.partition(".")
+    for f in dataclasses.fields(SCHEMAS[group]) if group in SCHEMAS else ():
+        if f.name == name:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            return f.default_factory()  # type: ignore[misc]
+    return _NO_DEFAULT
+
+
 def check_same_run(saved: Path, cfg: DictConfig) -> None:
-    """Refuse to resume a run whose recipe (model, loss, data, ...) has changed."""
-    before = OmegaConf.to_container(OmegaConf.load(saved), resolve=False)
-    now = OmegaConf.to_container(cfg, resolve=True)
-    changed = sorted(
-        k
-        for k in set(before) | set(now)
-        if k not in RESUMABLE_CHANGES and before.get(k) != now.get(k)
-    )
+    """Refuse to resume a run whose recipe (model, loss, data, ...) has changed. A key the
+    saved config lacks (added by a newer fisc) is no change when it holds its default."""
+    before = _flatten(OmegaConf.to_container(OmegaConf.load(saved), resolve=False))
+    now = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    changed = []
+    for key in sorted(set(before) | set(now)):
+        if key.split(".")[0] in RESUMABLE_CHANGES or before.get(key) == now.get(key):
+            continue
+        if key not in before and (now[key] in (None, [], {}) or now[key] == _schema_default(key)):
+            continue
+        changed.append(key)
     if changed:
+        shown = ", ".join(
+            f"{k}: {before.get(k, '(absent)')!r} -> {now.get(k, '(absent)')!r}" for k in changed[:8]
+        )
         raise ValueError(
-            f"cannot resume {saved.parent}: the config differs in {changed} from the saved "
-            f"config.yaml; use another run_dir, or ckpt_path=null to start afresh"
+            f"cannot resume {saved.parent}: the config differs from its saved config.yaml in "
+            f"{shown}{' ...' if len(changed) > 8 else ''}; use another run_dir, or "
+            f"ckpt_path=null to start afresh"
         )
 
 
