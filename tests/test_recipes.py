@@ -315,3 +315,20 @@ def test_resume_refuses_a_changed_recipe_but_not_new_default_keys(
     # the resumed launch saved the full config: the new key is now on record
     with pytest.raises(ValueError, match=r"data\.max_train_images: None -> 10"):
         train(compose_cfg(*args, "data.max_train_images=10"))
+
+
+def test_resume_with_an_incompatible_optimizer_state_says_what_to_do(
+    compose_cfg, tiny_minidisc, tmp_path
+):
+    """A checkpoint whose optimizer was built differently (e.g. by an older fisc, before the
+    no-decay parameter group) is refused with the way out, not torch's bare message."""
+    args = [*tiny_overrides(tiny_minidisc), f"run_dir={tmp_path}/run", "ckpt_path=auto"]
+    first = train(compose_cfg(*args))
+    ckpt = torch.load(first.last_checkpoint, map_location="cpu", weights_only=False)
+    opt = ckpt["optimizer_states"][0]
+    assert len(opt["param_groups"]) == 2  # decay and no-decay
+    merged = opt["param_groups"][0]["params"] + opt["param_groups"][1]["params"]
+    opt["param_groups"] = [dict(opt["param_groups"][0], params=merged)]  # one group, as before
+    torch.save(ckpt, first.last_checkpoint)
+    with pytest.raises(ValueError, match="older fisc.*ckpt_path=null.*init_from="):
+        train(compose_cfg(*args, "trainer.max_epochs=2"))

@@ -374,6 +374,14 @@ def _train_one(cfg: DictConfig, groups: dict, lr_scale: float = 1.0) -> TrainRes
     )
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    except ValueError as e:  # torch's Optimizer.load_state_dict on a differently built optimizer
+        if resume is None or "parameter group" not in str(e):
+            raise
+        raise ValueError(
+            f"cannot resume {resume}: its optimizer state does not fit the optimizer this "
+            f"fisc builds ({e}); it was probably written by an older fisc. Start afresh with "
+            f"ckpt_path=null (or another run_dir), or from its weights with init_from={resume}"
+        ) from e
     finally:
         if groups["logger"].kind == "wandb" and trainer.is_global_zero:
             import wandb
