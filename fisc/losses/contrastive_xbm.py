@@ -48,6 +48,9 @@ def _global_sum(x: torch.Tensor) -> torch.Tensor:
 
 
 class ContrastiveXBMLoss(nn.Module):
+    # run state, not weights: a new run started from these weights (init_from) leaves it out
+    RUN_STATE = ("mem_emb", "mem_ids", "mem_steps")
+
     def __init__(
         self,
         pos_margin: float = 0.0,
@@ -66,9 +69,6 @@ class ContrastiveXBMLoss(nn.Module):
         self.register_buffer("mem_emb", torch.zeros(0))
         self.register_buffer("mem_ids", torch.zeros(0, dtype=torch.long))
         self.register_buffer("mem_steps", torch.zeros((), dtype=torch.long))
-
-    # run state, not weights: a new run started from these weights (init_from) leaves it out
-    RUN_STATE = ("mem_emb", "mem_ids", "mem_steps")
 
     @property
     def steps(self) -> int:

@@ -303,8 +303,6 @@ def train(cfg: DictConfig) -> TrainResult:
 def load_initial_weights(module: CopyDetectionModule, path: str) -> None:
     """Model (strictly) and loss (e.g. ArcFace classes, possibly fewer) weights from a fisc
     checkpoint, for a fresh run that starts where another ended."""
-    import torch
-
     if not Path(path).is_file():
         raise FileNotFoundError(f"init_from {path} does not exist")
     state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
