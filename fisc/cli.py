@@ -33,33 +33,76 @@ def _minidisc(args) -> None:
     print(f"minidisc ready at {root}")
 
 
+def _extract_source(args):
+    """``(pipeline or None, role)`` for ``fisc extract``: a checkpoint (raw, or with
+    ``--postprocess``), a frozen artifact (final descriptors), or a baseline."""
+    from fisc.inference import DescriptorPipeline
+
+    sources = [bool(args.checkpoint), bool(args.artifact)]
+    if args.baseline == "phash":
+        if any(sources) or args.postprocess:
+            raise ValueError("--baseline phash takes no --checkpoint, --artifact or --postprocess")
+        return None, args.role
+    if sum(sources) != 1:
+        raise ValueError("give one of --checkpoint CKPT, --artifact DIR or --baseline phash")
+    if args.baseline == "untrained":
+        from fisc.baselines.untrained import untrained_pipeline
+        from fisc.models.checkpoint import load_checkpoint_model
+
+        if not args.checkpoint or args.postprocess:
+            raise ValueError(
+                "--baseline untrained needs --checkpoint (its architecture and starting "
+                "weights) and takes no --postprocess"
+            )
+        _, cfg = load_checkpoint_model(args.checkpoint)
+        return untrained_pipeline(cfg, args.seed, size=args.size), args.role
+    if args.artifact:
+        if args.postprocess or args.size:
+            raise ValueError(
+                "an artifact is frozen: its preprocessing and post-processor are its own "
+                "(no --size, no --postprocess)"
+            )
+        pipeline = DescriptorPipeline.from_artifact(args.artifact, device=args.device)
+    else:
+        pipeline = DescriptorPipeline.from_checkpoint(
+            args.checkpoint, postprocess=args.postprocess, size=args.size
+        )
+    role = args.role or (args.split if args.split in ("query", "reference") else None)
+    if pipeline.postprocessor is not None and role is None:
+        raise ValueError(
+            f"post-processing {pipeline.postprocess_spec!r} differs between queries and "
+            "references: give --role query|reference"
+        )
+    return pipeline, role or "reference"
+
+
 def _extract(args) -> None:
+    from fisc.baselines.phash import phash_descriptors
     from fisc.data.disc21 import list_images
-    from fisc.descriptors.extract import extract_descriptors
     from fisc.descriptors.h5io import atomic_path, write_vectors
     from fisc.metrics.micro_ap import load_ground_truth
-    from fisc.models.checkpoint import load_checkpoint_model
 
     if Path(args.out).exists() and not args.overwrite:
         raise FileExistsError(f"{args.out} exists (pass --overwrite to replace it)")
     images = list_images(args.images, args.split)
     if args.gt:
         images = images.subset(load_ground_truth(args.gt))
-    model, cfg = load_checkpoint_model(args.checkpoint)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by torchrun: one shard per rank
-        _extract_distributed(args, model, cfg, images)
+    pipeline, role = _extract_source(args)
+    if pipeline is None:
+        descriptors, skipped = phash_descriptors(images, progress=True), []
+    elif int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by torchrun: a shard per rank
+        _extract_distributed(args, pipeline, role, images)
         return
-    descriptors, skipped = extract_descriptors(
-        model,
-        images,
-        args.size or cfg.eval_size,
-        cfg.mean,
-        cfg.std,
-        batch_size=args.batch_size,
-        num_workers=args.workers,
-        device=args.device,
-        on_error=args.on_error,
-    )
+    else:
+        descriptors, skipped = pipeline.describe(
+            images,
+            role,
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            device=args.device,
+            on_error=args.on_error,
+            progress=True,
+        )
     write_vectors(args.out, descriptors)
     skip_file = Path(f"{args.out}.skipped.txt")
     if skipped:
@@ -68,16 +111,18 @@ def _extract(args) -> None:
         print(f"skipped {len(skipped)} undecodable images, listed in {skip_file}")
     else:
         skip_file.unlink(missing_ok=True)  # no stale list from an earlier run
+    what = f", {pipeline.postprocess_spec} as {role}" if pipeline and pipeline.postprocessor else ""
     print(
-        f"wrote {len(descriptors.ids)} x {descriptors.vectors.shape[1]} descriptors to {args.out}"
+        f"wrote {len(descriptors.ids)} x {descriptors.vectors.shape[1]} descriptors{what} "
+        f"to {args.out}"
     )
 
 
-def _extract_distributed(args, model, cfg, images) -> None:
+def _extract_distributed(args, pipeline, role, images) -> None:
     import torch
     import torch.distributed as dist
 
-    from fisc.descriptors.extract import Preprocess
+    from fisc.descriptors.h5io import read_vectors, write_vectors
     from fisc.descriptors.sharded import extract_shard, merge_shards
 
     cuda = torch.cuda.is_available()
@@ -87,9 +132,9 @@ def _extract_distributed(args, model, cfg, images) -> None:
     shard_dir = Path(f"{args.out}.shards")
     try:
         extract_shard(
-            model,
+            pipeline.model,
             images,
-            Preprocess(args.size or cfg.eval_size, cfg.mean, cfg.std),
+            pipeline.preprocess,
             shard_dir,
             batch_size=args.batch_size,
             num_workers=args.workers,
@@ -104,10 +149,35 @@ def _extract_distributed(args, model, cfg, images) -> None:
             for shard in shards:
                 shard.unlink()
             shard_dir.rmdir()
+            if pipeline.postprocessor is not None:  # rows are independent: apply after merging
+                write_vectors(args.out, pipeline.finalize(read_vectors(args.out), role))
             print(f"merged {len(shards)} shards into {args.out}")
         dist.barrier()
     finally:
         dist.destroy_process_group()
+
+
+def _fit_postprocess(args) -> None:
+    from fisc.data.disc21 import list_images
+    from fisc.inference import fit_run_postprocessor, run_postprocess_path
+
+    out = Path(args.out) if args.out else run_postprocess_path(args.checkpoint)
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} exists (pass --overwrite to refit it)")
+    path, pp = fit_run_postprocessor(
+        args.checkpoint,
+        list_images(args.train_images, recursive=args.recursive),
+        args.spec,
+        out=out,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        device=args.device,
+        progress=True,
+    )
+    print(
+        f"fitted {pp.spec!r} on {pp.fit_set['count']} training images: "
+        f"{pp.in_dims}-d -> {pp.dims}-d, written to {path}"
+    )
 
 
 def _evaluate(args) -> None:
@@ -226,8 +296,15 @@ def _sweep(args, queries, references) -> None:
 def _freeze(args) -> None:
     from fisc.export.freeze import freeze
 
-    out = freeze(args.checkpoint, args.out, postprocess=args.postprocess)
-    print(f"frozen artifact: {out}")
+    postprocess = None if args.no_postprocess else (args.postprocess or "run")
+    if args.no_postprocess and args.postprocess:
+        raise ValueError("give --postprocess FILE or --no-postprocess, not both")
+    out = freeze(args.checkpoint, args.out, postprocess=postprocess)
+    from fisc.export.freeze import read_card
+
+    pp = read_card(out).get("postprocess")
+    what = f"post-processing {pp['spec']!r} ({pp['dims']}-d)" if pp else "no post-processing"
+    print(f"frozen artifact: {out} ({what})")
 
 
 def _export_runtime(args) -> None:
@@ -298,7 +375,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_minidisc)
 
     p = sub.add_parser("extract", help="descriptors of a folder of images (HDF5 working format)")
-    p.add_argument("--checkpoint", required=True, help="a fisc training checkpoint (.ckpt)")
+    p.add_argument("--checkpoint", help="a fisc training checkpoint (.ckpt): raw descriptors")
+    p.add_argument(
+        "--artifact", help="a frozen artifact (fisc freeze): final descriptors of --role"
+    )
+    p.add_argument(
+        "--baseline",
+        choices=("untrained", "phash"),
+        help="untrained: --checkpoint's backbone before training (random projection, --seed); "
+        "phash: 64-bit perceptual hash",
+    )
+    p.add_argument("--seed", type=int, default=0, help="--baseline untrained: projection seed")
+    p.add_argument(
+        "--postprocess",
+        metavar="run|FILE",
+        help="with --checkpoint: apply the run's fitted post-processor (run) or a fitted .npz",
+    )
+    p.add_argument(
+        "--role",
+        choices=("query", "reference"),
+        help="role of the images for post-processing (default: --split if query/reference)",
+    )
     p.add_argument("--images", required=True, help="image folder (e.g. <disc21>/images/reference)")
     p.add_argument(
         "--split",
@@ -365,8 +462,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("freeze", help="checkpoint -> frozen artifact (weights, card, golden)")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", required=True, help="artifact folder (must not exist)")
-    p.add_argument("--postprocess", help="a fitted post-processor .npz to include")
+    p.add_argument(
+        "--postprocess",
+        metavar="FILE",
+        help="a fitted post-processor .npz (default: the run's, beside the checkpoint)",
+    )
+    p.add_argument(
+        "--no-postprocess", action="store_true", help="freeze the raw model, no post-processor"
+    )
     p.set_defaults(func=_freeze)
+
+    p = sub.add_parser(
+        "fit-postprocess",
+        help="fit a run's post-processing on training images, beside its checkpoint",
+    )
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--train-images", required=True, help="training image folder")
+    p.add_argument("--spec", help="post-processing spec (default: the run's recipe spec)")
+    p.add_argument("--out", help="output .npz (default: postprocess.npz beside the checkpoint)")
+    p.add_argument("--recursive", action="store_true", help="search --train-images recursively")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_fit_postprocess)
 
     p = sub.add_parser(
         "export-runtime", help="frozen artifact -> TorchScript/ONNX, checked against eager"

@@ -1,10 +1,12 @@
 """``fisc demo``: minidisc -> train the CPU default -> extract -> evaluate, one table per split.
 
-Systems: the trained model (its last checkpoint, so no split picked it), the same backbone
-before training (ImageNet weights, untrained projection), and a perceptual-hash baseline
-(imagehash pHash). Splits: the dev queries (watched during training) and the Phase 2
-rehearsal queries (never seen during training), both against all references, leaderboard
-protocol.
+Systems: the trained model (its last checkpoint, so no split picked it), the same model with
+the recipe's post-processing (fitted by the run on training descriptors: what ``fisc freeze``
+ships), the same backbone before training (ImageNet weights, untrained projection), and a
+perceptual-hash baseline (imagehash pHash). Every row can be reproduced with ``fisc extract``
+(``--checkpoint``, ``--artifact``, ``--baseline untrained|phash``) and ``fisc evaluate``.
+Splits: the dev queries (watched during training) and the Phase 2 rehearsal queries (never
+seen during training), both against all references, leaderboard protocol.
 """
 
 from __future__ import annotations
@@ -15,29 +17,21 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-import torch
 from hydra import compose, initialize_config_dir
 
 from fisc.baselines.phash import phash_descriptors
+from fisc.baselines.untrained import untrained_pipeline
 from fisc.data.disc21 import Disc21
-from fisc.descriptors.extract import extract_descriptors
 from fisc.descriptors.h5io import Descriptors, atomic_path, write_vectors
 from fisc.evaluation import EvalResult, evaluate, results_table
+from fisc.inference import DescriptorPipeline, load_fitted_postprocessor, subset
 from fisc.metrics.micro_ap import load_ground_truth
-from fisc.models.checkpoint import load_checkpoint_model
-from fisc.models.descriptor import build_descriptor_model
 from fisc.train.config import check_config
 from fisc.train.run import train
 
 log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 SPLITS = {"dev": "dev_ground_truth.csv", "phase2": "phase2_ground_truth.csv"}
-
-
-def _subset(d: Descriptors, ids) -> Descriptors:
-    keep = np.isin(d.ids, list(ids))
-    return Descriptors(d.ids[keep], d.vectors[keep])
 
 
 def run_demo(
@@ -58,39 +52,46 @@ def run_demo(
     truths = {split: load_ground_truth(Path(cfg.data.root) / f) for split, f in SPLITS.items()}
     queries = data.queries({q: r for gt in truths.values() for q, r in gt.items()})
     references = data.images("reference")
+    extract = dict(batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers, progress=progress)
 
-    def cnn(name: str, model) -> tuple[Descriptors, Descriptors]:
-        sets = []
-        for split, images in (("query", queries), ("reference", references)):
-            d, _ = extract_descriptors(
-                model,
-                images,
-                m.eval_size,
-                m.mean,
-                m.std,
-                batch_size=cfg.eval_batch_size,
-                num_workers=cfg.num_workers,
-                progress=progress,
-                desc=f"{name}: {split}",
-            )
-            write_vectors(out_dir / "descriptors" / f"{name}_{split}.h5", d)
-            sets.append(d)
-        return sets[0], sets[1]
+    def describe(name: str, pipeline: DescriptorPipeline) -> dict[str, Descriptors]:
+        """Raw descriptors per role, written to ``descriptors/<name>_<role>.h5``."""
+        sets = {}
+        for role, images in (("query", queries), ("reference", references)):
+            sets[role], _ = pipeline.raw(images, desc=f"{name}: {role}", **extract)
+            write_vectors(out_dir / "descriptors" / f"{name}_{role}.h5", sets[role])
+        return sets
 
-    systems: dict[str, tuple[Descriptors, Descriptors]] = {}
-    with torch.no_grad():
-        trained, _ = load_checkpoint_model(checkpoint)
-        systems[f"fisc trained ({m.name}, {m.dims}-d)"] = cnn("trained", trained)
-        torch.manual_seed(cfg.seed)
-        untrained = build_descriptor_model(m)  # same ImageNet backbone, fresh projection
-        systems[f"before training ({m.name}, {m.dims}-d)"] = cnn("untrained", untrained)
+    systems: dict[str, tuple[Descriptors, Descriptors, int]] = {}
+    trained = DescriptorPipeline.from_checkpoint(checkpoint)
+    raw = describe("trained", trained)
+    systems[f"fisc trained ({m.name}, {m.dims}-d)"] = (raw["query"], raw["reference"], 256)
+    if result.postprocess:  # the recipe's post-processor, fitted by the run on training images
+        post = trained.with_postprocessor(
+            load_fitted_postprocessor(result.postprocess["file"], checkpoint)
+        )
+        final = {role: post.finalize(raw[role], role) for role in raw}
+        for role, d in final.items():
+            write_vectors(out_dir / "descriptors" / f"trained_post_{role}.h5", d)
+        name = f"fisc trained + {post.postprocess_spec} ({post.dims}-d)"
+        systems[name] = (final["query"], final["reference"], post.max_dims)
+    before = describe("untrained", untrained_pipeline(m, cfg.seed))  # fresh projection
+    systems[f"before training ({m.name}, {m.dims}-d)"] = (
+        before["query"],
+        before["reference"],
+        256,
+    )
     systems["pHash (imagehash, 64-bit)"] = (
         phash_descriptors(queries, progress=progress),
         phash_descriptors(references, progress=progress),
+        256,
     )
 
     rows = {
-        split: {name: evaluate(_subset(q, gt), r, gt) for name, (q, r) in systems.items()}
+        split: {
+            name: evaluate(subset(q, gt), r, gt, max_dims=dims)
+            for name, (q, r, dims) in systems.items()
+        }
         for split, gt in truths.items()
     }
     elapsed = time.perf_counter() - started

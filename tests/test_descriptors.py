@@ -13,6 +13,7 @@ from PIL import Image
 
 from fisc.data.decode import ImageDecodeError
 from fisc.data.disc21 import list_images
+from fisc.data.preprocess import Preprocess
 from fisc.descriptors.extract import NonFiniteDescriptorError, extract_descriptors
 from fisc.descriptors.h5io import (
     Descriptors,
@@ -70,10 +71,10 @@ class MeanColour(torch.nn.Module):
 def test_extraction_is_batch_independent(tmp_path):
     images = list_images(_folder(tmp_path), "reference")
     one, _ = extract_descriptors(
-        MeanColour(), images, 16, (0.5,) * 3, (0.5,) * 3, batch_size=1, progress=False
+        MeanColour(), images, Preprocess(16, (0.5,) * 3, (0.5,) * 3), batch_size=1, progress=False
     )
     many, _ = extract_descriptors(
-        MeanColour(), images, 16, (0.5,) * 3, (0.5,) * 3, batch_size=4, progress=False
+        MeanColour(), images, Preprocess(16, (0.5,) * 3, (0.5,) * 3), batch_size=4, progress=False
     )
     assert one.ids.tolist() == list(images.ids)
     np.testing.assert_array_equal(one.vectors, many.vectors)
@@ -84,9 +85,9 @@ def test_bad_file_raises_or_is_skipped(tmp_path):
     (folder / "R000009.jpg").write_bytes(b"not a jpeg")
     images = list_images(folder, "reference")
     with pytest.raises(ImageDecodeError, match="R000009.jpg"):
-        extract_descriptors(MeanColour(), images, 16, (0.5,) * 3, (0.5,) * 3, progress=False)
+        extract_descriptors(MeanColour(), images, Preprocess(16, (0.5,) * 3, (0.5,) * 3), progress=False)
     d, skipped = extract_descriptors(
-        MeanColour(), images, 16, (0.5,) * 3, (0.5,) * 3, on_error="skip", progress=False
+        MeanColour(), images, Preprocess(16, (0.5,) * 3, (0.5,) * 3), on_error="skip", progress=False
     )
     assert skipped == ["R000009"]
     assert "R000009" not in d.ids and len(d.ids) == 5
@@ -103,7 +104,7 @@ def test_nan_descriptors_are_an_error(tmp_path):
     images = list_images(_folder(tmp_path), "reference")
     with pytest.raises(NonFiniteDescriptorError, match="R000000"):
         extract_descriptors(
-            Broken(), images, 8, (0.5,) * 3, (0.5,) * 3, batch_size=8, progress=False
+            Broken(), images, Preprocess(8, (0.5,) * 3, (0.5,) * 3), batch_size=8, progress=False
         )
 
 
@@ -165,9 +166,7 @@ def test_bad_file_in_a_worker_keeps_its_type_and_name(tmp_path):
         extract_descriptors(
             MeanColour(),
             images,
-            16,
-            (0.5,) * 3,
-            (0.5,) * 3,
+            Preprocess(16, (0.5,) * 3, (0.5,) * 3),
             num_workers=2,
             batch_size=2,
             progress=False,
@@ -215,7 +214,7 @@ def test_two_rank_shards_merge_to_the_single_process_file(tmp_path):
         merge_shards(sorted(shard_dir.glob("shard-*.h5")), images, tmp_path / "merged.h5")
     )
     single, _ = extract_descriptors(
-        MeanColour(), images, 16, (0.5,) * 3, (0.5,) * 3, progress=False
+        MeanColour(), images, Preprocess(16, (0.5,) * 3, (0.5,) * 3), progress=False
     )
     assert merged.ids.tolist() == single.ids.tolist()
     np.testing.assert_array_equal(merged.vectors, single.vectors)
@@ -231,24 +230,24 @@ def test_per_image_extraction_is_bit_identical_however_batched(tmp_path):
     images = list_images(_folder(tmp_path, n=7), "reference")
     prep = (48, (0.5,) * 3, (0.5,) * 3)
     base, _ = extract_descriptors(
-        model, images, *prep, batch_size=7, progress=False, per_image=True
+        model, images, Preprocess(*prep), batch_size=7, progress=False, per_image=True
     )
     for batch_size in (1, 3):
         d, _ = extract_descriptors(
-            model, images, *prep, batch_size=batch_size, progress=False, per_image=True
+            model, images, Preprocess(*prep), batch_size=batch_size, progress=False, per_image=True
         )
         np.testing.assert_array_equal(d.vectors, base.vectors)
     reversed_set = ImageSet(images.ids[::-1], images.paths[::-1])  # other order, same ids
     d, _ = extract_descriptors(
-        model, reversed_set, *prep, batch_size=4, progress=False, per_image=True
+        model, reversed_set, Preprocess(*prep), batch_size=4, progress=False, per_image=True
     )
     order = np.argsort(d.ids)
     np.testing.assert_array_equal(d.vectors[order], base.vectors)
     alone, _ = extract_descriptors(
-        model, images.subset([images.ids[3]]), *prep, progress=False, per_image=True
+        model, images.subset([images.ids[3]]), Preprocess(*prep), progress=False, per_image=True
     )
     np.testing.assert_array_equal(alone.vectors[0], base.vectors[3])
     again, _ = extract_descriptors(
-        model, images, *prep, batch_size=7, progress=False, per_image=True
+        model, images, Preprocess(*prep), batch_size=7, progress=False, per_image=True
     )
     np.testing.assert_array_equal(again.vectors, base.vectors)  # and across runs

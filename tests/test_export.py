@@ -185,7 +185,8 @@ def test_freeze_writes_verifiable_artifact(artifact, checkpoint):
     assert card["preprocess"]["eval_size"] == 32
     assert card["training_config"] == {"epochs": 2, "lr": 0.1}
     assert card["torch_version"]
-    model, cfg, digest = load_artifact(artifact)
+    pipeline = load_artifact(artifact)
+    model, cfg, digest = pipeline.model, pipeline.model_cfg, pipeline.artifact_hash
     assert cfg.dims == 16 and cfg.weights.source == "none"
     assert digest == sha256_of(artifact / MANIFEST_FILE)
     assert not any(k.startswith("fc.") for k in model.state_dict())
@@ -223,9 +224,9 @@ def test_missing_golden(artifact, tmp_path):
     (art / "golden.h5").unlink()
     with pytest.raises(ArtifactError, match=r"golden\.h5: listed in the manifest but missing"):
         load_artifact(art)
-    model, cfg, _ = load_artifact(art, verify=False)
+    pipeline = load_artifact(art, verify=False)
     with pytest.raises(ArtifactError, match=r"golden\.h5: missing.*golden check"):
-        check_golden(model, cfg, art)
+        check_golden(pipeline, art)
 
 
 def _resave_changed_weight(art):
@@ -471,7 +472,7 @@ def _eager(artifact, images):
 
     from fisc.export.freeze import load_artifact
 
-    model, _, _ = load_artifact(artifact, verify=False)
+    model = load_artifact(artifact, verify=False).model
     with torch.inference_mode():
         return model(torch.from_numpy(images)).numpy()
 
@@ -489,7 +490,9 @@ def test_runtime_exports_match_eager_with_dynamic_batch(artifact, tmp_path):
     card = export_runtimes(artifact, out)
     assert set(card["exports"]) == {"torchscript", "onnx"}
     for fmt, e in card["exports"].items():
-        assert [c["batch"] for c in e["checks"]] == [1, 3, 8], fmt
+        assert [c["batch"] for c in e["checks"] if "role" not in c] == [1, 3, 8], fmt
+        roles = [(c["role"], c["batch"]) for c in e["checks"] if "role" in c]
+        assert roles == [(r, b) for r in ("query", "reference") for b in (1, 3, 8)], fmt
         assert e["max_abs_diff"] <= 1e-5
     assert read_runtime_card(out, artifact_hash(artifact))["input"]["shape"] == ["batch", 3, 32, 32]
     # batch sizes never seen while exporting, fresh inputs: same as the eager model
@@ -581,7 +584,7 @@ def test_cli_export_runtime(artifact, tmp_path, capsys):
         == 0
     )
     out = capsys.readouterr().out
-    assert "torchscript" in out and "over 3 checks" in out
+    assert "torchscript" in out and "over 9 checks" in out
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [
         "MANIFEST.sha256",
         "descriptor.torchscript.pt",

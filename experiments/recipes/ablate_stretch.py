@@ -7,12 +7,11 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).parent))
 import study  # noqa: E402
 
-from fisc.models.checkpoint import load_checkpoint_model  # noqa: E402
+from fisc.inference import DescriptorPipeline  # noqa: E402
+from fisc.postprocess.spec import PostProcessor  # noqa: E402
 
 SEEDS = [int(a) for a in sys.argv[1:]] or [0, 1, 2]
 SPECS = ["pca255,l2", "pca255,l2,stretch5:2.5", "pca_whiten128,l2"]
@@ -21,14 +20,13 @@ for recipe in ["isc3rd_mini", "demo"]:
     for seed in SEEDS:
         cfg = study._compose(recipe, [f"seed={seed}"])
         run = study.ROOT / "outputs" / "study" / recipe / f"seed{seed}"
-        model, _ = load_checkpoint_model(
+        pipeline = DescriptorPipeline.from_checkpoint(
             json.loads((run / "train_result.json").read_text())["last_checkpoint"]
         )
         _, truths, queries, references, train = study._data(cfg)
-        with torch.no_grad():
-            q, r, t = (study.describe(model, cfg, s) for s in (queries, references, train))
+        q, r, t = (study.describe(pipeline, s) for s in (queries, references, train))
         for spec in SPECS:
-            sc = study.score(q, r, t, truths, spec)
+            sc = study.score(pipeline, q, r, truths, PostProcessor(spec).fit(t))
             dev, p2 = sc["dev"]["post"]["micro_ap"], sc["phase2"]["post"]["micro_ap"]
             print(
                 f"{recipe} seed {seed} {spec}: dev μAP {dev:.3f}, Phase 2 μAP {p2:.3f}", flush=True

@@ -23,18 +23,21 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from hydra import compose, initialize_config_dir
 
 from fisc.baselines.phash import phash_descriptors
+from fisc.baselines.untrained import untrained_pipeline
 from fisc.data.disc21 import Disc21
-from fisc.descriptors.extract import extract_descriptors
 from fisc.descriptors.h5io import Descriptors, atomic_path
 from fisc.evaluation import evaluate
+from fisc.inference import (
+    DescriptorPipeline,
+    fit_run_postprocessor,
+    load_fitted_postprocessor,
+    subset,
+)
 from fisc.metrics.micro_ap import load_ground_truth
-from fisc.models.checkpoint import load_checkpoint_model
-from fisc.models.descriptor import build_descriptor_model
-from fisc.postprocess.spec import PostProcessor
+from fisc.postprocess.spec import MAX_DIMS, PostProcessor
 from fisc.train.config import check_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,37 +47,31 @@ SPLITS = {"dev": "dev_ground_truth.csv", "phase2": "phase2_ground_truth.csv"}
 BASELINE_POSTPROCESS = ["pca_whiten128,l2", "pca255,l2,stretch5:2.5"]
 
 
-def _subset(d: Descriptors, ids) -> Descriptors:
-    keep = np.isin(d.ids, list(ids))
-    return Descriptors(d.ids[keep], d.vectors[keep])
-
-
 def _compose(recipe: str, extra: list[str]):
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         return compose("train", overrides=[f"experiment={recipe}", *extra])
 
 
-def score(queries, references, train, truths, spec: str | None) -> dict:
-    """``{split: {raw: {...}, post: {...}}}`` of μAP and R@P90."""
-    systems = {"raw": (queries, references)}
-    if spec:
-        pp = PostProcessor(spec).fit(train)
-        systems["post"] = (pp.transform(queries, "query"), pp.transform(references, "reference"))
+def score(pipeline: DescriptorPipeline | None, queries, references, truths, pp=None) -> dict:
+    """``{split: {raw: {...}, post: {...}}}`` of μAP and R@P90: raw descriptors, and with
+    ``pp`` (a fitted post-processor) the pipeline's final descriptors of each role."""
+    systems = {"raw": (queries, references, MAX_DIMS)}
+    if pp is not None:
+        post = pipeline.with_postprocessor(pp)
+        q, r = post.finalize(queries, "query"), post.finalize(references, "reference")
+        systems["post"] = (q, r, post.max_dims)
     out = {}
     for split, gt in truths.items():
         out[split] = {}
-        for kind, (q, r) in systems.items():
-            res = evaluate(_subset(q, gt), r, gt)
+        for kind, (q, r, dims) in systems.items():
+            res = evaluate(subset(q, gt), r, gt, max_dims=dims)
             out[split][kind] = {"micro_ap": res.micro_ap, "recall_at_p90": res.recall_at_p90}
     return out
 
 
-def describe(model, cfg, images) -> Descriptors:
-    m = check_config(cfg)["model"]
-    d, _ = extract_descriptors(
-        model, images, m.eval_size, m.mean, m.std, batch_size=64, num_workers=2, progress=False
-    )
-    return d
+def describe(pipeline: DescriptorPipeline, images) -> Descriptors:
+    """The pipeline's raw (model) descriptors of ``images``."""
+    return pipeline.raw(images, batch_size=64, num_workers=2)[0]
 
 
 def run(recipe: str, seed: int, extra: list[str], out_root: Path) -> dict:
@@ -101,16 +98,22 @@ def run(recipe: str, seed: int, extra: list[str], out_root: Path) -> dict:
     minutes = (time.perf_counter() - started) / 60
     cfg = _compose(recipe, [f"seed={seed}", *extra])
     result = json.loads((run_dir / "train_result.json").read_text())
-    model, _ = load_checkpoint_model(result["last_checkpoint"])
     data, truths, queries, references, train = _data(cfg)
-    with torch.no_grad():
-        q, r, t = (describe(model, cfg, s) for s in (queries, references, train))
+    last = result["last_checkpoint"]
+    pp = None
+    if cfg.postprocess:  # the run's own post-processor, fitted at the end of training
+        fitted = (result.get("postprocess") or {}).get("file")
+        pp = load_fitted_postprocessor(fitted, last) if fitted else None
+        if pp is None:  # a run trained by an older fisc: fit it the same way now
+            pp = fit_run_postprocessor(last, train, cfg.postprocess)[1]
+    pipeline = DescriptorPipeline.from_checkpoint(last)
+    q, r = describe(pipeline, queries), describe(pipeline, references)
     scores = {
         "recipe": recipe,
         "seed": seed,
         "train_minutes": round(minutes, 2),
         "postprocess": cfg.postprocess,
-        **score(q, r, t, truths, cfg.postprocess),
+        **score(pipeline, q, r, truths, pp),
     }
     with atomic_path(cached) as tmp:
         tmp.write_text(json.dumps(scores, indent=2) + "\n")
@@ -148,16 +151,14 @@ def baselines(seeds: list[int], extra: list[str], out_root: Path, specs: list[st
         }
         missing = [spec for spec, path in cached.items() if not path.is_file()]
         if missing:
-            torch.manual_seed(seed)
-            model = build_descriptor_model(m).eval()
-            with torch.no_grad():
-                q, r, t = (describe(model, cfg, s) for s in (queries, references, train))
+            pipeline = untrained_pipeline(m, seed)
+            q, r, t = (describe(pipeline, s) for s in (queries, references, train))
             for spec in missing:
                 row = {
                     "recipe": f"untrained {m.name}",
                     "seed": seed,
                     "postprocess": spec,
-                    **score(q, r, t, truths, spec),
+                    **score(pipeline, q, r, truths, PostProcessor(spec).fit(t)),
                 }
                 cached[spec].parent.mkdir(parents=True, exist_ok=True)
                 with atomic_path(cached[spec]) as tmp:
@@ -170,7 +171,7 @@ def baselines(seeds: list[int], extra: list[str], out_root: Path, specs: list[st
             "recipe": "pHash (64-bit)",
             "seed": None,
             "postprocess": None,
-            **score(q, r, None, truths, None),
+            **score(None, q, r, truths),
         }
     )
     return rows

@@ -14,7 +14,7 @@ import numpy as np
 from fisc.augment.pipeline import ViewPipeline
 from fisc.data.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, load_rgb
 from fisc.data.disc21 import ImageSet
-from fisc.data.preprocess import eval_tensor
+from fisc.data.preprocess import Preprocess
 
 log = logging.getLogger(__name__)
 
@@ -66,24 +66,21 @@ class TwoViewDataset(Dataset):
 
 
 class EvalImageDataset(Dataset):
-    """Item ``i``: ``(tensor, i, ok)``. A file that cannot be decoded raises
+    """Item ``i``: ``(tensor, i, ok)``, the tensor made by ``preprocess``. A file that cannot be decoded raises
     :class:`ImageDecodeError`, or with ``on_error="skip"`` is logged and returned with
     ``ok=False`` and a zero tensor that the caller must drop."""
 
     def __init__(
         self,
         images: ImageSet,
-        size: int,
-        mean: Sequence[float],
-        std: Sequence[float],
+        preprocess: Preprocess,
         on_error: str = "raise",
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ):
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         self.images = images
-        self.size = size
-        self.mean, self.std = tuple(mean), tuple(std)
+        self.preprocess = preprocess
         self.on_error = on_error
         self.max_pixels = max_pixels
 
@@ -97,5 +94,6 @@ class EvalImageDataset(Dataset):
             if self.on_error == "raise":
                 raise
             log.warning("skipping %s: %s", self.images.ids[index], e)
-            return torch.zeros(3, self.size, self.size), index, False
-        return eval_tensor(img, self.size, self.mean, self.std), index, True
+            size = self.preprocess.size
+            return torch.zeros(3, size, size), index, False
+        return self.preprocess(img), index, True

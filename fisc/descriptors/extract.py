@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -14,6 +13,7 @@ from tqdm.auto import tqdm
 
 from fisc.data.datasets import EvalImageDataset
 from fisc.data.disc21 import ImageSet
+from fisc.data.preprocess import Preprocess
 from fisc.descriptors.h5io import Descriptors
 
 log = logging.getLogger(__name__)
@@ -25,15 +25,6 @@ class NonFiniteDescriptorError(FloatingPointError):
     def __init__(self, ids: Sequence[str]):
         self.ids = list(ids)
         super().__init__(f"non-finite descriptors for {len(self.ids)} images, e.g. {self.ids[:5]}")
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """Per-image evaluation input: ``size x size`` resize, then ``(x - mean) / std``."""
-
-    size: int
-    mean: Sequence[float]
-    std: Sequence[float]
 
 
 @torch.inference_mode()
@@ -58,7 +49,7 @@ def iter_descriptors(
     shapes whatever the batch, its size or order, so a descriptor is bit-identical however it
     was batched (batched BLAS/oneDNN kernels differ in the last bits, ~1e-7). Exports use it.
     """
-    dataset = EvalImageDataset(images, prep.size, prep.mean, prep.std, on_error=on_error)
+    dataset = EvalImageDataset(images, prep, on_error=on_error)
     if indices is not None:
         dataset = Subset(dataset, list(indices))
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
@@ -83,9 +74,7 @@ def iter_descriptors(
 def extract_descriptors(
     model: nn.Module,
     images: ImageSet,
-    size: int,
-    mean: Sequence[float],
-    std: Sequence[float],
+    prep: Preprocess,
     batch_size: int = 64,
     num_workers: int = 0,
     device: str | torch.device = "cpu",
@@ -104,7 +93,7 @@ def extract_descriptors(
     for index, vectors in iter_descriptors(
         model,
         images,
-        Preprocess(size, mean, std),
+        prep,
         None,
         batch_size,
         num_workers,

@@ -23,7 +23,8 @@ import torch.distributed as dist
 from torch import nn
 
 from fisc.data.disc21 import ImageSet
-from fisc.descriptors.extract import Preprocess, iter_descriptors
+from fisc.data.preprocess import Preprocess
+from fisc.descriptors.extract import iter_descriptors
 from fisc.descriptors.h5io import ascii_ids, atomic_path
 
 CHUNK = 65_536  # rows per read while merging

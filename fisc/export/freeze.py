@@ -8,12 +8,16 @@ An artifact directory holds
   post-processor if any, the training config the checkpoint carries, git SHA, torch version;
 - ``probe/``: a fixed probe set of images (by default 8 synthetic PNGs from a seeded rng);
 - ``golden.h5``: the model's descriptors of the probe images (before post-processing);
-- ``postprocess.npz``: the fitted post-processor, when one is frozen with the model;
+- ``golden_query.h5``, ``golden_reference.h5``: with a post-processor, the final descriptors
+  of the probe images in each role (what the pipeline ships);
+- ``postprocess.npz``: the fitted post-processor, when one is frozen with the model (by
+  default the run's, fitted at the end of training or by ``fisc fit-postprocess``);
 - ``MANIFEST.sha256``: ``sha256  relative/path`` for every other file, sorted by path.
 
 The artifact hash is the sha256 of the manifest file. :func:`load_artifact` verifies the
-manifest, rebuilds the model from the card, loads the weights strictly and recomputes the
-golden descriptors; any failed check raises :class:`ArtifactError` naming the file and check.
+manifest, rebuilds the pipeline (model, preprocessing, post-processor) from the card, loads the
+weights strictly and recomputes the golden descriptors; any failed check raises
+:class:`ArtifactError` naming the file and check.
 """
 
 from __future__ import annotations
@@ -35,9 +39,13 @@ import torch
 from PIL import Image
 
 from fisc.data.disc21 import ImageSet, list_images
-from fisc.descriptors.extract import extract_descriptors
 from fisc.descriptors.h5io import Descriptors, read_vectors, write_vectors
-from fisc.models.checkpoint import load_checkpoint_model
+from fisc.inference import (
+    DescriptorPipeline,
+    load_fitted_postprocessor,
+    run_postprocess_path,
+    run_postprocess_spec,
+)
 from fisc.models.descriptor import DescriptorModel, ModelConfig, build_descriptor_model
 from fisc.models.weights import WeightsConfig, sha256_of
 
@@ -48,7 +56,7 @@ GOLDEN_FILE = "golden.h5"
 PROBE_DIR = "probe"
 POSTPROCESS_FILE = "postprocess.npz"
 MANIFEST_FILE = "MANIFEST.sha256"
-RESIZE_POLICY = "square resize, bilinear"
+GOLDEN_FINAL_FILES = {"query": "golden_query.h5", "reference": "golden_reference.h5"}
 N_PROBE = 8
 PROBE_SEED = 20210601
 GOLDEN_BATCH_SIZE = 8
@@ -179,22 +187,18 @@ def _state_dict(model: DescriptorModel) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
 
 
-def _golden(model: DescriptorModel, cfg: ModelConfig, probe: ImageSet, device="cpu"):
-    descriptors, skipped = extract_descriptors(
-        model,
-        probe,
-        cfg.eval_size,
-        cfg.mean,
-        cfg.std,
-        batch_size=GOLDEN_BATCH_SIZE,
-        device=device,
-        progress=False,
-        desc="golden",
-        per_image=True,  # bit-identical whatever the batching (see iter_descriptors)
-    )
+def _golden(pipeline: DescriptorPipeline, probe: ImageSet, device="cpu") -> dict[str, Descriptors]:
+    """The probe descriptors an artifact is checked against: the model's output
+    (``golden.h5``) and, with a post-processor, the final descriptors of each role."""
+    kw = dict(batch_size=GOLDEN_BATCH_SIZE, device=device, desc="golden", per_image=True)
+    raw, skipped = pipeline.raw(probe, **kw)  # per image: bit-identical whatever the batching
     if skipped:
         raise ArtifactError(f"probe images could not be decoded: {skipped}")
-    return descriptors
+    out = {GOLDEN_FILE: raw}
+    if pipeline.postprocessor is not None:
+        for role, name in GOLDEN_FINAL_FILES.items():
+            out[name] = pipeline.finalize(raw, role)
+    return out
 
 
 def _git_sha() -> str | None:
@@ -203,22 +207,54 @@ def _git_sha() -> str | None:
     return git_sha()
 
 
+def _postprocessor_for(checkpoint: Path, postprocess: str | Path | None) -> Path | None:
+    """The fitted post-processor file to freeze with ``checkpoint``: ``"run"`` takes the
+    run's (beside the checkpoint; an error if its recipe has a spec but none was fitted),
+    ``None`` none, anything else is a path."""
+    if postprocess is None:
+        return None
+    if postprocess != "run":
+        return Path(postprocess)
+    path = run_postprocess_path(checkpoint)
+    if path.is_file():
+        return path
+    spec = run_postprocess_spec(checkpoint)
+    if spec:
+        raise ArtifactError(
+            f"the run of {checkpoint} post-processes with {spec!r}, but no fitted "
+            f"post-processor is beside the checkpoint ({path.name}): fit it with `fisc "
+            f"fit-postprocess --checkpoint {checkpoint} --train-images DIR`, or freeze the "
+            "raw model with --no-postprocess"
+        )
+    return None
+
+
 def freeze(
     checkpoint: str | Path,
     out_dir: str | Path,
     probe_images: ImageSet | None = None,
-    postprocess: str | Path | None = None,
+    postprocess: str | Path | None = "run",
 ) -> Path:
     """Turn a fisc training checkpoint into an artifact directory ``out_dir`` (which must not
-    exist); ``postprocess`` is a fitted ``PostProcessor`` file (``.npz``) to freeze with it.
-    Written in a temporary sibling directory, renamed into place when complete."""
+    exist). ``postprocess``: ``"run"`` (default) freezes the run's fitted post-processor
+    (``postprocess.npz`` beside the checkpoint) if the run has one, ``None`` none, or the path
+    of a fitted ``.npz``. Written in a temporary sibling directory, renamed into place when
+    complete."""
     out_dir = Path(out_dir)
+    checkpoint = Path(checkpoint)
     if out_dir.exists():
         raise FileExistsError(f"artifact directory {out_dir} already exists; refusing to overwrite")
-    model, cfg = load_checkpoint_model(checkpoint)
-    raw = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
+    source = DescriptorPipeline.from_checkpoint(checkpoint)
+    model, cfg = source.model, source.model_cfg
+    raw = torch.load(checkpoint, map_location="cpu", weights_only=True)
     hparams = raw.get("hyper_parameters", {}) if isinstance(raw, dict) else {}
     training_config = {k: v for k, v in hparams.items() if k != "model"} or None
+    pp_path = _postprocessor_for(checkpoint, postprocess)
+    pp = load_fitted_postprocessor(pp_path, checkpoint) if pp_path is not None else None
+    if pp is not None and pp.in_dims != cfg.dims:
+        raise ValueError(
+            f"post-processor {pp_path} expects {pp.in_dims}-d input, the model gives {cfg.dims}-d"
+        )
 
     with manifested_dir(out_dir) as tmp:
         from safetensors.torch import save_file
@@ -228,51 +264,43 @@ def freeze(
             probe = synthetic_probe_images(tmp / PROBE_DIR)
         else:
             probe = _copy_probe(probe_images, tmp / PROBE_DIR)
-        # golden descriptors from the model as reloaded from the artifact's own file
-        frozen = _rebuild(cfg, tmp / MODEL_FILE)
-        write_vectors(tmp / GOLDEN_FILE, _golden(frozen, cfg, probe))
-
         pp_card = None
-        if postprocess is not None:
-            from fisc.postprocess.spec import PostProcessor
-
-            pp = PostProcessor.load(postprocess)
-            if pp.in_dims != cfg.dims:
-                raise ValueError(
-                    f"post-processor {postprocess} expects {pp.in_dims}-d input, "
-                    f"the model gives {cfg.dims}-d"
-                )
-            shutil.copyfile(postprocess, tmp / POSTPROCESS_FILE)
+        if pp is not None:
+            shutil.copyfile(pp_path, tmp / POSTPROCESS_FILE)
             pp_card = {
                 "file": POSTPROCESS_FILE,
                 "spec": pp.spec,
                 "in_dims": pp.in_dims,
                 "dims": pp.dims,
+                "max_dims": pp.max_dims,
+                "role_dependent": pp.role_dependent,
+                "fit_set": pp.fit_set,
             }
-        model_dict = dataclasses.asdict(cfg)
+        # golden descriptors from the pipeline as reloaded from the artifact's own files
+        frozen = _pipeline(cfg, tmp, pp_card)
+        golden = _golden(frozen, probe)
+        for name, descriptors in golden.items():
+            write_vectors(tmp / name, descriptors)
         card = {
             "format": FORMAT,
             "timm": {"name": cfg.name, "version": timm.__version__},
-            "model": model_dict,
-            "preprocess": {
-                "eval_size": cfg.eval_size,
-                "resize": RESIZE_POLICY,
-                "mean": list(cfg.mean),
-                "std": list(cfg.std),
-            },
-            "dims": cfg.dims,
+            "model": dataclasses.asdict(cfg),
+            "preprocess": frozen.preprocess.card(),
+            "dims": frozen.dims,
+            "model_dims": cfg.dims,
             "pooling": cfg.pooling,
             "postprocess": pp_card,
             "golden": {
                 "file": GOLDEN_FILE,
+                "final": {r: n for r, n in GOLDEN_FINAL_FILES.items() if n in golden},
                 "probe_dir": PROBE_DIR,
                 "n_images": len(probe),
                 "batch_size": GOLDEN_BATCH_SIZE,
                 "device": "cpu",
-                "stage": "model output, before post-processing",
+                "stage": "model output (file); final descriptors per role (final)",
             },
             "training_config": training_config,
-            "source_checkpoint": {"name": Path(checkpoint).name, "sha256": sha256_of(checkpoint)},
+            "source_checkpoint": {"name": checkpoint.name, "sha256": sha256_of(checkpoint)},
             "git_sha": _git_sha(),
             "torch_version": torch.__version__,
             "python_version": platform.python_version(),
@@ -300,6 +328,25 @@ def _rebuild(cfg: ModelConfig, weights: Path) -> DescriptorModel:
     except RuntimeError as e:
         raise ArtifactError(f"{weights.name}: weights do not fit the model card ({e})") from e
     return model.eval()
+
+
+def _pipeline(cfg: ModelConfig, root: Path, pp_card: dict | None) -> DescriptorPipeline:
+    """The pipeline of an artifact folder's own files: weights, and post-processor if any."""
+    pp = None
+    if pp_card:
+        from fisc.postprocess.spec import PostProcessor
+
+        path = root / pp_card["file"]
+        try:
+            pp = PostProcessor.load(path)
+        except (OSError, ValueError, KeyError) as e:
+            raise ArtifactError(f"{pp_card['file']}: unreadable post-processor ({e})") from e
+        if pp.spec != pp_card["spec"] or pp.dims != pp_card["dims"]:
+            raise ArtifactError(
+                f"{pp_card['file']}: spec {pp.spec!r} ({pp.dims}-d) differs from the model "
+                f"card's {pp_card['spec']!r} ({pp_card['dims']}-d)"
+            )
+    return DescriptorPipeline(_rebuild(cfg, root / MODEL_FILE), cfg, pp)
 
 
 def read_card(root: str | Path) -> dict:
@@ -334,37 +381,46 @@ def load_postprocessor(root: str | Path):
 
 
 def check_golden(
-    model: DescriptorModel,
-    cfg: ModelConfig,
+    pipeline: DescriptorPipeline,
     root: str | Path,
     tolerance: float = 0.0,
     device: str | torch.device = "cpu",
 ) -> float:
-    """Recompute the probe descriptors and compare them with ``golden.h5``; return the
-    largest absolute difference. ``tolerance=0`` asks for bit-identical output (CPU)."""
+    """Recompute the probe descriptors (model output and, with a post-processor, the final
+    descriptors of each role) and compare them with the golden files; return the largest
+    absolute difference. ``tolerance=0`` asks for bit-identical output (CPU)."""
     root = Path(root)
-    golden_path = root / GOLDEN_FILE
-    if not golden_path.is_file():
-        raise ArtifactError(f"{GOLDEN_FILE}: missing from artifact {root} (golden check)")
-    golden = read_vectors(golden_path)
+    expected = {GOLDEN_FILE: GOLDEN_FILE}
+    if pipeline.postprocessor is not None:
+        expected.update({n: n for n in GOLDEN_FINAL_FILES.values()})
+    for name in expected:
+        if not (root / name).is_file():
+            raise ArtifactError(f"{name}: missing from artifact {root} (golden check)")
     probe = list_images(root / PROBE_DIR)
-    fresh: Descriptors = _golden(model, cfg, probe, device)
+    fresh = _golden(pipeline, probe, device)
+    worst = 0.0
+    for name in expected:
+        worst = max(worst, _compare_golden(fresh[name], read_vectors(root / name), name, tolerance))
+    return worst
+
+
+def _compare_golden(fresh: Descriptors, golden: Descriptors, name: str, tolerance: float) -> float:
     if list(fresh.ids) != list(golden.ids):
         raise ArtifactError(
             f"golden descriptors differ: probe ids {list(fresh.ids)} != {list(golden.ids)} "
-            f"in {GOLDEN_FILE} (golden check)"
+            f"in {name} (golden check)"
         )
     if fresh.vectors.shape != golden.vectors.shape:
         raise ArtifactError(
             f"golden descriptors differ: shape {fresh.vectors.shape} vs "
-            f"{golden.vectors.shape} in {GOLDEN_FILE} (golden check)"
+            f"{golden.vectors.shape} in {name} (golden check)"
         )
     diff = float(np.max(np.abs(fresh.vectors.astype(np.float64) - golden.vectors)))
     same = np.array_equal(fresh.vectors, golden.vectors) if tolerance == 0 else diff <= tolerance
     if not same:
         rows = np.flatnonzero(np.abs(fresh.vectors - golden.vectors).max(axis=1) > tolerance)
         raise ArtifactError(
-            f"golden descriptors differ from {GOLDEN_FILE}: max abs difference {diff:.3g} > "
+            f"golden descriptors differ from {name}: max abs difference {diff:.3g} > "
             f"tolerance {tolerance:g} for {len(rows)} of {len(golden.ids)} probe images "
             f"(e.g. {[str(golden.ids[i]) for i in rows[:3]]}) (golden check)"
         )
@@ -376,21 +432,24 @@ def load_artifact(
     verify: bool = True,
     tolerance: float = 0.0,
     device: str | torch.device = "cpu",
-) -> tuple[DescriptorModel, ModelConfig, str]:
-    """``(model in eval mode, ModelConfig, artifact hash)`` from an artifact directory.
+) -> DescriptorPipeline:
+    """The artifact's :class:`~fisc.inference.DescriptorPipeline` (model in eval mode on
+    ``device``, preprocessing, post-processor), its ``artifact_hash`` set.
 
-    With ``verify`` the manifest is checked and the golden descriptors are recomputed on
-    ``device`` (``tolerance`` 0: bit-identical, as holds on CPU; allow some on GPU)."""
+    With ``verify`` the manifest is checked and the golden descriptors (model output and
+    final descriptors of each role) are recomputed on ``device`` (``tolerance`` 0:
+    bit-identical, as holds on CPU; allow some on GPU)."""
     root = Path(root)
     if not root.is_dir():
         raise ArtifactError(f"artifact directory {root} does not exist")
     digest = verify_manifest(root) if verify else artifact_hash(root)
     card = read_card(root)
     cfg = card_model_config(card)
-    model_path = root / MODEL_FILE
-    if not model_path.is_file():
+    if not (root / MODEL_FILE).is_file():
         raise ArtifactError(f"{MODEL_FILE}: missing from artifact {root}")
-    model = _rebuild(cfg, model_path)
+    pipeline = _pipeline(cfg, root, card.get("postprocess"))
+    pipeline.artifact_hash = digest
     if verify:
-        check_golden(model, cfg, root, tolerance, device)
-    return model.to(device).eval(), cfg, digest
+        check_golden(pipeline, root, tolerance, device)
+    pipeline.model.to(device).eval()
+    return pipeline

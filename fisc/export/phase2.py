@@ -23,7 +23,6 @@ import numpy as np
 import torch
 
 from fisc.data.disc21 import Disc21, ImageSet
-from fisc.descriptors.extract import extract_descriptors
 from fisc.descriptors.h5io import (
     Descriptors,
     atomic_path,
@@ -35,6 +34,7 @@ from fisc.descriptors.h5io import (
 from fisc.export.determinism import deterministic_kernels
 from fisc.export.freeze import load_artifact
 from fisc.export.validate import read_id_list, validate_submission
+from fisc.inference import DescriptorPipeline
 from fisc.models.weights import sha256_of
 
 
@@ -62,6 +62,7 @@ class ExportConfig:
     runtime_dir: str | None = None  # TorchScript/ONNX exports of the artifact, made once
     runtime_formats: list[str] = field(default_factory=list)
     dynamic_resolution: bool = False
+    postprocess: str | None = "run"  # run: the run's fitted post-processor | null | a .npz
 
 
 # Golden descriptors are computed on CPU when freezing; on another device they differ by
@@ -86,22 +87,56 @@ def _query_ids(ec: ExportConfig, name: str) -> list[str]:
     return ids
 
 
-def _describe(model, cfg, images: ImageSet, ec: ExportConfig, desc: str) -> Descriptors:
-    d, skipped = extract_descriptors(
-        model,
+def _describe(
+    pipeline: DescriptorPipeline, images: ImageSet, role: str, ec: ExportConfig, desc: str
+) -> Descriptors:
+    """Final descriptors in ``role``, one image per forward pass (bit-identical however the
+    images are batched)."""
+    d, skipped = pipeline.describe(
         images,
-        cfg.eval_size,
-        cfg.mean,
-        cfg.std,
+        role,
         batch_size=ec.batch_size,
         num_workers=ec.num_workers,
         device=ec.device,
         desc=desc,
-        per_image=True,  # bit-identical however the images are batched
+        progress=True,
+        per_image=True,
     )
     if skipped:
         raise ExportError(f"{len(skipped)} {desc} images could not be decoded: {skipped[:5]}")
     return d
+
+
+def recheck_references(
+    pipeline: DescriptorPipeline,
+    references: ImageSet,
+    phase1_refs: Descriptors,
+    sample: np.ndarray,
+    ec: ExportConfig,
+) -> float:
+    """Recompute the final descriptors of the references at rows ``sample`` and compare them
+    with Phase 1's; return the largest difference. Bit for bit unless ``reference_tolerance``
+    is set: a changed model, preprocessing or post-processor fails here."""
+    subset = references.subset(phase1_refs.ids[sample])
+    again = _describe(pipeline, subset, "reference", ec, "reference check")
+    expected = phase1_refs.vectors[sample]
+    if again.vectors.shape != expected.shape:
+        raise ExportError(
+            f"recomputed reference descriptors have shape {again.vectors.shape}, Phase 1's "
+            f"{expected.shape}"
+        )
+    worst = float(np.abs(again.vectors.astype(np.float64) - expected).max())
+    same = (
+        np.array_equal(again.vectors, expected)
+        if ec.reference_tolerance == 0
+        else worst <= ec.reference_tolerance
+    )
+    if not same:
+        raise ExportError(
+            f"recomputed reference descriptors differ from Phase 1 (max {worst:g}, "
+            f"tolerance {ec.reference_tolerance:g})"
+        )
+    return worst
 
 
 def export_phase1(ec: ExportConfig) -> Path:
@@ -109,13 +144,14 @@ def export_phase1(ec: ExportConfig) -> Path:
     if out.exists():
         raise ExportError(f"{out} exists: Phase 1 outputs are never overwritten")
     with deterministic_kernels(ec.deterministic):
-        model, cfg, artifact_hash = _load(ec)
+        pipeline = _load(ec)
+        artifact_hash = pipeline.artifact_hash
         data = Disc21(ec.data_root)
         query_ids = _query_ids(ec, ec.phase1_queries)
         queries = data.images("query").subset(query_ids)
         references = data.images("reference")
-        refs = _describe(model, cfg, references, ec, "phase 1 references")
-        qs = _describe(model, cfg, queries, ec, "phase 1 queries")
+        refs = _describe(pipeline, references, "reference", ec, "phase 1 references")
+        qs = _describe(pipeline, queries, "query", ec, "phase 1 queries")
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)  # left by a killed export
     tmp.mkdir(parents=True)
@@ -128,6 +164,7 @@ def export_phase1(ec: ExportConfig) -> Path:
         "queries": len(qs.ids),
         "references": len(refs.ids),
         "dims": int(refs.vectors.shape[1]),
+        "postprocess": pipeline.postprocess_spec,
         "files": {name: sha256_of(tmp / name) for name in PHASE1_FILES},
         "device": str(ec.device),
         "deterministic": ec.deterministic,
@@ -180,7 +217,8 @@ def export_phase2(ec: ExportConfig) -> dict:
             f"missing Phase 1 reference descriptors in {phase1} (export Phase 1 first)"
         )
     with deterministic_kernels(ec.deterministic):
-        model, cfg, artifact_hash = _load(ec)
+        pipeline = _load(ec)
+    artifact_hash = pipeline.artifact_hash
     record = check_phase1(phase1, artifact_hash)
     same_setup = (record["device"], record["torch_version"]) == (str(ec.device), torch.__version__)
     if not same_setup and ec.reference_tolerance == 0:
@@ -205,20 +243,9 @@ def export_phase2(ec: ExportConfig) -> dict:
         rng.choice(len(refs.ids), size=min(ec.reference_check_sample, len(refs.ids)), replace=False)
     )
     with deterministic_kernels(ec.deterministic):
-        subset = references.subset(refs.ids[sample])
-        again = _describe(model, cfg, subset, ec, "reference check")
-        worst = float(np.abs(again.vectors.astype(np.float64) - refs.vectors[sample]).max())
-        same = (
-            np.array_equal(again.vectors, refs.vectors[sample])
-            if ec.reference_tolerance == 0
-            else worst <= ec.reference_tolerance
-        )
-        if not same:
-            raise ExportError(
-                f"recomputed reference descriptors differ from Phase 1 (max {worst:g}, "
-                f"tolerance {ec.reference_tolerance:g})"
-            )
-        queries = _describe(model, cfg, data.images("query").subset(p2_ids), ec, "phase 2 queries")
+        worst = recheck_references(pipeline, references, refs, sample, ec)
+        p2_images = data.images("query").subset(p2_ids)
+        queries = _describe(pipeline, p2_images, "query", ec, "phase 2 queries")
     attrs = {
         "artifact_hash": artifact_hash,
         "fisc_phase": 2,
@@ -235,6 +262,7 @@ def export_phase2(ec: ExportConfig) -> dict:
         "queries": len(queries.ids),
         "references": len(refs.ids),
         "dims": int(queries.vectors.shape[1]),
+        "postprocess": pipeline.postprocess_spec,
         "artifact_hash": artifact_hash,
         "references_rechecked": int(len(sample)),
         "reference_max_abs_diff": worst,
@@ -254,7 +282,7 @@ def run_export(ec: ExportConfig) -> dict:
                 f"no artifact at {ec.artifact} and no checkpoint to freeze "
                 f"({ec.checkpoint}); run `make demo` or set checkpoint"
             )
-        freeze(ec.checkpoint, ec.artifact)
+        freeze(ec.checkpoint, ec.artifact, postprocess=ec.postprocess)
     runtime = None
     if ec.runtime_dir and ec.runtime_formats:
         from fisc.export.freeze import artifact_hash

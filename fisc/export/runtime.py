@@ -7,8 +7,14 @@ when complete:
   checks the input shape (``(B, 3, S, S)`` for a fixed-resolution export);
 - ``descriptor.onnx``: the same model through ``torch.onnx.export(dynamo=True)``; input
   ``images`` ``(batch, 3, S, S)``, output ``descriptors`` ``(batch, dims)``;
-- ``runtime.json``: the artifact hash, the input spec, and the largest difference from the
-  eager model measured for each format at each batch size and resolution checked;
+- ``postprocess.npz``: the artifact's fitted post-processor, when it has one. The graphs stop
+  at the model's output; the post-processing is applied after them by fisc's
+  :class:`~fisc.postprocess.spec.PostProcessor` (numpy, float64) from these parameters, per
+  role (:func:`load_runtime_pipeline`). That pair is what is checked: final descriptors of
+  each role against the eager :class:`~fisc.inference.DescriptorPipeline`;
+- ``runtime.json``: the artifact hash, the input spec, the post-processing spec, and the
+  largest difference from the eager pipeline measured for each format at each batch size,
+  resolution and role checked;
 - ``MANIFEST.sha256``, as in an artifact.
 
 Every export is checked against the eager model on the artifact's probe images at several
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -32,13 +39,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from fisc.data.disc21 import list_images
-from fisc.data.preprocess import normalise
-from fisc.export.freeze import PROBE_DIR, load_artifact, manifested_dir, verify_manifest
-from fisc.models.descriptor import DescriptorModel, ModelConfig
+from fisc.export.freeze import (
+    POSTPROCESS_FILE,
+    PROBE_DIR,
+    load_artifact,
+    manifested_dir,
+    verify_manifest,
+)
+from fisc.inference import ROLES, DescriptorPipeline
+from fisc.models.descriptor import DescriptorModel
 
 FORMATS = {"torchscript": "descriptor.torchscript.pt", "onnx": "descriptor.onnx"}
 RUNTIME_CARD = "runtime.json"
@@ -126,19 +138,21 @@ class _ShapeChecked(nn.Module):
 
 
 def export_torchscript(
-    model: DescriptorModel, cfg: ModelConfig, path: Path, dynamic_resolution: bool = False
+    model: DescriptorModel, size: int, path: Path, dynamic_resolution: bool = False
 ) -> None:
-    example = torch.zeros(2, 3, cfg.eval_size, cfg.eval_size)
+    """The model traced at ``size x size`` inside a scripted input-shape check."""
+    example = torch.zeros(2, 3, size, size)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # torch.jit deprecation and tracer notices
         traced = torch.jit.trace(model.eval(), example, check_trace=False)
-        scripted = torch.jit.script(_ShapeChecked(traced, cfg.eval_size, dynamic_resolution))
+        scripted = torch.jit.script(_ShapeChecked(traced, size, dynamic_resolution))
         scripted.save(str(path))
 
 
 def export_onnx(
-    model: DescriptorModel, cfg: ModelConfig, path: Path, dynamic_resolution: bool = False
+    model: DescriptorModel, size: int, path: Path, dynamic_resolution: bool = False
 ) -> None:
+    """The model through torch's dynamo ONNX exporter, dynamic batch (and H, W) axes."""
     try:
         import onnxscript  # noqa: F401  (torch's dynamo exporter needs it)
     except ImportError as e:
@@ -151,7 +165,7 @@ def export_onnx(
     if dynamic_resolution:
         axes[2] = Dim("height", min=32, max=4096)
         axes[3] = Dim("width", min=32, max=4096)
-    example = torch.zeros(2, 3, cfg.eval_size, cfg.eval_size)
+    example = torch.zeros(2, 3, size, size)
     with warnings.catch_warnings(), _quiet("onnx_ir", "onnxscript", "torch.onnx"):
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -215,19 +229,41 @@ def load_runtime(path: str | Path) -> Callable[[np.ndarray], np.ndarray]:
     return run_torchscript
 
 
-def probe_batch(folder: Path, height: int, width: int, mean, std) -> np.ndarray:
-    """The probe images of an artifact, resized to ``height x width`` and normalised."""
+class RuntimePipeline:
+    """An exported graph plus the artifact's fitted post-processor: preprocessed image batch
+    ``float32 (B, 3, H, W)`` -> final descriptors of a role."""
+
+    def __init__(self, run: Callable[[np.ndarray], np.ndarray], postprocessor=None):
+        self.run = run
+        self.postprocessor = postprocessor
+
+    def __call__(self, images: np.ndarray, role: str) -> np.ndarray:
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+        out = np.asarray(self.run(images), dtype=np.float32)
+        if self.postprocessor is None:
+            return out
+        return self.postprocessor.transform_array(out, role=role)
+
+
+def load_runtime_pipeline(out_dir: str | Path, fmt: str = "onnx") -> RuntimePipeline:
+    """The runtime of ``out_dir`` in ``fmt`` with its post-processor (manifest verified)."""
+    out_dir = Path(out_dir)
+    verify_manifest(out_dir)
+    if fmt not in FORMATS:
+        raise RuntimeExportError(f"unknown runtime format {fmt!r} (choose from {list(FORMATS)})")
+    pp = None
+    if (out_dir / POSTPROCESS_FILE).is_file():
+        from fisc.postprocess.spec import PostProcessor
+
+        pp = PostProcessor.load(out_dir / POSTPROCESS_FILE)
+    return RuntimePipeline(load_runtime(out_dir / FORMATS[fmt]), pp)
+
+
+def probe_batch(pipeline: DescriptorPipeline, folder: Path, height: int, width: int) -> np.ndarray:
+    """The probe images of an artifact as the pipeline preprocesses them, at ``height x width``."""
     images = list_images(folder)
-    return np.stack(
-        [
-            normalise(
-                np.array(Image.open(p).convert("RGB").resize((width, height), Image.BILINEAR)),
-                mean,
-                std,
-            ).numpy()
-            for p in images.paths
-        ]
-    )
+    return np.stack([pipeline.tensor(p, height, width).numpy() for p in images.paths])
 
 
 def check_runtime(
@@ -244,15 +280,38 @@ def check_runtime(
             eager = torch.cat([model(torch.from_numpy(x[None])) for x in batch]).numpy()
             for b in batch_sizes:
                 b = min(b, len(batch))
-                out = run(batch[:b])
-                if out.shape != eager[:b].shape:
-                    raise RuntimeExportError(
-                        f"output shape {out.shape} at batch {b}, {h}x{w}; eager gives "
-                        f"{eager[:b].shape}"
-                    )
-                diff = float(np.max(np.abs(out.astype(np.float64) - eager[:b])))
-                rows.append({"height": h, "width": w, "batch": b, "max_abs_diff": diff})
+                rows.append(
+                    _compare(run(batch[:b]), eager[:b], {"height": h, "width": w, "batch": b})
+                )
     return rows
+
+
+def check_runtime_roles(
+    runtime: RuntimePipeline,
+    pipeline: DescriptorPipeline,
+    probe: Path,
+    batch_sizes: Sequence[int] = BATCH_SIZES,
+) -> list[dict]:
+    """Max abs difference between the runtime's final descriptors and the eager pipeline's
+    (``pipeline.describe``, one image per pass) on the probe images, per role and batch size,
+    at the pipeline's resolution."""
+    images = list_images(probe)
+    size = pipeline.preprocess.size
+    batch = probe_batch(pipeline, probe, size, size)
+    rows = []
+    for role in ROLES:
+        eager, _ = pipeline.describe(images, role, per_image=True)
+        for b in batch_sizes:
+            b = min(b, len(batch))
+            where = {"role": role, "height": size, "width": size, "batch": b}
+            rows.append(_compare(runtime(batch[:b], role), eager.vectors[:b], where))
+    return rows
+
+
+def _compare(out: np.ndarray, eager: np.ndarray, where: dict) -> dict:
+    if out.shape != eager.shape:
+        raise RuntimeExportError(f"output shape {out.shape} at {where}; eager gives {eager.shape}")
+    return {**where, "max_abs_diff": float(np.max(np.abs(out.astype(np.float64) - eager)))}
 
 
 def check_resolutions(size: int, dynamic_resolution: bool) -> list[tuple[int, int]]:
@@ -281,19 +340,25 @@ def export_runtimes(
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise FileExistsError(f"runtime directory {out_dir} already exists; refusing to overwrite")
-    model, cfg, digest = load_artifact(artifact)
+    pipeline = load_artifact(artifact)
+    model, cfg, size = pipeline.model, pipeline.model_cfg, pipeline.preprocess.size
     if dynamic_resolution:
         check_dynamic_resolution(model, cfg.name)
-    resolutions = check_resolutions(cfg.eval_size, dynamic_resolution)
+    resolutions = check_resolutions(size, dynamic_resolution)
     probe = Path(artifact) / PROBE_DIR
-    inputs = {(h, w): probe_batch(probe, h, w, cfg.mean, cfg.std) for h, w in resolutions}
+    inputs = {(h, w): probe_batch(pipeline, probe, h, w) for h, w in resolutions}
 
     with manifested_dir(out_dir) as tmp:
+        pp = pipeline.postprocessor
+        if pp is not None:
+            shutil.copyfile(Path(artifact) / POSTPROCESS_FILE, tmp / POSTPROCESS_FILE)
         checks = {}
         for fmt in formats:
             path = tmp / FORMATS[fmt]
-            _EXPORTERS[fmt](model, cfg, path, dynamic_resolution)
-            rows = check_runtime(load_runtime(path), model, inputs, batch_sizes)
+            _EXPORTERS[fmt](model, size, path, dynamic_resolution)
+            run = load_runtime(path)
+            rows = check_runtime(run, model, inputs, batch_sizes)
+            rows += check_runtime_roles(RuntimePipeline(run, pp), pipeline, probe, batch_sizes)
             worst = max(r["max_abs_diff"] for r in rows)
             if not worst <= tolerance:
                 bad = [r for r in rows if not r["max_abs_diff"] <= tolerance]
@@ -302,24 +367,35 @@ def export_runtimes(
                     f"{tolerance:g} at {len(bad)} of {len(rows)} checks, e.g. {bad[0]}"
                 )
             checks[fmt] = {"file": FORMATS[fmt], "max_abs_diff": worst, "checks": rows}
-        size = None if dynamic_resolution else cfg.eval_size
+        shape_size = None if dynamic_resolution else size
         card = {
             "format": RUNTIME_FORMAT,
             "artifact": str(artifact),
-            "artifact_hash": digest,
+            "artifact_hash": pipeline.artifact_hash,
             "model": cfg.name,
             "input": {
                 "name": "images",
-                "shape": ["batch", 3, size or "height", size or "width"],
+                "shape": ["batch", 3, shape_size or "height", shape_size or "width"],
                 "dtype": "float32",
-                "preprocess": "RGB, resize, (x/255 - mean) / std",
-                "mean": list(cfg.mean),
-                "std": list(cfg.std),
+                "preprocess": {
+                    "steps": "RGB, resize, (x/255 - mean) / std",
+                    **pipeline.preprocess.card(),
+                },
             },
             "output": {"name": "descriptors", "shape": ["batch", cfg.dims], "dtype": "float32"},
+            "postprocess": None
+            if pp is None
+            else {
+                "file": POSTPROCESS_FILE,
+                "spec": pp.spec,
+                "dims": pp.dims,
+                "applied": "after the graph, by fisc.postprocess.PostProcessor per role "
+                "(fisc.export.runtime.load_runtime_pipeline)",
+            },
             "dynamic_resolution": dynamic_resolution,
             "tolerance": tolerance,
-            "checked_on": "cpu, eager run one image at a time, artifact probe images",
+            "checked_on": "cpu, eager run one image at a time, artifact probe images; model "
+            "output at every resolution and batch, final descriptors per role at the card's size",
             "exports": checks,
             "torch_version": torch.__version__,
         }

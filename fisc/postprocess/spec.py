@@ -20,6 +20,8 @@ Examples: ``"l2"``, ``"pca_whiten256,l2"``, ``"center,pca128,l2,nes10:0.35"``,
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +106,14 @@ def parse_spec(text: str) -> list[Step]:
     return _parse(text)[0]
 
 
+def ids_digest(ids) -> str:
+    """sha256 of image ids, one per line in the given order: names a fit set."""
+    h = hashlib.sha256()
+    for i in ids:
+        h.update(f"{i}\n".encode())
+    return h.hexdigest()
+
+
 class PostProcessor:
     """A spec's steps, fitted in order on the training descriptors, then applied to any set."""
 
@@ -112,6 +122,7 @@ class PostProcessor:
         self.steps, self.max_dims = _parse(spec)
         self.dims: int | None = None
         self.in_dims: int | None = None
+        self.fit_set: dict | None = None  # what it was fitted on: count, ids_sha256 (+ caller's)
 
     @property
     def role_dependent(self) -> bool:
@@ -128,13 +139,17 @@ class PostProcessor:
             )
         return d
 
-    def fit(self, train: Descriptors | np.ndarray) -> PostProcessor:
-        """Fit every step on the training descriptors, each on the previous steps' output."""
+    def fit(self, train: Descriptors | np.ndarray, **fit_info) -> PostProcessor:
+        """Fit every step on the training descriptors, each on the previous steps' output.
+        The fit set's size and (for :class:`Descriptors`) a hash of its ids are recorded in
+        :attr:`fit_set`, with any JSON-able ``fit_info`` (e.g. the checkpoint's sha256)."""
         x = train.vectors if isinstance(train, Descriptors) else np.asarray(train)
         if x.ndim != 2 or len(x) == 0:
             raise ValueError(f"training descriptors must be a non-empty n × d array, got {x.shape}")
         self.dims = self._check_dims(x.shape[1])
         self.in_dims = x.shape[1]
+        ids_sha256 = ids_digest(train.ids) if isinstance(train, Descriptors) else None
+        self.fit_set = {"count": int(len(x)), "ids_sha256": ids_sha256, **fit_info}
         for i, step in enumerate(self.steps):
             step.fit(x)
             if i + 1 < len(self.steps):
@@ -163,7 +178,11 @@ class PostProcessor:
         """Write the spec and every fitted parameter to an ``.npz`` file, atomically."""
         if self.in_dims is None:
             raise RuntimeError(f"PostProcessor({self.spec!r}) saved before fit()")
-        arrays = {"spec": np.array(self.spec), "in_dims": np.array(self.in_dims)}
+        arrays = {
+            "spec": np.array(self.spec),
+            "in_dims": np.array(self.in_dims),
+            "fit_set": np.array(json.dumps(self.fit_set, sort_keys=True)),
+        }
         for i, step in enumerate(self.steps):
             for key, value in step.state().items():
                 arrays[f"{i}/{key}"] = np.asarray(value)
@@ -176,6 +195,7 @@ class PostProcessor:
             pp = cls(str(z["spec"]))
             pp.in_dims = int(z["in_dims"])
             pp.dims = pp._check_dims(pp.in_dims)
+            pp.fit_set = json.loads(str(z["fit_set"])) if "fit_set" in z.files else None
             for i, step in enumerate(pp.steps):
                 prefix = f"{i}/"
                 state = {k[len(prefix) :]: z[k] for k in z.files if k.startswith(prefix)}

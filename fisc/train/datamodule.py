@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from fisc.augment.pipeline import AugmentConfig
 from fisc.data.datasets import EvalImageDataset, TwoViewDataset
 from fisc.data.disc21 import ImageSet
+from fisc.inference import resolve_preprocess
 from fisc.models.descriptor import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -51,12 +52,8 @@ class CopyDetectionDataModule(pl.LightningDataModule):
         self.view_pipelines = augment.build(model.train_size)  # config errors: now, not mid-epoch
         self.gpu_pipelines = [_gpu_pipeline(v.view.gpu) for v in self.view_pipelines]
         self.gpu_on_device = False
-        self._set_normalisation()
-
-    def _set_normalisation(self) -> None:
-        m = self.model_cfg
-        self._mean = torch.tensor(m.mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self._std = torch.tensor(m.std, dtype=torch.float32).view(1, 3, 1, 1)
+        # the inference pipeline's preprocessing: validation inputs, training-view normalisation
+        self.preprocess = resolve_preprocess(model)
 
     def _decide_gpu_stage(self) -> bool:
         stage = self.augment.gpu_stage
@@ -116,17 +113,15 @@ class CopyDetectionDataModule(pl.LightningDataModule):
             gpu = self.gpu_pipelines[v]
             if self.gpu_on_device and gpu is not None:
                 x = gpu(x, seeds[:, v])
-            mean, std = self._mean.to(x.device), self._std.to(x.device)
-            out.append((x - mean) / std)
+            out.append(self.preprocess.normalise_batch(x))
         return out[0], out[1], index
 
     def val_dataloader(self) -> list[DataLoader]:
         if self.validation is None:
             return []
-        m = self.model_cfg
         return [
             DataLoader(
-                EvalImageDataset(images, m.eval_size, m.mean, m.std),
+                EvalImageDataset(images, self.preprocess),
                 batch_size=self.eval_batch_size,
                 num_workers=self.num_workers,
             )

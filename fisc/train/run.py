@@ -19,6 +19,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from fisc.descriptors.h5io import atomic_path
 from fisc.train.config import RESUMABLE_CHANGES, SCHEMAS, LoggerConfig, check_config
@@ -50,6 +51,7 @@ class TrainResult:
     best_checkpoint: str | None
     last_checkpoint: str | None
     best_score: float | None
+    postprocess: dict | None = None  # the recipe's post-processor, fitted for last_checkpoint
 
 
 def git_sha() -> str | None:
@@ -271,7 +273,7 @@ def train(cfg: DictConfig) -> TrainResult:
     its training size, starting from the previous stage's last checkpoint."""
     groups = check_config(cfg)
     if not groups["stages"]:
-        return _train_one(cfg, groups)
+        return _finish(cfg, groups, _train_one(cfg, groups))
     run_dir = Path(cfg.run_dir)
     previous = cfg.init_from
     result = None
@@ -295,9 +297,60 @@ def train(cfg: DictConfig) -> TrainResult:
             result = _train_one(stage_cfg, check_config(stage_cfg), lr_scale=stage.lr_scale)
         previous = result.last_checkpoint
     assert result is not None
-    with atomic_path(run_dir / "train_result.json") as tmp:
+    return _finish(cfg, groups, result, run_dir)
+
+
+def _finish(
+    cfg: DictConfig, groups: dict, result: TrainResult, run_dir: Path | None = None
+) -> TrainResult:
+    """Fit the recipe's post-processor for the last checkpoint (rank 0) and write the run's
+    ``train_result.json``, which names it."""
+    if rank_zero_only.rank != 0:
+        return result
+    result.postprocess = fit_postprocess(cfg, groups, result.last_checkpoint)
+    with atomic_path(Path(run_dir or result.run_dir) / "train_result.json") as tmp:
         tmp.write_text(json.dumps(asdict(result), indent=2) + "\n")
     return result
+
+
+def fit_postprocess(cfg: DictConfig, groups: dict, checkpoint: str | None) -> dict | None:
+    """The recipe's ``postprocess`` fitted on the training split's descriptors of
+    ``checkpoint`` and saved beside it (``postprocess.npz`` + ``.json``); reused when one
+    fitted with the same spec for the same checkpoint is there. ``None`` without a spec."""
+    spec = cfg.get("postprocess")
+    if not spec or checkpoint is None:
+        return None
+    from fisc.inference import fit_run_postprocessor, run_postprocess_path
+    from fisc.models.weights import sha256_of
+    from fisc.postprocess.spec import PostProcessor
+
+    path = run_postprocess_path(checkpoint)
+    pp = None
+    if path.is_file():
+        try:
+            pp = PostProcessor.load(path)
+        except (OSError, ValueError, KeyError) as e:
+            log.warning("refitting the post-processor: %s is unreadable (%s)", path, e)
+        fitted_for = (pp.fit_set or {}).get("checkpoint_sha256") if pp is not None else None
+        if pp is not None and (pp.spec != spec or fitted_for != sha256_of(checkpoint)):
+            pp = None
+    if pp is None:
+        train_images, _ = resolve_data(groups["data"])
+        accelerator = str(cfg.trainer.get("accelerator", "cpu"))
+        device = "cuda" if accelerator != "cpu" and torch.cuda.is_available() else "cpu"
+        log.info("fitting post-processing %r on %d training images", spec, len(train_images))
+        path, pp = fit_run_postprocessor(
+            checkpoint,
+            train_images,
+            spec,
+            device=device,
+            batch_size=cfg.eval_batch_size,
+            num_workers=cfg.num_workers,
+            progress=True,
+            per_image=device == "cpu",  # CPU: the fit does not depend on batching
+        )
+    log.info("post-processor %r (%d-d) for %s: %s", pp.spec, pp.dims, checkpoint, path)
+    return {"file": str(path), "spec": pp.spec, "dims": pp.dims, "fit_set": pp.fit_set}
 
 
 def load_initial_weights(module: CopyDetectionModule, path: str) -> None:
