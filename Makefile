@@ -10,7 +10,7 @@ export WANDB_MODE ?= offline
 .PHONY: help setup demo test test-all lint format clean bench-augment augment-gallery bench-search export-phase2 study
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 setup: $(VENV)/.installed  ## create .venv and install fisc with its dependencies
 
@@ -42,9 +42,23 @@ format: setup  ## apply ruff's fixes and formatting
 bench-augment: setup  ## images/s of every edit op and pipeline (1 core, all cores, GPU), vs AugLy
 	$(PY) benchmarks/bench_augment.py
 
-export-phase2: setup  ## freeze the demo checkpoint, export Phase 1 once, write the Phase 2 submission
-	test -f outputs/demo/train/checkpoints/last.ckpt || $(PY) -m fisc.cli demo
-	$(PY) -m fisc.cli export-phase2 --config conf/export/default.yaml
+# the recipe to export: demo (what `make demo` trained) or any experiment, e.g. isc3rd_mini
+experiment ?= demo
+RUN_DIR = outputs/$(if $(filter demo,$(experiment)),demo,$(experiment))/train
+EXPORT_DIR = outputs/export$(if $(filter demo,$(experiment)),,/$(experiment))
+
+export-phase2: setup  ## [experiment=NAME] train if needed, freeze (with the run's post-processor), Phase 1 once, Phase 2 submission, its μAP
+ifeq ($(experiment),demo)
+	test -f $(RUN_DIR)/checkpoints/last.ckpt || $(PY) -m fisc.cli demo
+else
+	test -f $(RUN_DIR)/train_result.json || $(PY) train.py experiment=$(experiment) run_dir=$(RUN_DIR)
+endif
+	$(PY) -m fisc.cli export-phase2 --config conf/export/default.yaml \
+		--set checkpoint=$(RUN_DIR)/checkpoints/last.ckpt --set artifact=$(EXPORT_DIR)/artifact \
+		--set phase1_dir=$(EXPORT_DIR)/phase1 --set phase2_submission=$(EXPORT_DIR)/phase2/submission.h5 \
+		--set runtime_dir=$(EXPORT_DIR)/runtime
+	$(PY) -m fisc.cli evaluate --submission $(EXPORT_DIR)/phase2/submission.h5 \
+		--gt data/minidisc/phase2_ground_truth.csv --json $(EXPORT_DIR)/phase2/eval.json --overwrite
 
 study: setup  ## the recipes study: every *_mini recipe x 3 seeds + baselines on minidisc (75-120 min on 2 cores)
 	$(PY) experiments/recipes/study.py

@@ -55,7 +55,7 @@ def _extract_source(args):
                 "weights) and takes no --postprocess"
             )
         _, cfg = load_checkpoint_model(args.checkpoint)
-        return untrained_pipeline(cfg, args.seed, size=args.size), args.role
+        return untrained_pipeline(cfg, args.seed, size=args.size), args.role or "reference"
     if args.artifact:
         if args.postprocess or args.size:
             raise ValueError(
@@ -507,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_export_runtime)
 
     p = sub.add_parser(
-        "validate-submission", help="check a submission file (PROTOCOL.md)", add_help=False
+        "validate-submission", help="check a submission file (docs/protocol.md)", add_help=False
     )
     p.add_argument("rest", nargs=argparse.REMAINDER, help="FILE [--queries LIST] ...")
     p.set_defaults(func=_validate_submission)

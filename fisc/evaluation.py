@@ -1,6 +1,6 @@
 """Scoring descriptors against a ground truth, under the leaderboard protocol or its variants.
 
-Protocols (see PROTOCOL.md):
+Protocols (see docs/protocol.md):
 - ``leaderboard`` (default): keep ground-truth queries, pool the ``10 x n_queries`` closest
   (query, reference) pairs over all queries, score = -squared L2;
 - ``isc2021``: isc2021's script: every query searched, a fixed cap (default 500,000),

@@ -236,9 +236,10 @@ def run_postprocess_spec(checkpoint: str | Path) -> str | None:
     config = Path(checkpoint).resolve().parent.parent / RUN_CONFIG_FILE
     if not config.is_file():
         return None
-    from omegaconf import OmegaConf
+    import yaml
 
-    spec = OmegaConf.load(config).get("postprocess")
+    saved = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+    spec = saved.get("postprocess") if isinstance(saved, dict) else None
     return str(spec) if spec else None
 
 

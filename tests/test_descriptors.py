@@ -85,9 +85,15 @@ def test_bad_file_raises_or_is_skipped(tmp_path):
     (folder / "R000009.jpg").write_bytes(b"not a jpeg")
     images = list_images(folder, "reference")
     with pytest.raises(ImageDecodeError, match="R000009.jpg"):
-        extract_descriptors(MeanColour(), images, Preprocess(16, (0.5,) * 3, (0.5,) * 3), progress=False)
+        extract_descriptors(
+            MeanColour(), images, Preprocess(16, (0.5,) * 3, (0.5,) * 3), progress=False
+        )
     d, skipped = extract_descriptors(
-        MeanColour(), images, Preprocess(16, (0.5,) * 3, (0.5,) * 3), on_error="skip", progress=False
+        MeanColour(),
+        images,
+        Preprocess(16, (0.5,) * 3, (0.5,) * 3),
+        on_error="skip",
+        progress=False,
     )
     assert skipped == ["R000009"]
     assert "R000009" not in d.ids and len(d.ids) == 5

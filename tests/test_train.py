@@ -307,13 +307,20 @@ def test_demo_reports_every_system_on_both_splits(tiny_minidisc, tmp_path):
             f"run_dir={tmp_path / 'demo' / 'train'}",
             "trainer.max_epochs=1",
             "trainer.limit_train_batches=1",
+            "postprocess='pca_whiten8,l2'",  # 24 training images: the demo's 128 dims won't fit
         ],
         progress=False,
     )
     saved = json.loads((tmp_path / "demo" / "results.json").read_text())
     assert set(saved) == {"dev", "phase2"}
     for split, systems in saved.items():
-        assert len(systems) == 3
+        assert list(systems) == [
+            "fisc trained (mobilenetv2_100, 256-d)",
+            "fisc trained + pca_whiten8,l2 (8-d)",
+            "before training (mobilenetv2_100, 256-d)",
+            "pHash (imagehash, 64-bit)",
+        ]
+        assert systems["fisc trained + pca_whiten8,l2 (8-d)"]["dims"] == 8
         assert {r["protocol"] for r in systems.values()} == {"leaderboard"}
         assert {r["n_queries"] for r in systems.values()} == {12}
         assert rows[split][next(iter(systems))].micro_ap == next(iter(systems.values()))["micro_ap"]

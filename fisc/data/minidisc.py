@@ -51,7 +51,7 @@ from fisc.data import procedural
 from fisc.data.ids import format_id
 
 FORMAT_VERSION = 2  # 2: queries edited with fisc.augment.ops, held-out ops for phase 2
-# edits that make queries: every op of fisc.augment.ops (all PROTOCOL.md families)
+# edits that make queries: every op of fisc.augment.ops (all docs/protocol.md families)
 QUERY_OPS = ("crop", "pad", "resize", "aspect", "rotate", "rotate90", "hflip", "vflip",
              "perspective", "skew", "blur", "sharpen", "noise", "jpeg", "pixelize",
              "shuffle_pixels", "brightness", "contrast", "saturation", "hue", "color_jitter",

@@ -1,4 +1,4 @@
-"""Checks of a DISC21 descriptor submission file (see PROTOCOL.md, "Descriptor submission").
+"""Checks of a DISC21 descriptor submission file (see docs/protocol.md, "A descriptor submission").
 
 ``validate_submission`` returns every failed check as one readable line; an empty list means
 the file is valid. ``main`` is the ``fisc validate-submission`` command.
@@ -188,7 +188,7 @@ def read_id_list(path: str | Path, split: str) -> tuple[list[str], bool]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="fisc validate-submission",
-        description="Check a DISC21 descriptor submission file against PROTOCOL.md.",
+        description="Check a DISC21 descriptor submission file against docs/protocol.md.",
     )
     parser.add_argument("file", help="submission HDF5 file")
     parser.add_argument("--queries", help="query ids: a text file (one per line) or a GT CSV")

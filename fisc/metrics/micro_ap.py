@@ -1,6 +1,6 @@
 """Micro-average precision (μAP) and friends, as the ISC 2021 Descriptor Track scores them.
 
-Protocol (``PROTOCOL.md``, "How descriptors are scored"): predictions are (query, reference,
+Protocol (``docs/protocol.md``, "The score"): predictions are (query, reference,
 score) triples, higher score = more confident. They are sorted by score descending, with false
 positives first among equal scores (pessimistic ties); ``precision_i = TP_i / i`` and
 ``recall_i = TP_i / N_gt`` where ``N_gt`` counts every ground-truth pair, found or not;

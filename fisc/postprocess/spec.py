@@ -139,6 +139,17 @@ class PostProcessor:
             )
         return d
 
+    def min_fit_rows(self) -> int:
+        """The fewest training descriptors the spec can be fitted on (PCA to d needs d + 1,
+        a neighbour step with k neighbours needs k)."""
+        need = 1
+        for step in self.steps:
+            if "d" in step.params:
+                need = max(need, step.d + 1)
+            if "k" in step.params:
+                need = max(need, step.k)
+        return need
+
     def fit(self, train: Descriptors | np.ndarray, **fit_info) -> PostProcessor:
         """Fit every step on the training descriptors, each on the previous steps' output.
         The fit set's size and (for :class:`Descriptors`) a hash of its ids are recorded in

@@ -2,7 +2,7 @@
 
 Every step has ``fit(train) -> self`` (the only place parameters are estimated, always from the
 training set), ``transform(x, role=None)`` that maps each row using that row and the fitted
-parameters alone (reference independence, see PROTOCOL.md), ``state()`` and ``from_state``.
+parameters alone (reference independence, see docs/protocol.md), ``state()`` and ``from_state``.
 
 Row independence is made bit-exact: matrix products always run on blocks of exactly ``BLOCK``
 rows (the last block is zero-padded), in float64, so a row goes through the same BLAS call

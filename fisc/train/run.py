@@ -22,7 +22,13 @@ from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from fisc.descriptors.h5io import atomic_path
-from fisc.train.config import RESUMABLE_CHANGES, SCHEMAS, LoggerConfig, check_config
+from fisc.train.config import (
+    RESUMABLE_CHANGES,
+    SCHEMAS,
+    ConfigError,
+    LoggerConfig,
+    check_config,
+)
 from fisc.train.datamodule import CopyDetectionDataModule
 from fisc.train.media import RunMedia
 from fisc.train.module import CopyDetectionModule
@@ -272,6 +278,7 @@ def train(cfg: DictConfig) -> TrainResult:
     """Fit one run, or with ``stages`` one run per stage (``<run_dir>/stage<k>``), each at
     its training size, starting from the previous stage's last checkpoint."""
     groups = check_config(cfg)
+    check_postprocess_fit_set(cfg, groups)
     if not groups["stages"]:
         return _finish(cfg, groups, _train_one(cfg, groups))
     run_dir = Path(cfg.run_dir)
@@ -313,13 +320,31 @@ def _finish(
     return result
 
 
+def check_postprocess_fit_set(cfg: DictConfig, groups: dict) -> None:
+    """Before training: the recipe's post-processing can be fitted on the training split
+    (e.g. ``pca255`` needs 256 images), so a run never fails at its end for that reason."""
+    spec = cfg.get("postprocess")
+    if not spec or cfg.trainer.get("fast_dev_run"):  # fast_dev_run writes no checkpoint
+        return
+    from fisc.postprocess.spec import PostProcessor
+
+    need = PostProcessor(spec).min_fit_rows()
+    train_images, _ = resolve_data(groups["data"])
+    if len(train_images) < need:
+        raise ConfigError(
+            f"postprocess {spec!r} is fitted on the training split at the end of training and "
+            f"needs at least {need} training images; the data has {len(train_images)}. Use a "
+            "smaller spec (e.g. pca_whiten8,l2) or postprocess=null"
+        )
+
+
 def fit_postprocess(cfg: DictConfig, groups: dict, checkpoint: str | None) -> dict | None:
     """The recipe's ``postprocess`` fitted on the training split's descriptors of
     ``checkpoint`` and saved beside it (``postprocess.npz`` + ``.json``); reused when one
     fitted with the same spec for the same checkpoint is there. ``None`` without a spec."""
     spec = cfg.get("postprocess")
-    if not spec or checkpoint is None:
-        return None
+    if not spec or checkpoint is None or cfg.trainer.get("fast_dev_run"):
+        return None  # fast_dev_run: a debugging pass, not a run to ship
     from fisc.inference import fit_run_postprocessor, run_postprocess_path
     from fisc.models.weights import sha256_of
     from fisc.postprocess.spec import PostProcessor
