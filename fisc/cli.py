@@ -40,8 +40,13 @@ def _extract_source(args):
 
     sources = [bool(args.checkpoint), bool(args.artifact)]
     if args.baseline == "phash":
-        if any(sources) or args.postprocess:
-            raise ValueError("--baseline phash takes no --checkpoint, --artifact or --postprocess")
+        if any(sources) or args.postprocess or args.size or args.on_error != "raise":
+            raise ValueError(
+                "--baseline phash takes no --checkpoint, --artifact, --postprocess, --size "
+                "or --on-error skip"
+            )
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ValueError("--baseline phash runs in one process (no torchrun)")
         return None, args.role
     if sum(sources) != 1:
         raise ValueError("give one of --checkpoint CKPT, --artifact DIR or --baseline phash")
@@ -64,11 +69,16 @@ def _extract_source(args):
             )
         pipeline = DescriptorPipeline.from_artifact(args.artifact, device=args.device)
     else:
+        if args.postprocess and args.size:
+            raise ValueError(
+                "--size changes the descriptors a fitted post-processor was fitted on: "
+                "give --postprocess or --size, not both"
+            )
         pipeline = DescriptorPipeline.from_checkpoint(
             args.checkpoint, postprocess=args.postprocess, size=args.size
         )
     role = args.role or (args.split if args.split in ("query", "reference") else None)
-    if pipeline.postprocessor is not None and role is None:
+    if pipeline.postprocessor is not None and pipeline.postprocessor.role_dependent and not role:
         raise ValueError(
             f"post-processing {pipeline.postprocess_spec!r} differs between queries and "
             "references: give --role query|reference"
@@ -103,7 +113,7 @@ def _extract(args) -> None:
             on_error=args.on_error,
             progress=True,
         )
-    write_vectors(args.out, descriptors)
+    write_vectors(args.out, descriptors, attrs=_labels(pipeline, role))
     skip_file = Path(f"{args.out}.skipped.txt")
     if skipped:
         with atomic_path(skip_file) as tmp:
@@ -118,11 +128,19 @@ def _extract(args) -> None:
     )
 
 
+def _labels(pipeline, role) -> dict:
+    """File attributes saying what the descriptors are: post-processed (spec) and in which
+    role, so that ``fisc evaluate --postprocess`` never post-processes them twice."""
+    if pipeline is None or pipeline.postprocessor is None:
+        return {"fisc_postprocess": ""}
+    return {"fisc_postprocess": pipeline.postprocess_spec, "fisc_role": role}
+
+
 def _extract_distributed(args, pipeline, role, images) -> None:
     import torch
     import torch.distributed as dist
 
-    from fisc.descriptors.h5io import read_vectors, write_vectors
+    from fisc.descriptors.h5io import read_attrs, read_vectors, write_vectors
     from fisc.descriptors.sharded import extract_shard, merge_shards
 
     cuda = torch.cuda.is_available()
@@ -145,12 +163,21 @@ def _extract_distributed(args, pipeline, role, images) -> None:
         dist.barrier()
         if rank == 0:
             shards = sorted(shard_dir.glob("shard-*.h5"))
-            merge_shards(shards, images, args.out)
+            if pipeline.postprocessor is None:
+                merge_shards(shards, images, args.out)
+            else:  # raw rows merged aside, post-processed (row by row) into --out
+                staging = Path(f"{args.out}.raw.h5")
+                merge_shards(shards, images, staging)
+                missing = read_attrs(staging).get("missing")
+                labels = _labels(pipeline, role)
+                if missing is not None:
+                    labels["missing"] = missing
+                final = pipeline.finalize(read_vectors(staging), role)
+                write_vectors(args.out, final, attrs=labels)
+                staging.unlink()
             for shard in shards:
                 shard.unlink()
             shard_dir.rmdir()
-            if pipeline.postprocessor is not None:  # rows are independent: apply after merging
-                write_vectors(args.out, pipeline.finalize(read_vectors(args.out), role))
             print(f"merged {len(shards)} shards into {args.out}")
         dist.barrier()
     finally:
@@ -278,6 +305,15 @@ def _sweep(args, queries, references) -> None:
             "--postprocess needs --train FILE: descriptors of training images "
             "(post-processing is never fitted on queries or references)"
         )
+    from fisc.descriptors.h5io import read_attrs
+
+    for path in filter(None, (args.query, args.reference, args.submission, args.train)):
+        done = read_attrs(path).get("fisc_postprocess")
+        if done:
+            raise ValueError(
+                f"{path} holds descriptors already post-processed with {done!r}: "
+                "--postprocess needs raw descriptors (fisc extract --checkpoint)"
+            )
     rows = sweep(
         args.postprocess,
         read_vectors(args.train),
@@ -479,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--train-images", required=True, help="training image folder")
     p.add_argument("--spec", help="post-processing spec (default: the run's recipe spec)")
-    p.add_argument("--out", help="output .npz (default: postprocess.npz beside the checkpoint)")
+    p.add_argument("--out", help="output .npz (default: <checkpoint>.postprocess.npz beside it)")
     p.add_argument("--recursive", action="store_true", help="search --train-images recursively")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=2)

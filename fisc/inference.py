@@ -11,7 +11,7 @@ is what is exported.
 Where a pipeline comes from:
 
 - :meth:`DescriptorPipeline.from_checkpoint`: a training checkpoint, with no post-processor,
-  the run's fitted one (``postprocess="run"``: ``postprocess.npz`` beside the checkpoint, fitted
+  the run's fitted one (``postprocess="run"``: ``<checkpoint>.postprocess.npz`` beside it, fitted
   at the end of training or by ``fisc fit-postprocess``) or a given ``.npz`` file;
 - :meth:`DescriptorPipeline.from_artifact`: a frozen artifact (``fisc freeze``), verified;
 - :func:`fit_run_postprocessor`: fit a spec on a run's training images and save it beside
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ROLES = ("query", "reference")
-RUN_POSTPROCESS_FILE = "postprocess.npz"  # beside the checkpoint it was fitted for
+RUN_POSTPROCESS_SUFFIX = ".postprocess.npz"  # last.ckpt -> last.postprocess.npz, beside it
 RUN_CONFIG_FILE = "config.yaml"  # <run_dir>/config.yaml, <run_dir>/checkpoints/*.ckpt
 
 
@@ -124,13 +124,16 @@ class DescriptorPipeline:
         cls,
         root: str | Path,
         verify: bool = True,
-        tolerance: float = 0.0,
+        tolerance: float | None = None,
         device: str | torch.device = "cpu",
     ) -> DescriptorPipeline:
         """A frozen artifact's pipeline (model, preprocessing and post-processor from its
-        model card), after verifying its manifest and golden descriptors."""
-        from fisc.export.freeze import load_artifact
+        model card), after verifying its manifest and golden descriptors on ``device``
+        (``tolerance`` None: bit-identical on CPU, the GPU golden tolerance elsewhere)."""
+        from fisc.export.freeze import golden_tolerance, load_artifact
 
+        if tolerance is None:
+            tolerance = golden_tolerance(device)
         return load_artifact(root, verify=verify, tolerance=tolerance, device=device)
 
     def with_postprocessor(self, postprocessor: PostProcessor | None) -> DescriptorPipeline:
@@ -226,8 +229,11 @@ class DescriptorPipeline:
 
 
 def run_postprocess_path(checkpoint: str | Path) -> Path:
-    """Where a run keeps the post-processor fitted for ``checkpoint``: beside it."""
-    return Path(checkpoint).parent / RUN_POSTPROCESS_FILE
+    """Where a run keeps the post-processor fitted for ``checkpoint``: beside it, named after
+    it (``checkpoints/last.ckpt`` -> ``checkpoints/last.postprocess.npz``), so each checkpoint
+    of a run can have its own."""
+    path = Path(checkpoint)
+    return path.with_name(path.stem + RUN_POSTPROCESS_SUFFIX)
 
 
 def run_postprocess_spec(checkpoint: str | Path) -> str | None:
@@ -285,7 +291,7 @@ def fit_run_postprocessor(
     path = Path(out) if out is not None else run_postprocess_path(checkpoint)
     pp.save(path)
     summary = {"file": path.name, "spec": pp.spec, "dims": pp.dims, "fit_set": pp.fit_set}
-    with atomic_path(path.with_suffix(".json")) as tmp:
+    with atomic_path(path.with_suffix(".json")) as tmp:  # last.postprocess.json
         tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     log.info("post-processor %r fitted on %d training images: %s", spec, pp.fit_set["count"], path)
     return path, pp

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import shutil
 from pathlib import Path
 
@@ -248,8 +247,9 @@ def test_runtime_exports_match_the_eager_pipeline_in_both_roles(fitted_run, tmp_
     original = runtime.RuntimePipeline.__call__
     runtime.RuntimePipeline.__call__ = one_role
     try:
-        with pytest.raises(runtime.RuntimeExportError, match="role"):
+        with pytest.raises(runtime.RuntimeExportError, match="'role': 'query'") as err:
             runtime.export_runtimes(art, tmp_path / "rt2", ["torchscript"])
+        assert "at 3 of 9 checks" in str(err.value)  # the three query-role rows, no others
     finally:
         runtime.RuntimePipeline.__call__ = original
     assert not (tmp_path / "rt2").exists()
@@ -258,23 +258,50 @@ def test_runtime_exports_match_the_eager_pipeline_in_both_roles(fitted_run, tmp_
 # --- one place builds the transform ------------------------------------------------------------
 
 
+def _transform_reads(source: str) -> list[tuple[int, str]]:
+    """Code (not comments or strings) that reads ``eval_size``/``mean``/``std`` as attributes
+    (not ``.mean()`` calls), indexes ``["eval_size"]``, or builds a transform by hand."""
+    import ast
+
+    tree = ast.parse(source)
+    called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in ("eval_size", "mean", "std"):
+            if id(node) not in called:
+                found.append((node.lineno, f".{node.attr}"))
+        elif isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+            if node.slice.value == "eval_size":
+                found.append((node.lineno, '["eval_size"]'))
+        elif isinstance(node, ast.Call):
+            f = node.func
+            name = f.id if isinstance(f, ast.Name) else getattr(f, "attr", None)
+            if name in ("Preprocess", "normalise", "eval_tensor"):
+                found.append((node.lineno, f"{name}(...)"))
+    return sorted(found)
+
+
 def test_no_transform_is_built_outside_the_pipeline():
-    """``eval_size``, ``mean`` and ``std`` of a model config are read to build a transform
-    only in fisc/inference.py (``resolve_preprocess``); the model config defines them, the
-    model card stores them."""
+    """``eval_size``, ``mean`` and ``std`` of a model config are read, and a transform is built,
+    only in fisc/inference.py (``resolve_preprocess``) and fisc/data/preprocess.py (the
+    transform itself); the model config defines them."""
     allowed = {"fisc/inference.py", "fisc/data/preprocess.py", "fisc/models/descriptor.py"}
-    pattern = re.compile(r"\.(eval_size|mean|std)\b(?!\s*\()")  # attribute reads, not .mean()
     offenders = []
     for folder in ("fisc", "experiments", "benchmarks"):
         for path in sorted((REPO / folder).rglob("*.py")):
             rel = path.relative_to(REPO).as_posix()
-            if rel in allowed:
-                continue
-            for n, line in enumerate(path.read_text().splitlines(), 1):
-                code = line.split("#")[0]
-                if pattern.search(code):
-                    offenders.append(f"{rel}:{n}: {line.strip()}")
+            if rel not in allowed:
+                offenders += [
+                    f"{rel}:{n}: {what}" for n, what in _transform_reads(path.read_text())
+                ]
     assert offenders == []
+    # the check itself sees what it should, and not .mean() calls or strings
+    hits = _transform_reads(
+        "x = cfg.eval_size\ny = Preprocess(8, m.mean, m.std)\nz = a.mean()\nw = d['eval_size']\n"
+        "s = 'cfg.eval_size'\n"
+    )
+    assert [w for _, w in hits] == [".eval_size", ".mean", ".std", "Preprocess(...)",
+                                    '["eval_size"]']  # fmt: skip
 
 
 def test_resolve_preprocess_follows_the_model_config():
@@ -400,6 +427,13 @@ def test_exported_submission_scores_as_the_evaluated_postprocessing(
     assert cli(["export-phase2", "--config", conf, *[a for s in sets for a in ("--set", s)]]) == 0
     q, r = read_submission(tmp_path / "p2.h5")
     assert q.vectors.shape[1] == r.vectors.shape[1] == 9
+    # the submitted vectors are the run's pipeline in each role, bit for bit
+    run_pipeline = DescriptorPipeline.from_checkpoint(ckpt, postprocess="run")
+    data = Disc21(tiny_minidisc)
+    want_q = run_pipeline.queries(data.images("query").subset(q.ids), per_image=True)
+    np.testing.assert_array_equal(q.vectors, want_q.vectors)
+    want_r = run_pipeline.references(data.images("reference"), per_image=True)
+    np.testing.assert_array_equal(r.vectors, want_r.vectors)
     assert cli(["evaluate", "--submission", str(tmp_path / "p2.h5"), "--gt", gt,
                 "--json", str(tmp_path / "sub.json")]) == 0  # fmt: skip
     shipped = json.loads((tmp_path / "sub.json").read_text())["micro_ap"]
@@ -420,3 +454,83 @@ def test_exported_submission_scores_as_the_evaluated_postprocessing(
     raw = json.loads((tmp_path / "raw.json").read_text())["micro_ap"]
     assert abs(shipped - evaluated) <= 1e-6, (shipped, evaluated, raw)
     assert abs(shipped - raw) > 1e-6, (shipped, evaluated, raw)
+
+
+def test_relaunch_reuses_the_fit_and_a_new_spec_refits(trained_run, tiny_minidisc, tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from fisc.train.run import fit_postprocess
+
+    run = _copy_run(Path(trained_run.last_checkpoint), tmp_path / "run")
+    fitted = run_postprocess_path(run)
+    stamp = fitted.stat().st_mtime_ns
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[*tiny_overrides(tiny_minidisc), f"postprocess='{SPEC}'"])
+    from fisc.train.config import check_config
+
+    groups = check_config(cfg)
+    assert fit_postprocess(cfg, groups, str(run))["spec"] == SPEC
+    assert fitted.stat().st_mtime_ns == stamp  # same spec, same checkpoint: not refitted
+    cfg.postprocess = "pca4,l2"
+    assert fit_postprocess(cfg, groups, str(run))["dims"] == 4
+    assert PostProcessor.load(fitted).spec == "pca4,l2"
+
+
+def test_a_spec_the_training_split_cannot_fit_stops_at_start_up(compose_cfg, tiny_minidisc):
+    from fisc.train.config import ConfigError, check_config
+    from fisc.train.run import train
+
+    cfg = compose_cfg(*tiny_overrides(tiny_minidisc), "postprocess='pca_whiten64,l2'")
+    with pytest.raises(ConfigError, match="needs at least 65 training images; the data has 24"):
+        train(cfg)
+    assert not (Path(cfg.run_dir) / "checkpoints").exists()  # nothing trained
+    wide = compose_cfg(*tiny_overrides(tiny_minidisc), "model.dims=16", "postprocess='pca20,l2'")
+    with pytest.raises(ConfigError, match="pca20 cannot give more dims than its 16-d input"):
+        check_config(wide)
+
+
+def test_evaluate_refuses_to_postprocess_twice(fitted_run, tiny_minidisc, tmp_path, capsys):
+    images = tiny_minidisc / "images"
+    gt = str(tiny_minidisc / "dev_ground_truth.csv")
+    common = ["--workers", "0", "--device", "cpu", "--postprocess", "run"]
+    for split, extra in (
+        ("query", ["--gt", gt]),
+        ("reference", []),
+        ("training", ["--role", "reference"]),
+    ):
+        assert cli(["extract", "--checkpoint", str(fitted_run), "--images", str(images / split),
+                    "--split", split, "--out", str(tmp_path / f"{split}.h5"), *common,
+                    *extra]) == 0  # fmt: skip
+    rc = cli(["evaluate", "--query", str(tmp_path / "query.h5"), "--reference",
+              str(tmp_path / "reference.h5"), "--gt", gt, "--train", str(tmp_path / "training.h5"),
+              "--postprocess", "l2"])  # fmt: skip
+    assert rc == 2
+    assert "already post-processed with 'pca8,l2,stretch3:2.5'" in capsys.readouterr().err
+    # without --postprocess the final descriptors score as they are
+    assert cli(["evaluate", "--query", str(tmp_path / "query.h5"), "--reference",
+                str(tmp_path / "reference.h5"), "--gt", gt]) == 0  # fmt: skip
+
+
+def test_export_refuses_an_artifact_of_another_checkpoint(fitted_run, tiny_minidisc, tmp_path):
+    from fisc.export.phase2 import ExportConfig, ExportError, run_export
+
+    ckpt = _copy_run(fitted_run, tmp_path / "run")
+    ec = ExportConfig(
+        checkpoint=str(ckpt),
+        artifact=str(tmp_path / "art"),
+        data_root=str(tiny_minidisc),
+        phase1_queries="dev_ground_truth.csv",
+        phase2_queries="phase2_ground_truth.csv",
+        phase1_dir=str(tmp_path / "phase1"),
+        phase2_submission=str(tmp_path / "sub.h5"),
+        num_workers=0,
+    )
+    run_export(ec)
+    state = torch.load(ckpt, weights_only=True)
+    key = next(k for k in state["state_dict"] if k.endswith("projection.bias"))
+    state["state_dict"][key] = state["state_dict"][key] + 0.1  # the run trained on
+    torch.save(state, ckpt)
+    ec.phase2_submission = str(tmp_path / "sub2.h5")
+    with pytest.raises(ExportError, match="frozen from another checkpoint"):
+        run_export(ec)
+    assert not (tmp_path / "sub2.h5").exists()

@@ -104,7 +104,7 @@ def run(recipe: str, seed: int, extra: list[str], out_root: Path) -> dict:
     if cfg.postprocess:  # the run's own post-processor, fitted at the end of training
         fitted = (result.get("postprocess") or {}).get("file")
         pp = load_fitted_postprocessor(fitted, last) if fitted else None
-        if pp is None:  # a run trained by an older fisc: fit it the same way now
+        if pp is None or pp.spec != cfg.postprocess:  # older fisc, or another spec: fit now
             pp = fit_run_postprocessor(last, train, cfg.postprocess)[1]
     pipeline = DescriptorPipeline.from_checkpoint(last)
     q, r = describe(pipeline, queries), describe(pipeline, references)

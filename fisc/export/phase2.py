@@ -32,7 +32,7 @@ from fisc.descriptors.h5io import (
     write_vectors,
 )
 from fisc.export.determinism import deterministic_kernels
-from fisc.export.freeze import load_artifact
+from fisc.export.freeze import golden_tolerance, load_artifact
 from fisc.export.validate import read_id_list, validate_submission
 from fisc.inference import DescriptorPipeline
 from fisc.models.weights import sha256_of
@@ -65,17 +65,13 @@ class ExportConfig:
     postprocess: str | None = "run"  # run: the run's fitted post-processor | null | a .npz
 
 
-# Golden descriptors are computed on CPU when freezing; on another device they differ by
-# kernel rounding. This bound has not been measured on a GPU yet (benchmarks/gpu_check_export.py
-# measures it); it is far below the distances that decide a match (~0.1 on unit vectors).
-GPU_GOLDEN_TOLERANCE = 1e-4
 PHASE1_FILES = ("references.h5", "queries.h5", "submission.h5")
 
 
 def _golden_tolerance(ec: ExportConfig) -> float:
     if ec.golden_tolerance is not None:
         return ec.golden_tolerance
-    return 0.0 if torch.device(ec.device).type == "cpu" else GPU_GOLDEN_TOLERANCE
+    return golden_tolerance(ec.device)
 
 
 def _load(ec: ExportConfig):
@@ -271,6 +267,36 @@ def export_phase2(ec: ExportConfig) -> dict:
     }
 
 
+def check_artifact_source(ec: ExportConfig) -> None:
+    """An existing artifact must be the one ``ec`` would freeze: from ``ec.checkpoint`` (same
+    sha256) and, with ``postprocess: run``, with that run's fitted post-processor."""
+    from fisc.export.freeze import read_card
+    from fisc.inference import run_postprocess_path
+
+    if not ec.checkpoint or not Path(ec.checkpoint).is_file():
+        return
+    card = read_card(ec.artifact)
+    frozen_from = (card.get("source_checkpoint") or {}).get("sha256")
+    if frozen_from != sha256_of(ec.checkpoint):
+        raise ExportError(
+            f"artifact {ec.artifact} was frozen from another checkpoint than {ec.checkpoint} "
+            "(retrained since?): move the artifact and the Phase 1 folder away to export this "
+            "checkpoint, or set checkpoint=null to export the artifact as it is"
+        )
+    fitted = run_postprocess_path(ec.checkpoint)
+    if ec.postprocess == "run" and fitted.is_file():
+        from fisc.postprocess.spec import PostProcessor
+
+        pp = card.get("postprocess") or {}
+        run_pp = PostProcessor.load(fitted)
+        if pp.get("spec") != run_pp.spec or pp.get("fit_set") != run_pp.fit_set:
+            raise ExportError(
+                f"artifact {ec.artifact} was frozen with post-processing {pp.get('spec')!r}, "
+                f"not the run's fitted {run_pp.spec!r} ({fitted}): move the artifact and the "
+                "Phase 1 folder away to export the run as it is now"
+            )
+
+
 def run_export(ec: ExportConfig) -> dict:
     """``make export-phase2``: freeze the checkpoint if there is no artifact yet, export
     Phase 1 if it is not there yet (never redone), then export Phase 2."""
@@ -283,6 +309,8 @@ def run_export(ec: ExportConfig) -> dict:
                 f"({ec.checkpoint}); run `make demo` or set checkpoint"
             )
         freeze(ec.checkpoint, ec.artifact, postprocess=ec.postprocess)
+    else:
+        check_artifact_source(ec)
     runtime = None
     if ec.runtime_dir and ec.runtime_formats:
         from fisc.export.freeze import artifact_hash

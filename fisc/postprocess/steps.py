@@ -191,6 +191,8 @@ class PCA(Step):
         return _blocked_matmul(x, self._fitted["proj"]).astype(np.float32)
 
     def out_dims(self, d):
+        if self.d > d:
+            raise ValueError(f"{self.name}{self.d} cannot give more dims than its {d}-d input")
         return self.d
 
 

@@ -340,7 +340,7 @@ def check_postprocess_fit_set(cfg: DictConfig, groups: dict) -> None:
 
 def fit_postprocess(cfg: DictConfig, groups: dict, checkpoint: str | None) -> dict | None:
     """The recipe's ``postprocess`` fitted on the training split's descriptors of
-    ``checkpoint`` and saved beside it (``postprocess.npz`` + ``.json``); reused when one
+    ``checkpoint`` and saved beside it (``last.postprocess.npz`` + ``.json``); reused when one
     fitted with the same spec for the same checkpoint is there. ``None`` without a spec."""
     spec = cfg.get("postprocess")
     if not spec or checkpoint is None or cfg.trainer.get("fast_dev_run"):
