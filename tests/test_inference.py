@@ -67,6 +67,23 @@ def _copy_run(checkpoint: Path, dst: Path) -> Path:
     return dst / "checkpoints" / checkpoint.name
 
 
+def _train_on(checkpoint: Path) -> None:
+    """Change the checkpoint's weights in place, as further training would."""
+    state = torch.load(checkpoint, weights_only=True)
+    key = next(k for k in state["state_dict"] if k.endswith("projection.bias"))
+    state["state_dict"][key] = state["state_dict"][key] + 0.1
+    torch.save(state, checkpoint)
+
+
+def _export_config(tmp_path: Path, root: Path, **over):
+    from fisc.export.phase2 import ExportConfig
+
+    paths = dict(phase1_dir=str(tmp_path / "phase1"), phase2_submission=str(tmp_path / "sub.h5"))
+    base = dict(artifact=str(tmp_path / "art"), data_root=str(root), num_workers=0, **paths)
+    base |= dict(phase1_queries="dev_ground_truth.csv", phase2_queries="phase2_ground_truth.csv")
+    return ExportConfig(**{**base, **over})
+
+
 # --- the pipeline ------------------------------------------------------------------------------
 
 
@@ -108,10 +125,7 @@ def test_fit_record_names_checkpoint_and_fit_set(fitted_run, tiny_minidisc):
 
 def test_postprocessor_of_another_checkpoint_is_refused(fitted_run, tmp_path):
     ckpt = _copy_run(fitted_run, tmp_path / "run")
-    state = torch.load(ckpt, weights_only=True)
-    key = next(k for k in state["state_dict"] if k.endswith("projection.weight"))
-    state["state_dict"][key] = state["state_dict"][key] * 1.5  # the run trained on
-    torch.save(state, ckpt)
+    _train_on(ckpt)
     with pytest.raises(ValueError, match="fitted on another checkpoint"):
         DescriptorPipeline.from_checkpoint(ckpt, postprocess="run")
     from fisc.export.freeze import freeze
@@ -186,19 +200,10 @@ def test_phase2_reference_recheck_fails_on_a_tampered_postprocessor(
     fitted_run, tiny_minidisc, tmp_path
 ):
     from fisc.export.freeze import freeze, load_artifact
-    from fisc.export.phase2 import ExportConfig, ExportError, export_phase1, recheck_references
+    from fisc.export.phase2 import ExportError, export_phase1, recheck_references
 
     art = freeze(fitted_run, tmp_path / "art")
-    ec = ExportConfig(
-        checkpoint=None,
-        artifact=str(art),
-        data_root=str(tiny_minidisc),
-        phase1_queries="dev_ground_truth.csv",
-        phase2_queries="phase2_ground_truth.csv",
-        phase1_dir=str(tmp_path / "phase1"),
-        phase2_submission=str(tmp_path / "sub.h5"),
-        num_workers=0,
-    )
+    ec = _export_config(tmp_path, tiny_minidisc, checkpoint=None, artifact=str(art))
     export_phase1(ec)
     refs = read_vectors(tmp_path / "phase1" / "references.h5")
     assert refs.vectors.shape == (16, 9)  # Phase 1 references are final descriptors
@@ -512,24 +517,12 @@ def test_evaluate_refuses_to_postprocess_twice(fitted_run, tiny_minidisc, tmp_pa
 
 
 def test_export_refuses_an_artifact_of_another_checkpoint(fitted_run, tiny_minidisc, tmp_path):
-    from fisc.export.phase2 import ExportConfig, ExportError, run_export
+    from fisc.export.phase2 import ExportError, run_export
 
     ckpt = _copy_run(fitted_run, tmp_path / "run")
-    ec = ExportConfig(
-        checkpoint=str(ckpt),
-        artifact=str(tmp_path / "art"),
-        data_root=str(tiny_minidisc),
-        phase1_queries="dev_ground_truth.csv",
-        phase2_queries="phase2_ground_truth.csv",
-        phase1_dir=str(tmp_path / "phase1"),
-        phase2_submission=str(tmp_path / "sub.h5"),
-        num_workers=0,
-    )
+    ec = _export_config(tmp_path, tiny_minidisc, checkpoint=str(ckpt))
     run_export(ec)
-    state = torch.load(ckpt, weights_only=True)
-    key = next(k for k in state["state_dict"] if k.endswith("projection.bias"))
-    state["state_dict"][key] = state["state_dict"][key] + 0.1  # the run trained on
-    torch.save(state, ckpt)
+    _train_on(ckpt)
     ec.phase2_submission = str(tmp_path / "sub2.h5")
     with pytest.raises(ExportError, match="frozen from another checkpoint"):
         run_export(ec)
