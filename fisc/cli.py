@@ -25,6 +25,8 @@ def _minidisc(args) -> None:
         n_reference=args.n_reference,
         n_dev_queries=args.n_dev_queries,
         n_phase2_queries=args.n_phase2_queries,
+        n_novel_queries=args.n_novel_queries,
+        novel_match_fraction=args.novel_match_fraction,
         match_fraction=args.match_fraction,
         image_size=args.image_size,
         seed=args.seed,
@@ -406,6 +408,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-dev-queries", type=int, default=300)
     p.add_argument("--n-phase2-queries", type=int, default=300)
     p.add_argument("--match-fraction", type=float, default=0.25)
+    p.add_argument(
+        "--n-novel-queries", type=int, default=400, help="novel-edits split (Q90000..); 0: none"
+    )
+    p.add_argument("--novel-match-fraction", type=float, default=0.4)
     p.add_argument("--image-size", type=int, default=160)
     p.add_argument("--overwrite", action="store_true", help="replace an existing, different set")
     p.set_defaults(func=_minidisc)

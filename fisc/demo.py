@@ -6,7 +6,8 @@ ships), the same backbone before training (ImageNet weights, untrained projectio
 perceptual-hash baseline (imagehash pHash). Every row can be reproduced with ``fisc extract``
 (``--checkpoint``, ``--artifact``, ``--baseline untrained|phash``) and ``fisc evaluate``.
 Splits: the dev queries (watched during training) and the Phase 2 rehearsal queries (never
-seen during training), both against all references, leaderboard protocol.
+seen during training) and, where the data has it, the novel-edits split (queries carrying edits
+that no fisc op makes), all against all references, leaderboard protocol.
 """
 
 from __future__ import annotations
@@ -31,7 +32,11 @@ from fisc.train.run import train
 
 log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-SPLITS = {"dev": "dev_ground_truth.csv", "phase2": "phase2_ground_truth.csv"}
+SPLITS = {
+    "dev": "dev_ground_truth.csv",
+    "phase2": "phase2_ground_truth.csv",
+    "novel": "novel_ground_truth.csv",  # edits no fisc op makes (fisc.data.novel_edits)
+}
 
 
 def run_demo(
@@ -49,7 +54,8 @@ def run_demo(
         raise RuntimeError(f"training wrote no checkpoint under {result.run_dir}")
 
     data = Disc21(cfg.data.root)
-    truths = {split: load_ground_truth(Path(cfg.data.root) / f) for split, f in SPLITS.items()}
+    root = Path(cfg.data.root)
+    truths = {s: load_ground_truth(root / f) for s, f in SPLITS.items() if (root / f).is_file()}
     queries = data.queries({q: r for gt in truths.values() for q, r in gt.items()})
     references = data.images("reference")
     extract = dict(batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers, progress=progress)

@@ -20,6 +20,7 @@ TINY_SPEC = dict(
     n_reference=16,
     n_dev_queries=12,
     n_phase2_queries=12,
+    n_novel_queries=12,
     match_fraction=0.5,
     image_size=64,
     seed=0,

@@ -24,6 +24,7 @@ SMALL = M.MinidiscSpec(
     match_fraction=0.25,
     image_size=64,
     seed=3,
+    n_novel_queries=20,
 )
 # 0.25 * 10 = 2.5 queries: documented rounding is half up, so 3 matches per phase.
 EXPECTED_MATCHES = 3
@@ -59,7 +60,7 @@ def test_byte_identical_builds(built):
     a, b = built
     ha, hb = file_hashes(a), file_hashes(b)
     assert ha == hb
-    assert len(ha) == 20 + 15 + 20 + 3  # images, two CSVs, the manifest
+    assert len(ha) == 20 + 15 + 20 + 20 + 4  # images, three CSVs, the manifest
     listed = M.load_minidisc_manifest(a)["files"]
     assert listed == {k: v for k, v in ha.items() if k != M.MANIFEST}
 
@@ -74,7 +75,7 @@ def test_layout_and_ids(built):
     assert names["reference"] == [f"R{i:06d}" for i in range(15)]
     assert names["query"] == [f"Q{i:05d}" for i in range(10)] + [
         f"Q{i:05d}" for i in range(50000, 50010)
-    ]
+    ] + [f"Q{i:05d}" for i in range(90000, 90020)]  # fmt: skip
     for split, ids in names.items():
         for i in ids:
             check_id(split, i)
@@ -121,6 +122,8 @@ def test_ground_truth(built):
         "query_ops": list(M.QUERY_OPS),
         "heldout_ops": list(M.HELDOUT_OPS),
         "max_edits": 3,
+        "n_novel_queries": 20,
+        "novel_match_fraction": 0.4,
     }
     assert manifest["complete"] is True
 
@@ -152,7 +155,9 @@ def test_sources_distinct_across_roles(built):
 
 def test_query_counts_follow_rounding():
     for n, f in [(10, 0.25), (7, 0.5), (3, 0.1), (100, 0.2), (5, 1.0), (9, 0.0)]:
-        spec = M.MinidiscSpec(n_dev_queries=n, n_phase2_queries=n, match_fraction=f, n_reference=4)
+        spec = M.MinidiscSpec(
+            n_dev_queries=n, n_phase2_queries=n, match_fraction=f, n_reference=4, n_novel_queries=0
+        )
         plan = M.plan_queries(spec)
         matched = [p for p in plan if p[2] == "reference"]
         assert len(matched) == 2 * math.floor(n * f + 0.5)
@@ -161,7 +166,9 @@ def test_query_counts_follow_rounding():
 
 
 def test_references_reused_only_when_needed():
-    spec = M.MinidiscSpec(n_reference=3, n_dev_queries=4, n_phase2_queries=2, match_fraction=1.0)
+    spec = M.MinidiscSpec(
+        n_reference=3, n_dev_queries=4, n_phase2_queries=2, match_fraction=1.0, n_novel_queries=0
+    )
     plan = M.plan_queries(spec)
     dev = [p[3] for p in plan if p[1] == "dev"]
     assert sorted(set(dev)) == [0, 1, 2] and len(dev) == 4
@@ -170,7 +177,7 @@ def test_references_reused_only_when_needed():
 
 
 def test_queries_are_shuffled():
-    plan = M.plan_queries(M.MinidiscSpec(n_dev_queries=100, n_phase2_queries=0))
+    plan = M.plan_queries(M.MinidiscSpec(n_dev_queries=100, n_phase2_queries=0, n_novel_queries=0))
     positions = [i for i, p in enumerate(plan) if p[2] == "reference"]
     assert len(positions) == 25 and positions != list(range(25)) and max(positions) > 50
 
@@ -303,3 +310,75 @@ def test_heldout_ops_reach_phase2_only(tmp_path):
     assert any("meme" in e for e in p2)
     with pytest.raises(ValueError, match="unknown ops"):
         M.MinidiscSpec(query_ops=("jpeg", "nope")).validate()
+
+
+# --- the novel-edits split ------------------------------------------------------------------
+
+
+def test_novel_split_every_query_carries_an_edit_no_training_view_can_make(built):
+    """Each novel-split query (matching or not) carries at least one edit of
+    fisc.data.novel_edits; those edits are not ops, so no augmentation pipeline can name them,
+    and the split covers geometric, photometric and overlay edits."""
+    from omegaconf import OmegaConf
+
+    from fisc.augment.ops import OPS
+    from fisc.augment.ops.base import OpConfigError
+    from fisc.augment.pipeline import AugmentConfig
+    from fisc.data.novel_edits import FAMILIES, NOVEL_EDITS
+
+    root = built[0]
+    novel = read_gt(root / "novel_ground_truth.csv")
+    assert [q for q, _ in novel] == [f"Q{i:05d}" for i in range(90000, 90020)]
+    matches = [r for _, r in novel if r]
+    assert len(matches) == 8 and len(novel) - len(matches) > len(matches)  # round(0.4 * 20)
+    queries = M.load_minidisc_manifest(root)["queries"]
+    seen = set()
+    for q, r in novel:
+        info = queries[q]
+        assert info["phase"] == "novel" and info["source"] == (r or "distractor")
+        held_out = set(info["edits"]) & set(NOVEL_EDITS)
+        assert 1 <= len(held_out) <= 2, info
+        assert set(info["edits"]) - held_out <= set(M.QUERY_OPS) - set(M.HELDOUT_OPS)
+        seen |= held_out
+    assert len({f for f, names in FAMILIES.items() if set(names) & seen}) == 3  # all families
+    # never in a training view: not an op, and every shipped pipeline builds from ops only
+    assert not set(NOVEL_EDITS) & set(OPS)
+    conf = Path(__file__).resolve().parent.parent / "conf" / "augment"
+    for path in sorted(conf.glob("*.yaml")):
+        cfg = AugmentConfig(**OmegaConf.to_container(OmegaConf.load(path)))
+        for view in cfg.build(96):
+            names = {op.name for stage in view.view.stages for op in stage.ops}
+            names |= set(view.view.gpu)
+            assert names and not names & set(NOVEL_EDITS), path.name
+    bad = {"name": "x", "views": [{"stages": [{"ops": {"lens": {"p": 1.0}}}]}]}
+    with pytest.raises(OpConfigError, match="lens"):
+        AugmentConfig(**bad).build(96)
+
+
+def test_adding_the_novel_split_leaves_every_other_file_identical(tmp_path, built):
+    without = M.build_minidisc(
+        tmp_path / "md", dataclasses.replace(SMALL, n_novel_queries=0), progress=False
+    )
+    a, b = file_hashes(built[0]), file_hashes(without)
+    others = {k: v for k, v in a.items() if k != M.MANIFEST and not k.startswith(
+        ("images/query/Q9", "novel_"))}  # fmt: skip
+    assert others == {k: v for k, v in b.items() if k != M.MANIFEST}
+    assert not (without / "novel_ground_truth.csv").exists()
+
+
+def test_an_older_format_with_the_same_spec_is_rebuilt_another_spec_is_not(tmp_path):
+    spec = M.MinidiscSpec(n_train=3, n_reference=3, n_dev_queries=2, n_phase2_queries=2,
+                          n_novel_queries=4, image_size=40)  # fmt: skip
+    root = M.build_minidisc(tmp_path / "md", spec, progress=False)
+    manifest = json.loads((root / M.MANIFEST).read_text())
+    old = {k: v for k, v in manifest["spec"].items() if not k.startswith(("n_novel", "novel_"))}
+    (root / M.MANIFEST).write_text(json.dumps({**manifest, "version": 2, "spec": old}))
+    (root / "novel_ground_truth.csv").unlink()
+    M.build_minidisc(root, spec, progress=False)  # rebuilt, no overwrite needed
+    assert M.load_minidisc_manifest(root)["version"] == M.FORMAT_VERSION
+    assert (root / "novel_ground_truth.csv").is_file()
+    (root / M.MANIFEST).write_text(
+        json.dumps({**manifest, "version": 2, "spec": {**old, "seed": 9}})
+    )
+    with pytest.raises(M.MinidiscError, match="overwrite"):
+        M.build_minidisc(root, spec, progress=False)

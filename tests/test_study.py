@@ -45,6 +45,19 @@ ROWS = [
 ]
 
 
+def test_novel_split_columns_where_rows_have_it():
+    novel = [dict(r, novel={"raw": {"micro_ap": 0.2 + i / 10, "recall_at_p90": 0.1}})
+             for i, r in enumerate(ROWS[:2])]  # fmt: skip
+    lines = study.table(novel + ROWS[2:]).splitlines()
+    head = [c.strip() for c in lines[0].split("|")[1:-1]]
+    assert head[-4:] == ["novel edits μAP", "novel edits μAP post", "novel edits R@P90",
+                         "novel edits R@P90 post"]  # fmt: skip
+    a = [c.strip() for c in lines[2].split("|")[1:-1]]
+    assert a[-4] == f"{statistics.mean([0.2, 0.3]):.3f} ± {statistics.stdev([0.2, 0.3]):.3f}"
+    b = [c.strip() for c in lines[3].split("|")[1:-1]]
+    assert b[-4:] == ["–"] * 4  # rows scored before the split existed
+
+
 def test_table_is_mean_and_sample_sd_over_seeds():
     lines = study.table(ROWS).splitlines()
     assert len(lines) == 2 + 3  # header, rule, one line per system
@@ -98,7 +111,7 @@ def test_study_end_to_end_caches_and_resumes(tiny_minidisc, tmp_path):
         ("pHash (64-bit)", None, None),
     ]  # fmt: skip
     for r in rows[:6]:
-        for split in ("dev", "phase2"):
+        for split in ("dev", "phase2", "novel"):
             for kind in ("raw", "post"):
                 assert 0.0 <= r[split][kind]["micro_ap"] <= 1.0
     assert (tmp_path / "results" / "results.png").is_file()

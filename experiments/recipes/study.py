@@ -42,7 +42,12 @@ from fisc.train.config import check_config
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ["sscd_mini", "isc1st_mini", "isc2nd_mini", "isc3rd_mini", "demo"]  # demo: fisc default
-SPLITS = {"dev": "dev_ground_truth.csv", "phase2": "phase2_ground_truth.csv"}
+SPLITS = {
+    "dev": "dev_ground_truth.csv",
+    "phase2": "phase2_ground_truth.csv",
+    "novel": "novel_ground_truth.csv",  # minidisc's novel-edits split, where the data has it
+}
+SPLIT_TITLES = {"dev": "dev", "phase2": "Phase 2", "novel": "novel edits"}
 # for the untrained backbone: the default recipe's, and the best recipe's (is it the stretching?)
 BASELINE_POSTPROCESS = ["pca_whiten128,l2", "pca255,l2,stretch5:2.5"]
 
@@ -77,8 +82,14 @@ def describe(pipeline: DescriptorPipeline, images) -> Descriptors:
 def run(recipe: str, seed: int, extra: list[str], out_root: Path) -> dict:
     run_dir = out_root / recipe / f"seed{seed}"
     cached = run_dir / "scores.json"
+    splits = _splits(_compose(recipe, [f"seed={seed}", *extra]))
     if cached.is_file():
-        return json.loads(cached.read_text())
+        scores = json.loads(cached.read_text())
+        if set(splits) <= set(scores):
+            return scores
+    if (run_dir / "train_result.json").is_file():  # trained: score the splits it lacks only
+        print(f"== {recipe} seed {seed}: trained, scoring {' '.join(splits)}", flush=True)
+        return _score_run(recipe, seed, extra, run_dir, None)
     args = [
         f"experiment={recipe}",
         f"seed={seed}",
@@ -96,6 +107,15 @@ def run(recipe: str, seed: int, extra: list[str], out_root: Path) -> dict:
         env={**os.environ, "WANDB_MODE": "disabled"},
     )
     minutes = (time.perf_counter() - started) / 60
+    return _score_run(recipe, seed, extra, run_dir, minutes)
+
+
+def _score_run(recipe: str, seed: int, extra: list[str], run_dir: Path, minutes) -> dict:
+    """Score a finished run on every split (its own post-processor for ``post``) and cache it;
+    ``minutes`` None keeps the training time an earlier scoring recorded."""
+    cached = run_dir / "scores.json"
+    if minutes is None and cached.is_file():
+        minutes = json.loads(cached.read_text()).get("train_minutes")
     cfg = _compose(recipe, [f"seed={seed}", *extra])
     result = json.loads((run_dir / "train_result.json").read_text())
     data, truths, queries, references, train = _data(cfg)
@@ -111,7 +131,7 @@ def run(recipe: str, seed: int, extra: list[str], out_root: Path) -> dict:
     scores = {
         "recipe": recipe,
         "seed": seed,
-        "train_minutes": round(minutes, 2),
+        "train_minutes": round(minutes, 2) if minutes is not None else None,
         "postprocess": cfg.postprocess,
         **score(pipeline, q, r, truths, pp),
     }
@@ -120,10 +140,16 @@ def run(recipe: str, seed: int, extra: list[str], out_root: Path) -> dict:
     return scores
 
 
+def _splits(cfg) -> dict[str, Path]:
+    """The study's splits the data has (older minidisc builds lack the novel-edits split)."""
+    root = Path(cfg.data.root)
+    return {s: root / f for s, f in SPLITS.items() if (root / f).is_file() or s != "novel"}
+
+
 def _data(cfg):
     root = Path(cfg.data.root)
     data = Disc21(root)
-    truths = {s: load_ground_truth(root / f) for s, f in SPLITS.items()}
+    truths = {s: load_ground_truth(path) for s, path in _splits(cfg).items()}
     queries = data.queries({q: r for gt in truths.values() for q, r in gt.items()})
     return data, truths, queries, data.images("reference"), data.images("training")
 
@@ -149,7 +175,11 @@ def baselines(seeds: list[int], extra: list[str], out_root: Path, specs: list[st
             / (f"seed{seed}.json" if i == 0 else f"seed{seed}-{_slug(spec)}.json")
             for i, spec in enumerate(specs)
         }
-        missing = [spec for spec, path in cached.items() if not path.is_file()]
+        missing = [
+            spec
+            for spec, path in cached.items()
+            if not path.is_file() or not set(truths) <= set(json.loads(path.read_text()))
+        ]
         if missing:
             pipeline = untrained_pipeline(m, seed)
             q, r, t = (describe(pipeline, s) for s in (queries, references, train))
@@ -194,30 +224,27 @@ def table(rows: list[dict]) -> str:
     by = _systems(rows)
 
     def cell(runs, split, kind, metric):
-        vals = [r[split][kind][metric] for r in runs if kind in r[split]]
+        vals = [r[split][kind][metric] for r in runs if kind in r.get(split, {})]
         if not vals:
             return "–"
         if len(vals) == 1:
             return f"{vals[0]:.3f}"
         return f"{np.mean(vals):.3f} ± {np.std(vals, ddof=1):.3f}"
 
-    head = (
-        "| system | post-processing | seeds | dev μAP | dev μAP post | dev R@P90 | "
-        "dev R@P90 post | Phase 2 μAP | Phase 2 μAP post | Phase 2 R@P90 | Phase 2 R@P90 post |"
-    )
-    lines = [head, "|" + "---|" * 11]
+    splits = [s for s in SPLITS if any(s in r for r in rows)]
+    metrics = [("micro_ap", "μAP"), ("recall_at_p90", "R@P90")]
+    columns = [
+        (s, kind, m, f"{SPLIT_TITLES[s]} {label}{' post' if kind == 'post' else ''}")
+        for s in splits
+        for m, label in metrics
+        for kind in ("raw", "post")
+    ]
+    head = "| system | post-processing | seeds | " + " | ".join(c[3] for c in columns) + " |"
+    lines = [head, "|" + "---|" * (3 + len(columns))]
     for name, runs in by.items():
         seeds = ",".join(str(r["seed"]) for r in runs if r["seed"] is not None) or "–"
-        lines.append(
-            f"| {name} | `{runs[0]['postprocess'] or 'none'}` | {seeds} | "
-            f"{cell(runs, 'dev', 'raw', 'micro_ap')} | {cell(runs, 'dev', 'post', 'micro_ap')} | "
-            f"{cell(runs, 'dev', 'raw', 'recall_at_p90')} | "
-            f"{cell(runs, 'dev', 'post', 'recall_at_p90')} | "
-            f"{cell(runs, 'phase2', 'raw', 'micro_ap')} | "
-            f"{cell(runs, 'phase2', 'post', 'micro_ap')} | "
-            f"{cell(runs, 'phase2', 'raw', 'recall_at_p90')} | "
-            f"{cell(runs, 'phase2', 'post', 'recall_at_p90')} |"
-        )
+        cells = " | ".join(cell(runs, s, kind, m) for s, kind, m, _ in columns)
+        lines.append(f"| {name} | `{runs[0]['postprocess'] or 'none'}` | {seeds} | {cells} |")
     return "\n".join(lines)
 
 
@@ -229,14 +256,16 @@ def plot(rows: list[dict], path: Path) -> None:
 
     systems = _systems(rows)
     names = list(systems)
-    fig = Figure(figsize=(10, 4.2), dpi=110)
+    splits = [s for s in SPLITS if any(s in r for r in rows)]
+    fig = Figure(figsize=(5 * len(splits), 4.2), dpi=110)
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 2, sharey=True)
-    for ax, (split, title) in zip(
-        axes, [("dev", "dev split"), ("phase2", "Phase 2 rehearsal")], strict=True
-    ):
+    axes = fig.subplots(1, len(splits), sharey=True, squeeze=False)[0]
+    for ax, split in zip(axes, splits, strict=True):
+        title = {"dev": "dev split", "phase2": "Phase 2 rehearsal"}.get(split, "novel edits")
         for i, name in enumerate(names):
-            runs = systems[name]
+            runs = [r for r in systems[name] if split in r]
+            if not runs:
+                continue
             raw = [r[split]["raw"]["micro_ap"] for r in runs]
             post = [r[split]["post"]["micro_ap"] for r in runs if "post" in r[split]]
             top = post or raw

@@ -6,10 +6,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
-
-import numpy as np
 
 from fisc.augment.pipeline import ViewPipeline
 from fisc.data.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, load_rgb
@@ -66,9 +65,9 @@ class TwoViewDataset(Dataset):
 
 
 class EvalImageDataset(Dataset):
-    """Item ``i``: ``(tensor, i, ok)``, the tensor made by ``preprocess``. A file that cannot be decoded raises
-    :class:`ImageDecodeError`, or with ``on_error="skip"`` is logged and returned with
-    ``ok=False`` and a zero tensor that the caller must drop."""
+    """Item ``i``: ``(tensor, i, ok)``, the tensor made by ``preprocess``. A file that cannot
+    be decoded raises :class:`ImageDecodeError`, or with ``on_error="skip"`` is logged and
+    returned with ``ok=False`` and a zero tensor that the caller must drop."""
 
     def __init__(
         self,

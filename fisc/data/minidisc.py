@@ -4,7 +4,8 @@
 
     images/training/T000000.jpg ...     images/reference/R000000.jpg ...
     images/query/Q00000.jpg ... (dev)   images/query/Q50000.jpg ... (phase 2)
-    dev_ground_truth.csv  phase2_ground_truth.csv  minidisc.json
+    images/query/Q90000.jpg ... (novel edits)
+    dev_ground_truth.csv  phase2_ground_truth.csv  novel_ground_truth.csv  minidisc.json
 
 Source images (training, references, distractors and paste-onto backgrounds are four
 disjoint pools) are procedural pictures plus, for about one image in six, a cell of one of
@@ -22,6 +23,14 @@ phase 2 adds, as the challenge's Phase 2 added unseen edits); ``paste_onto`` and
 ``overlay_image`` take their other image from the background pool. Queries are shuffled
 within each phase.
 
+Novel-edits split (``n_novel_queries``, ids ``Q90000..``, ``novel_ground_truth.csv``): a
+``novel_match_fraction`` of its queries are edited references, the rest distractors, and every
+query carries 1-2 edits of :mod:`fisc.data.novel_edits` (geometric, photometric and overlay
+edits that are not fisc ops, so no training pipeline can produce them), mixed with 0..
+``max_edits - 1`` dev edits, in random order. It measures generalisation to unseen edits on
+more matches than the Phase 2 split holds. Its images use their own random streams: adding it
+leaves every other file byte-identical.
+
 ``minidisc.json`` holds the spec, per-query source and edit names, the photo split, the
 sha256 of every other file and ``"complete": true``. Files are JPEG (quality 90, no EXIF,
 no timestamps), so the same spec and seed give the same bytes (given the same library
@@ -33,6 +42,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import multiprocessing
 import os
@@ -49,8 +59,11 @@ from tqdm import tqdm
 from fisc.augment.ops import OPS, build_op
 from fisc.data import procedural
 from fisc.data.ids import format_id
+from fisc.data.novel_edits import FAMILIES as NOVEL_FAMILIES
+from fisc.data.novel_edits import NOVEL_EDITS
 
-FORMAT_VERSION = 2  # 2: queries edited with fisc.augment.ops, held-out ops for phase 2
+# 2: queries edited with fisc.augment.ops, held-out ops for phase 2; 3: the novel-edits split
+FORMAT_VERSION = 3
 # edits that make queries: every op of fisc.augment.ops (all docs/protocol.md families)
 QUERY_OPS = ("crop", "pad", "resize", "aspect", "rotate", "rotate90", "hflip", "vflip",
              "perspective", "skew", "blur", "sharpen", "noise", "jpeg", "pixelize",
@@ -67,6 +80,11 @@ PHOTO_ROLES = ("training", "reference", "distractor")
 PHOTO_EVERY = 6  # image i of a role is cut from a photo when i % PHOTO_EVERY == PHOTO_EVERY // 2
 N_BACKGROUNDS = 64
 PHASE2_FIRST_QUERY = 50_000
+NOVEL_FIRST_QUERY = 90_000
+NOVEL_PLAN_STREAM = 2  # default_rng([seed, ROLE_CODES["plan"], 2]) shuffles the novel split
+
+
+log = logging.getLogger(__name__)
 
 
 class MinidiscError(RuntimeError):
@@ -85,6 +103,8 @@ class MinidiscSpec:
     query_ops: tuple[str, ...] = QUERY_OPS  # ops that edit queries (fisc.augment.ops names)
     heldout_ops: tuple[str, ...] = HELDOUT_OPS  # of those, the ones dev queries never get
     max_edits: int = 3  # each query gets a chain of 1..max_edits distinct ops
+    n_novel_queries: int = 400  # novel-edits split: ids Q90000..; 0: none
+    novel_match_fraction: float = 0.4  # of those, edited references (rest: distractors)
 
     def __post_init__(self):  # configs hand lists over
         object.__setattr__(self, "query_ops", tuple(self.query_ops))
@@ -92,13 +112,15 @@ class MinidiscSpec:
 
     def validate(self) -> None:
         limits = {"n_train": 10**6, "n_reference": 10**6, "n_dev_queries": PHASE2_FIRST_QUERY,
-                  "n_phase2_queries": PHASE2_FIRST_QUERY}
+                  "n_phase2_queries": PHASE2_FIRST_QUERY,
+                  "n_novel_queries": 100_000 - NOVEL_FIRST_QUERY}
         for name, limit in limits.items():
             value = getattr(self, name)
             if not isinstance(value, int) or not 0 <= value <= limit:
                 raise ValueError(f"MinidiscSpec.{name}={value!r} must be an int in [0, {limit}]")
-        if not 0.0 <= self.match_fraction <= 1.0:
-            raise ValueError(f"match_fraction={self.match_fraction} must be in [0, 1]")
+        for name in ("match_fraction", "novel_match_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1]")
         if not 32 <= self.image_size <= 1024:
             raise ValueError(f"image_size={self.image_size} must be in [32, 1024]")
         if not isinstance(self.seed, int) or self.seed < 0:
@@ -111,13 +133,18 @@ class MinidiscSpec:
         dev_ops = set(self.query_ops) - set(self.heldout_ops)
         if not 1 <= self.max_edits <= len(dev_ops):
             raise ValueError(f"max_edits={self.max_edits} must be in [1, {len(dev_ops)}]")
-        if self.n_reference == 0 and self.n_matches() != (0, 0):
+        if self.n_reference == 0 and (self.n_matches() != (0, 0) or self.n_novel_matches()):
             raise ValueError("matching queries need at least one reference")
 
     def n_matches(self) -> tuple[int, int]:
         """Matching queries (dev, phase 2): ``floor(match_fraction * n + 0.5)`` each."""
         return (_round_half_up(self.match_fraction * self.n_dev_queries),
                 _round_half_up(self.match_fraction * self.n_phase2_queries))
+
+
+    def n_novel_matches(self) -> int:
+        """Matching queries of the novel-edits split."""
+        return _round_half_up(self.novel_match_fraction * self.n_novel_queries)
 
 
 def _round_half_up(x: float) -> int:
@@ -161,16 +188,19 @@ def plan_queries(spec: MinidiscSpec) -> list[tuple[str, str, str, int]]:
     """``(query_id, phase, source_role, source_index)`` for every query, by query id."""
     rng = np.random.default_rng([spec.seed, ROLE_CODES["plan"], 0])
     m_dev, m_p2 = spec.n_matches()
+    m_novel = spec.n_novel_matches()
     perm = rng.permutation(spec.n_reference) if spec.n_reference else np.zeros(0, int)
-    refs = [int(perm[j % spec.n_reference]) for j in range(m_dev + m_p2)]
+    refs = [int(perm[j % spec.n_reference]) for j in range(m_dev + m_p2 + m_novel)]
     plan, n_distractors = [], 0
-    phases = (("dev", spec.n_dev_queries, refs[:m_dev], 0),
-              ("phase2", spec.n_phase2_queries, refs[m_dev:], PHASE2_FIRST_QUERY))
-    for phase, n, matched, first in phases:
+    phases = (("dev", spec.n_dev_queries, refs[:m_dev], 0, rng),
+              ("phase2", spec.n_phase2_queries, refs[m_dev:m_dev + m_p2], PHASE2_FIRST_QUERY, rng),
+              ("novel", spec.n_novel_queries, refs[m_dev + m_p2:], NOVEL_FIRST_QUERY,
+               np.random.default_rng([spec.seed, ROLE_CODES["plan"], NOVEL_PLAN_STREAM])))
+    for phase, n, matched, first, shuffle in phases:
         sources = [("reference", r) for r in matched]
         sources += [("distractor", n_distractors + k) for k in range(n - len(matched))]
         n_distractors += n - len(matched)
-        for q, k in enumerate(rng.permutation(n)):
+        for q, k in enumerate(shuffle.permutation(n)):
             plan.append((format_id("query", first + q), phase, *sources[int(k)]))
     return plan
 
@@ -217,11 +247,17 @@ def _make_items(tmp: Path, spec: MinidiscSpec, photos: dict[str, tuple[str, ...]
         _, qid, phase, role, index = item
         src = source_image(spec.seed, role, index, size, photos)
         rng = np.random.default_rng([spec.seed, ROLE_CODES["query"], int(qid[1:])])
-        names = [str(n) for n in rng.choice(allowed[phase], replace=False,
-                                            size=int(rng.integers(1, spec.max_edits + 1)))]
+        if phase == "novel":
+            names = _novel_chain(rng, allowed["dev"], spec.max_edits)
+        else:
+            names = [str(n) for n in rng.choice(allowed[phase], replace=False,
+                                                size=int(rng.integers(1, spec.max_edits + 1)))]
         pixels = np.asarray(src.convert("RGB"), dtype=np.uint8)
         for name in names:
-            pixels = ops[name].edit(pixels, rng, background)
+            if name in NOVEL_EDITS:
+                pixels = NOVEL_EDITS[name](pixels, rng)
+            else:
+                pixels = ops[name].edit(pixels, rng, background)
         img = Image.fromarray(pixels)
         rel = f"images/query/{qid}.jpg"
         info = {"phase": phase, "edits": names,
@@ -230,6 +266,14 @@ def _make_items(tmp: Path, spec: MinidiscSpec, photos: dict[str, tuple[str, ...]
             info["distractor_index"] = index
         out.append((rel, _save_jpeg(img, tmp / rel), info))
     return out
+
+
+def _novel_chain(rng: np.random.Generator, known: list[str], max_edits: int) -> list[str]:
+    """1-2 novel edits and 0..max_edits-1 known (dev) edits, in random order."""
+    novel = rng.choice(sorted(NOVEL_EDITS), replace=False, size=int(rng.integers(1, 3)))
+    extra = rng.choice(known, replace=False, size=int(rng.integers(0, max_edits)))
+    names = [str(n) for n in (*novel, *extra)]
+    return [names[int(i)] for i in rng.permutation(len(names))]
 
 
 def _generate(tmp: Path, spec: MinidiscSpec, progress: bool, workers: int) -> None:
@@ -265,10 +309,12 @@ def _generate(tmp: Path, spec: MinidiscSpec, progress: bool, workers: int) -> No
                     raise
     files = {rel: sha for rel, sha, _ in results}
     queries = {rel[len("images/query/"):-4]: info for rel, _, info in results if info}
-    truth: dict[str, list[tuple[str, str]]] = {"dev": [], "phase2": []}
+    truth: dict[str, list[tuple[str, str]]] = {"dev": [], "phase2": [], "novel": []}
     for qid, info in queries.items():
         truth[info["phase"]].append((qid, "" if info["source"] == "distractor" else info["source"]))
-    for phase in ("dev", "phase2"):
+    for phase in ("dev", "phase2", "novel"):
+        if phase == "novel" and not spec.n_novel_queries:
+            continue
         rel = f"{phase}_ground_truth.csv"
         files[rel] = _write_text(tmp / rel, _ground_truth_csv(truth[phase]))
     m_dev, m_p2 = spec.n_matches()
@@ -277,7 +323,11 @@ def _generate(tmp: Path, spec: MinidiscSpec, progress: bool, workers: int) -> No
         "counts": {"training": spec.n_train, "reference": spec.n_reference,
                    "dev_queries": spec.n_dev_queries, "dev_matches": m_dev,
                    "phase2_queries": spec.n_phase2_queries, "phase2_matches": m_p2,
-                   "distractors": len(plan) - m_dev - m_p2, "backgrounds": N_BACKGROUNDS},
+                   "novel_queries": spec.n_novel_queries,
+                   "novel_matches": spec.n_novel_matches(),
+                   "distractors": len(plan) - m_dev - m_p2 - spec.n_novel_matches(),
+                   "backgrounds": N_BACKGROUNDS},
+        "novel_edits": {family: list(names) for family, names in NOVEL_FAMILIES.items()},
         "photos": {role: list(names) for role, names in photos.items()},
         "queries": dict(sorted(queries.items())),
         "files": dict(sorted(files.items())),
@@ -317,12 +367,27 @@ def _reusable(root: Path, spec: MinidiscSpec) -> bool | None:
     return manifest.get("version") == FORMAT_VERSION and manifest.get("spec") == as_json
 
 
+def _older_version(root: Path, spec: MinidiscSpec) -> bool:
+    """``root`` holds a complete minidisc of an older format version whose spec agrees with
+    ``spec`` on every field it has (derived data that fisc regenerates)."""
+    try:
+        manifest = load_minidisc_manifest(root)
+    except MinidiscError:
+        return False
+    version, old = manifest.get("version"), manifest.get("spec")
+    if not (isinstance(version, int) and version < FORMAT_VERSION and isinstance(old, dict)):
+        return False
+    new = json.loads(json.dumps(asdict(spec)))
+    return all(k in new and new[k] == v for k, v in old.items())
+
+
 def build_minidisc(root: str | Path, spec: MinidiscSpec = MinidiscSpec(), progress: bool = True,
                    overwrite: bool = False, workers: int = 1) -> Path:
     """Build the minidisc of ``spec`` at ``root`` (or reuse it) and return ``root``.
 
     An existing complete minidisc with the same spec (and format version) is reused as is,
-    even with ``overwrite``. Anything else at ``root`` (another spec, an incomplete set,
+    even with ``overwrite``; one of an older format version with the same spec is rebuilt (a
+    warning says so). Anything else at ``root`` (another spec, an incomplete set,
     other files) raises :class:`MinidiscError` unless ``overwrite=True``, which replaces it.
     An empty folder counts as absent. The set is written to a hidden temporary sibling and
     moved into place at the end, so an interrupted build never leaves ``root`` behind.
@@ -334,6 +399,10 @@ def build_minidisc(root: str | Path, spec: MinidiscSpec = MinidiscSpec(), progre
     state = _reusable(root, spec)
     if state:
         return root
+    if state is False and not overwrite and _older_version(root, spec):
+        log.warning("%s was built by an older minidisc format: rebuilding it (same seed and "
+                    "spec give the same images for the splits it already had)", root)
+        overwrite = True
     if state is False and not overwrite:
         raise MinidiscError(
             f"{root} exists but is not a complete minidisc of this spec and format version "
