@@ -32,6 +32,7 @@ RESUMABLE_CHANGES = (
     "paths",
     "logger",
     "postprocess",
+    "keep_every_n_epochs",
 )
 
 
@@ -150,6 +151,7 @@ ROOT_KEYS = frozenset(
         "run_dir",
         "ckpt_path",
         "progress_refresh",
+        "keep_every_n_epochs",
         "init_from",
         "stages",
         "postprocess",

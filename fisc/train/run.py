@@ -437,6 +437,20 @@ def _train_one(cfg: DictConfig, groups: dict, lr_scale: float = 1.0) -> TrainRes
         filename="best-epoch{epoch:03d}" if monitor else "epoch{epoch:03d}",
         auto_insert_metric_name=False,
     )
+    history = []
+    if cfg.get("keep_every_n_epochs"):
+        if int(cfg.keep_every_n_epochs) < 1:
+            raise ConfigError(f"keep_every_n_epochs must be >= 1, got {cfg.keep_every_n_epochs}")
+        history = [
+            ModelCheckpoint(  # every N epochs, all kept: the points of a learning curve
+                dirpath=ckpt_dir / "history",
+                filename="epoch{epoch:03d}-step{step:06d}",
+                auto_insert_metric_name=False,
+                every_n_epochs=int(cfg.keep_every_n_epochs),
+                save_top_k=-1,
+                monitor=None,
+            )
+        ]
     logger = make_logger(groups["logger"], run_dir, cfg.run_name)
     trainer = pl.Trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
@@ -444,6 +458,7 @@ def _train_one(cfg: DictConfig, groups: dict, lr_scale: float = 1.0) -> TrainRes
         logger=logger,
         callbacks=[
             checkpoint,
+            *history,
             TQDMProgressBar(refresh_rate=max(1, cfg.progress_refresh)),
             *([RunMedia(run_dir, groups["logger"].gallery)] if groups["logger"].media else []),
         ],

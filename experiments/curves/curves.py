@@ -1,0 +1,223 @@
+"""Learning curves: μAP and R@P90 against optimizer steps, per split, for fisc's default
+recipe and the study's best, with the untrained backbone and pHash as flat lines.
+
+    python experiments/curves/curves.py                       # demo + isc3rd_mini, 80 epochs
+    python experiments/curves/curves.py --recipes demo --epochs 20 --every 5
+    python experiments/curves/curves.py --score-only          # score the checkpoints there are
+    python experiments/curves/curves.py -- data.root=/my/minidisc   # Hydra overrides
+
+Each recipe trains once per seed, ``python train.py experiment=<recipe> seed=<s>
+trainer.max_epochs=<epochs> keep_every_n_epochs=<every>``, in ``outputs/curves/<recipe>/seed<s>``
+(a relaunch resumes it; a finished one is not retrained). The schedule (warm-up + cosine) spans
+the whole run, so the point at step t is that long run's model at t, not a shorter run's end.
+Every kept checkpoint is scored once (``<checkpoint>.scores.json`` beside it): raw descriptors
+and the recipe's post-processing fitted on that checkpoint's training descriptors, on every
+split the data has (dev, Phase 2 rehearsal, novel edits). Results go to
+``experiments/curves/results.{json,md,png}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "experiments" / "recipes"))
+import study  # noqa: E402  (splits, scoring and baselines shared with the recipes study)
+
+from fisc.baselines.phash import phash_descriptors  # noqa: E402
+from fisc.baselines.untrained import untrained_pipeline  # noqa: E402
+from fisc.descriptors.h5io import atomic_path  # noqa: E402
+from fisc.inference import DescriptorPipeline  # noqa: E402
+from fisc.postprocess.spec import PostProcessor  # noqa: E402
+from fisc.train.config import check_config  # noqa: E402
+
+RECIPES = ["demo", "isc3rd_mini"]
+STEP = re.compile(r"step(\d+)")
+
+
+def train(recipe: str, seed: int, epochs: int, every: int, extra: list[str], out: Path) -> Path:
+    run_dir = out / recipe / f"seed{seed}"
+    if (run_dir / "train_result.json").is_file():
+        return run_dir
+    # the curve's own settings last: they win over the overrides given for every run
+    args = [f"experiment={recipe}", f"seed={seed}", *extra, f"run_dir={run_dir}",
+            "ckpt_path=auto", f"trainer.max_epochs={epochs}", f"keep_every_n_epochs={every}",
+            f"trainer.check_val_every_n_epoch={every}", "logger.media=false"]  # fmt: skip
+    print(f"== {recipe} seed {seed}: python train.py {' '.join(args)}", flush=True)
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, check=True, env=env)
+    return run_dir
+
+
+def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """``(step, path)`` of the kept checkpoints, by step."""
+    found = [(int(STEP.search(p.name).group(1)), p) for p in (run_dir / "checkpoints" /
+             "history").glob("*.ckpt") if STEP.search(p.name)]  # fmt: skip
+    return sorted(found)
+
+
+def score_checkpoint(path: Path, step: int, cfg, data) -> dict:
+    """Scores of one checkpoint (cached beside it)."""
+    cached = path.with_suffix(".scores.json")
+    _, truths, queries, references, train_images = data
+    if cached.is_file():
+        scores = json.loads(cached.read_text())
+        if set(truths) <= set(scores):
+            return scores
+    pipeline = DescriptorPipeline.from_checkpoint(path)
+    q, r, t = (study.describe(pipeline, s) for s in (queries, references, train_images))
+    pp = PostProcessor(cfg.postprocess).fit(t) if cfg.postprocess else None
+    scores = {"step": step, "postprocess": cfg.postprocess,
+              **study.score(pipeline, q, r, truths, pp)}  # fmt: skip
+    with atomic_path(cached) as tmp:
+        tmp.write_text(json.dumps(scores, indent=2) + "\n")
+    return scores
+
+
+def baselines(cfg, data, seed: int, out: Path) -> dict:
+    """The untrained backbone (with the recipe's post-processing) and pHash, cached."""
+    cached = out / f"baselines-seed{seed}.json"
+    _, truths, queries, references, train_images = data
+    if cached.is_file():
+        rows = json.loads(cached.read_text())
+        if all(set(truths) <= set(v) for v in rows.values()):
+            return rows
+    m = check_config(cfg)["model"]
+    pipeline = untrained_pipeline(m, seed)
+    q, r, t = (study.describe(pipeline, s) for s in (queries, references, train_images))
+    pp = PostProcessor(cfg.postprocess).fit(t) if cfg.postprocess else None
+    rows = {
+        f"untrained {m.name}": study.score(pipeline, q, r, truths, pp),
+        "pHash (64-bit)": study.score(
+            None, phash_descriptors(queries, progress=False),
+            phash_descriptors(references, progress=False), truths,
+        ),
+    }  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(cached) as tmp:
+        tmp.write_text(json.dumps(rows, indent=2) + "\n")
+    return rows
+
+
+def _value(scores: dict, split: str, metric: str) -> tuple[float, str]:
+    kind = "post" if "post" in scores[split] else "raw"
+    return scores[split][kind][metric], kind
+
+
+def table(curves: dict, base: dict) -> str:
+    """One row per (recipe, seed, step): μAP and R@P90 per split, raw / post-processed."""
+    splits = [s for s in study.SPLITS if any(s in row for rows in curves.values() for row in rows)]
+    head = ["recipe", "seed", "step"] + [
+        f"{study.SPLIT_TITLES[s]} {label} {kind}"
+        for s in splits
+        for label in ("μAP", "R@P90")
+        for kind in ("raw", "post")
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def cells(scores):
+        out = []
+        for s in splits:
+            for metric in ("micro_ap", "recall_at_p90"):
+                for kind in ("raw", "post"):
+                    v = scores.get(s, {}).get(kind, {}).get(metric)
+                    out.append("–" if v is None else f"{v:.3f}")
+        return out
+
+    for (recipe, seed), rows in curves.items():
+        for row in rows:
+            lines.append(
+                "| " + " | ".join([recipe, str(seed), str(row["step"]), *cells(row)]) + " |"
+            )
+    for name, scores in base.items():
+        lines.append("| " + " | ".join([name, "–", "–", *cells(scores)]) + " |")
+    return "\n".join(lines)
+
+
+def plot(curves: dict, base: dict, path: Path) -> None:
+    """μAP (top) and R@P90 (bottom) against steps, one column per split; solid: after the
+    recipe's post-processing, dashed: raw; flat lines: baselines."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    splits = [s for s in study.SPLITS if any(s in row for rows in curves.values() for row in rows)]
+    fig = Figure(figsize=(4.2 * len(splits), 6.4), dpi=110)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, len(splits), sharex=True, squeeze=False)
+    metrics = [("micro_ap", "μAP"), ("recall_at_p90", "R@P90")]
+    for j, split in enumerate(splits):
+        for i, (metric, label) in enumerate(metrics):
+            ax = axes[i][j]
+            for c, ((recipe, seed), rows) in enumerate(curves.items()):
+                rows = [r for r in rows if split in r]
+                steps = [r["step"] for r in rows]
+                raw = [r[split]["raw"][metric] for r in rows]
+                ax.plot(steps, raw, "--", color=f"C{c}", lw=1)
+                if rows and "post" in rows[0][split]:
+                    post = [r[split]["post"][metric] for r in rows]
+                    ax.plot(steps, post, "o-", color=f"C{c}", ms=3, label=f"{recipe} s{seed}")
+                else:
+                    ax.plot(steps, raw, "o", color=f"C{c}", ms=3, label=f"{recipe} s{seed}")
+            for k, (name, scores) in enumerate(base.items()):
+                if split in scores:
+                    value, _ = _value(scores, split, metric)
+                    ax.axhline(value, color=f"C{len(curves) + k}", ls=":", lw=1.2, label=name)
+            ax.set_title(f"{study.SPLIT_TITLES[split]}: {label}", fontsize=9)
+            ax.grid(alpha=0.3)
+            if i == 1:
+                ax.set_xlabel("optimizer steps")
+    axes[0][0].legend(fontsize=7, loc="lower right")
+    fig.suptitle("learning curves (solid: post-processed, dashed: raw; dotted: baselines)",
+                 fontsize=9)  # fmt: skip
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--recipes", nargs="+", default=RECIPES)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--epochs", type=int, default=80, help="80 x 15 steps = 20x the demo's")
+    p.add_argument("--every", type=int, default=5, help="keep and score a checkpoint every N")
+    p.add_argument("--out", type=Path, default=ROOT / "outputs" / "curves")
+    p.add_argument("--results", type=Path, default=ROOT / "experiments" / "curves")
+    p.add_argument("--score-only", action="store_true", help="no training: score what is there")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides for every run (after --)")
+    a = p.parse_args()
+    curves: dict = {}
+    base: dict = {}
+    for recipe in a.recipes:
+        cfg = study._compose(recipe, a.overrides)
+        data = study._data(cfg)
+        for seed in a.seeds:
+            run_dir = a.out / recipe / f"seed{seed}"
+            if not a.score_only:
+                train(recipe, seed, a.epochs, a.every, a.overrides, a.out)
+            rows = []
+            for step, path in checkpoints(run_dir):
+                print(f"   score {recipe} seed {seed} step {step}", flush=True)
+                rows.append(score_checkpoint(path, step, cfg, data))
+            curves[(recipe, seed)] = rows
+        if not base:
+            base = baselines(cfg, data, a.seeds[0], a.out)
+    a.results.mkdir(parents=True, exist_ok=True)
+    payload = {"curves": [{"recipe": r, "seed": s, "points": rows} for (r, s), rows in
+                          curves.items()], "baselines": base}  # fmt: skip
+    with atomic_path(a.results / "results.json") as tmp:
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    md = table(curves, base)
+    with atomic_path(a.results / "results.md") as tmp:
+        tmp.write_text(md + "\n")
+    plot(curves, base, a.results / "curves.png")
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Learning curves (experiments/curves/curves.py): checkpoints kept every N epochs, each scored
+once on every split, baselines as flat lines, a table and a plot; a rerun scores from cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import REPO, tiny_overrides
+from PIL import Image
+
+
+def test_curves_train_keep_score_and_resume(tiny_minidisc, tmp_path):
+    from fisc.data.disc21 import Disc21
+    from fisc.evaluation import evaluate
+    from fisc.inference import DescriptorPipeline, subset
+    from fisc.metrics.micro_ap import load_ground_truth
+
+    cmd = [sys.executable, "experiments/curves/curves.py", "--recipes", "demo", "--epochs", "2",
+           "--every", "1", "--out", str(tmp_path / "out"), "--results", str(tmp_path / "res"),
+           "--", *tiny_overrides(tiny_minidisc), "trainer.limit_train_batches=2",
+           "postprocess='pca_whiten8,l2'"]  # fmt: skip
+    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
+    first = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    saved = json.loads((tmp_path / "res" / "results.json").read_text())
+    points = saved["curves"][0]["points"]
+    assert [p["step"] for p in points] == [2, 4]  # 2 steps per epoch, one kept per epoch
+    for p in points:
+        for split in ("dev", "phase2", "novel"):
+            assert set(p[split]) == {"raw", "post"}
+    assert set(saved["baselines"]) == {"untrained mobilenetv2_100", "pHash (64-bit)"}
+    # an independent score of the step-4 checkpoint, raw, dev split
+    history = tmp_path / "out" / "demo" / "seed0" / "checkpoints" / "history"
+    ckpt = next(history.glob("*step000004.ckpt"))
+    gt = load_ground_truth(tiny_minidisc / "dev_ground_truth.csv")
+    data = Disc21(tiny_minidisc)
+    pipe = DescriptorPipeline.from_checkpoint(ckpt)
+    q = pipe.raw(data.queries(gt), batch_size=64)[0]
+    r = pipe.raw(data.images("reference"), batch_size=64)[0]
+    assert abs(evaluate(subset(q, gt), r, gt).micro_ap - points[1]["dev"]["raw"]["micro_ap"]) < 1e-6
+    with Image.open(tmp_path / "res" / "curves.png") as im:
+        assert im.format == "PNG" and im.size[0] > 1000
+    table = (tmp_path / "res" / "results.md").read_text().splitlines()
+    assert len(table) == 2 + 2 + 2  # header, rule, two points, two baselines
+    # again: nothing retrains, every score comes from its cache, the same results
+    stamp = ckpt.stat().st_mtime_ns
+    (tmp_path / "res" / "results.json").unlink()
+    again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "== demo" not in again.stdout and ckpt.stat().st_mtime_ns == stamp
+    assert json.loads((tmp_path / "res" / "results.json").read_text()) == saved
