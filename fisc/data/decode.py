@@ -46,7 +46,8 @@ def _to_8bit_rgb(img: Image.Image) -> Image.Image:
 
 
 def load_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode ``path`` fully into an RGB :class:`PIL.Image.Image` or raise :class:`ImageDecodeError`."""
+    """Decode ``path`` fully into an RGB :class:`PIL.Image.Image`, or raise
+    :class:`ImageDecodeError`."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -76,4 +77,3 @@ def load_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Im
         raise ImageDecodeError(path, f"{type(e).__name__}: {e}") from e
     except Image.DecompressionBombWarning as e:
         raise ImageDecodeError(path, f"decompression bomb: {e}") from e
-

@@ -56,7 +56,9 @@ def list_images(folder: str | Path, split: str | None = None, recursive: bool = 
         if split is not None:
             check_id(split, image_id)
         if image_id in found:
-            raise DatasetLayoutError(f"two files share the id {image_id!r}: {found[image_id]}, {path}")
+            raise DatasetLayoutError(
+                f"two files share the id {image_id!r}: {found[image_id]}, {path}"
+            )
         found[image_id] = path
     if not found:
         raise DatasetLayoutError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
@@ -80,9 +82,8 @@ class Disc21:
     def images(self, split: str) -> ImageSet:
         folder = self.folder(split)
         if not folder.is_dir():
-            raise DatasetLayoutError(
-                f"missing split folder {folder} (DISC21 layout: {self.root}/images/{{{','.join(SPLITS)}}})"
-            )
+            layout = f"{self.root}/images/{{{','.join(SPLITS)}}}"
+            raise DatasetLayoutError(f"missing split folder {folder} (DISC21 layout: {layout})")
         return list_images(folder, split)
 
     def queries(self, ground_truth: Mapping[str, str | None]) -> ImageSet:

@@ -65,17 +65,52 @@ from fisc.data.novel_edits import NOVEL_EDITS
 # 2: queries edited with fisc.augment.ops, held-out ops for phase 2; 3: the novel-edits split
 FORMAT_VERSION = 3
 # edits that make queries: every op of fisc.augment.ops (all docs/protocol.md families)
-QUERY_OPS = ("crop", "pad", "resize", "aspect", "rotate", "rotate90", "hflip", "vflip",
-             "perspective", "skew", "blur", "sharpen", "noise", "jpeg", "pixelize",
-             "shuffle_pixels", "brightness", "contrast", "saturation", "hue", "color_jitter",
-             "grayscale", "opacity", "channel", "text", "emoji", "stripes", "meme", "screenshot",
-             "paste_onto", "overlay_image")
+QUERY_OPS = (
+    "crop",
+    "pad",
+    "resize",
+    "aspect",
+    "rotate",
+    "rotate90",
+    "hflip",
+    "vflip",
+    "perspective",
+    "skew",
+    "blur",
+    "sharpen",
+    "noise",
+    "jpeg",
+    "pixelize",
+    "shuffle_pixels",
+    "brightness",
+    "contrast",
+    "saturation",
+    "hue",
+    "color_jitter",
+    "grayscale",
+    "opacity",
+    "channel",
+    "text",
+    "emoji",
+    "stripes",
+    "meme",
+    "screenshot",
+    "paste_onto",
+    "overlay_image",
+)
 # used for phase 2 queries only, as Phase 2 of the challenge added edits unseen in Phase 1
 HELDOUT_OPS = ("meme", "screenshot")
 MANIFEST = "minidisc.json"
 JPEG_QUALITY = 90
-ROLE_CODES = {"training": 1, "reference": 2, "distractor": 3, "background": 4, "query": 5,
-              "plan": 6, "photo_cells": 7}
+ROLE_CODES = {
+    "training": 1,
+    "reference": 2,
+    "distractor": 3,
+    "background": 4,
+    "query": 5,
+    "plan": 6,
+    "photo_cells": 7,
+}
 PHOTO_ROLES = ("training", "reference", "distractor")
 PHOTO_EVERY = 6  # image i of a role is cut from a photo when i % PHOTO_EVERY == PHOTO_EVERY // 2
 N_BACKGROUNDS = 64
@@ -111,9 +146,13 @@ class MinidiscSpec:
         object.__setattr__(self, "heldout_ops", tuple(self.heldout_ops))
 
     def validate(self) -> None:
-        limits = {"n_train": 10**6, "n_reference": 10**6, "n_dev_queries": PHASE2_FIRST_QUERY,
-                  "n_phase2_queries": PHASE2_FIRST_QUERY,
-                  "n_novel_queries": 100_000 - NOVEL_FIRST_QUERY}
+        limits = {
+            "n_train": 10**6,
+            "n_reference": 10**6,
+            "n_dev_queries": PHASE2_FIRST_QUERY,
+            "n_phase2_queries": PHASE2_FIRST_QUERY,
+            "n_novel_queries": 100_000 - NOVEL_FIRST_QUERY,
+        }
         for name, limit in limits.items():
             value = getattr(self, name)
             if not isinstance(value, int) or not 0 <= value <= limit:
@@ -138,9 +177,10 @@ class MinidiscSpec:
 
     def n_matches(self) -> tuple[int, int]:
         """Matching queries (dev, phase 2): ``floor(match_fraction * n + 0.5)`` each."""
-        return (_round_half_up(self.match_fraction * self.n_dev_queries),
-                _round_half_up(self.match_fraction * self.n_phase2_queries))
-
+        return (
+            _round_half_up(self.match_fraction * self.n_dev_queries),
+            _round_half_up(self.match_fraction * self.n_phase2_queries),
+        )
 
     def n_novel_matches(self) -> int:
         """Matching queries of the novel-edits split."""
@@ -158,12 +198,12 @@ def role_photos(seed: int) -> dict[str, tuple[str, ...]]:
     """Disjoint split of the available photos between training, references, distractors."""
     names = procedural.photo_names()
     perm = np.random.default_rng([seed, ROLE_CODES["plan"], 1]).permutation(len(names))
-    return {role: tuple(sorted(names[j] for j in perm[k::3])) for k, role in
-            enumerate(PHOTO_ROLES)}
+    return {role: tuple(sorted(names[j] for j in perm[k::3])) for k, role in enumerate(PHOTO_ROLES)}
 
 
-def source_image(seed: int, role: str, index: int, image_size: int,
-                 photos: dict[str, tuple[str, ...]]) -> Image.Image:
+def source_image(
+    seed: int, role: str, index: int, image_size: int, photos: dict[str, tuple[str, ...]]
+) -> Image.Image:
     """Source image ``index`` of ``role`` (a pristine, unedited RGB image)."""
     code = ROLE_CODES[role]
     rng = np.random.default_rng([seed, code, index])
@@ -192,10 +232,17 @@ def plan_queries(spec: MinidiscSpec) -> list[tuple[str, str, str, int]]:
     perm = rng.permutation(spec.n_reference) if spec.n_reference else np.zeros(0, int)
     refs = [int(perm[j % spec.n_reference]) for j in range(m_dev + m_p2 + m_novel)]
     plan, n_distractors = [], 0
-    phases = (("dev", spec.n_dev_queries, refs[:m_dev], 0, rng),
-              ("phase2", spec.n_phase2_queries, refs[m_dev:m_dev + m_p2], PHASE2_FIRST_QUERY, rng),
-              ("novel", spec.n_novel_queries, refs[m_dev + m_p2:], NOVEL_FIRST_QUERY,
-               np.random.default_rng([spec.seed, ROLE_CODES["plan"], NOVEL_PLAN_STREAM])))
+    phases = (
+        ("dev", spec.n_dev_queries, refs[:m_dev], 0, rng),
+        ("phase2", spec.n_phase2_queries, refs[m_dev : m_dev + m_p2], PHASE2_FIRST_QUERY, rng),
+        (
+            "novel",
+            spec.n_novel_queries,
+            refs[m_dev + m_p2 :],
+            NOVEL_FIRST_QUERY,
+            np.random.default_rng([spec.seed, ROLE_CODES["plan"], NOVEL_PLAN_STREAM]),
+        ),
+    )
     for phase, n, matched, first, shuffle in phases:
         sources = [("reference", r) for r in matched]
         sources += [("distractor", n_distractors + k) for k in range(n - len(matched))]
@@ -223,8 +270,9 @@ def _ground_truth_csv(rows: list[tuple[str, str]]) -> str:
     return "query_id,reference_id\n" + "".join(f"{q},{r}\n" for q, r in sorted(rows))
 
 
-def _make_items(tmp: Path, spec: MinidiscSpec, photos: dict[str, tuple[str, ...]],
-                items: list[tuple]) -> list[tuple[str, str, dict | None]]:
+def _make_items(
+    tmp: Path, spec: MinidiscSpec, photos: dict[str, tuple[str, ...]], items: list[tuple]
+) -> list[tuple[str, str, dict | None]]:
     """Write the images of ``items``; return ``(relative path, sha256, query info)`` each."""
     out = []
     size = spec.image_size
@@ -234,15 +282,18 @@ def _make_items(tmp: Path, spec: MinidiscSpec, photos: dict[str, tuple[str, ...]
         return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
     ops = {name: build_op(name) for name in spec.query_ops}
-    allowed = {"dev": sorted(set(spec.query_ops) - set(spec.heldout_ops)),
-               "phase2": sorted(spec.query_ops)}
+    allowed = {
+        "dev": sorted(set(spec.query_ops) - set(spec.heldout_ops)),
+        "phase2": sorted(spec.query_ops),
+    }
 
     for item in items:
         if item[0] != "query":
             role, i = item
             rel = f"images/{role}/{format_id(role, i)}.jpg"
-            out.append((rel, _save_jpeg(source_image(spec.seed, role, i, size, photos),
-                                        tmp / rel), None))
+            out.append(
+                (rel, _save_jpeg(source_image(spec.seed, role, i, size, photos), tmp / rel), None)
+            )
             continue
         _, qid, phase, role, index = item
         src = source_image(spec.seed, role, index, size, photos)
@@ -250,8 +301,12 @@ def _make_items(tmp: Path, spec: MinidiscSpec, photos: dict[str, tuple[str, ...]
         if phase == "novel":
             names = _novel_chain(rng, allowed["dev"], spec.max_edits)
         else:
-            names = [str(n) for n in rng.choice(allowed[phase], replace=False,
-                                                size=int(rng.integers(1, spec.max_edits + 1)))]
+            names = [
+                str(n)
+                for n in rng.choice(
+                    allowed[phase], replace=False, size=int(rng.integers(1, spec.max_edits + 1))
+                )
+            ]
         pixels = np.asarray(src.convert("RGB"), dtype=np.uint8)
         for name in names:
             if name in NOVEL_EDITS:
@@ -260,8 +315,11 @@ def _make_items(tmp: Path, spec: MinidiscSpec, photos: dict[str, tuple[str, ...]
                 pixels = ops[name].edit(pixels, rng, background)
         img = Image.fromarray(pixels)
         rel = f"images/query/{qid}.jpg"
-        info = {"phase": phase, "edits": names,
-                "source": format_id("reference", index) if role == "reference" else "distractor"}
+        info = {
+            "phase": phase,
+            "edits": names,
+            "source": format_id("reference", index) if role == "reference" else "distractor",
+        }
         if role == "distractor":
             info["distractor_index"] = index
         out.append((rel, _save_jpeg(img, tmp / rel), info))
@@ -286,7 +344,7 @@ def _generate(tmp: Path, spec: MinidiscSpec, progress: bool, workers: int) -> No
     items += [("query", *entry) for entry in plan]
     workers = max(1, int(workers))
     chunk = 32
-    chunks = [items[k:k + chunk] for k in range(0, len(items), chunk)]
+    chunks = [items[k : k + chunk] for k in range(0, len(items), chunk)]
     results: list[tuple[str, str, dict | None]] = []
     with tqdm(total=len(items), desc="minidisc", unit="img", disable=not progress) as bar:
         if workers == 1:
@@ -308,7 +366,7 @@ def _generate(tmp: Path, spec: MinidiscSpec, progress: bool, workers: int) -> No
                         fut.cancel()
                     raise
     files = {rel: sha for rel, sha, _ in results}
-    queries = {rel[len("images/query/"):-4]: info for rel, _, info in results if info}
+    queries = {rel[len("images/query/") : -4]: info for rel, _, info in results if info}
     truth: dict[str, list[tuple[str, str]]] = {"dev": [], "phase2": [], "novel": []}
     for qid, info in queries.items():
         truth[info["phase"]].append((qid, "" if info["source"] == "distractor" else info["source"]))
@@ -319,14 +377,21 @@ def _generate(tmp: Path, spec: MinidiscSpec, progress: bool, workers: int) -> No
         files[rel] = _write_text(tmp / rel, _ground_truth_csv(truth[phase]))
     m_dev, m_p2 = spec.n_matches()
     manifest = {
-        "format": "minidisc", "version": FORMAT_VERSION, "spec": asdict(spec),
-        "counts": {"training": spec.n_train, "reference": spec.n_reference,
-                   "dev_queries": spec.n_dev_queries, "dev_matches": m_dev,
-                   "phase2_queries": spec.n_phase2_queries, "phase2_matches": m_p2,
-                   "novel_queries": spec.n_novel_queries,
-                   "novel_matches": spec.n_novel_matches(),
-                   "distractors": len(plan) - m_dev - m_p2 - spec.n_novel_matches(),
-                   "backgrounds": N_BACKGROUNDS},
+        "format": "minidisc",
+        "version": FORMAT_VERSION,
+        "spec": asdict(spec),
+        "counts": {
+            "training": spec.n_train,
+            "reference": spec.n_reference,
+            "dev_queries": spec.n_dev_queries,
+            "dev_matches": m_dev,
+            "phase2_queries": spec.n_phase2_queries,
+            "phase2_matches": m_p2,
+            "novel_queries": spec.n_novel_queries,
+            "novel_matches": spec.n_novel_matches(),
+            "distractors": len(plan) - m_dev - m_p2 - spec.n_novel_matches(),
+            "backgrounds": N_BACKGROUNDS,
+        },
         "novel_edits": {family: list(names) for family, names in NOVEL_FAMILIES.items()},
         "photos": {role: list(names) for role, names in photos.items()},
         "queries": dict(sorted(queries.items())),
@@ -381,8 +446,13 @@ def _older_version(root: Path, spec: MinidiscSpec) -> bool:
     return all(k in new and new[k] == v for k, v in old.items())
 
 
-def build_minidisc(root: str | Path, spec: MinidiscSpec = MinidiscSpec(), progress: bool = True,
-                   overwrite: bool = False, workers: int = 1) -> Path:
+def build_minidisc(
+    root: str | Path,
+    spec: MinidiscSpec = MinidiscSpec(),
+    progress: bool = True,
+    overwrite: bool = False,
+    workers: int = 1,
+) -> Path:
     """Build the minidisc of ``spec`` at ``root`` (or reuse it) and return ``root``.
 
     An existing complete minidisc with the same spec (and format version) is reused as is,
@@ -400,14 +470,18 @@ def build_minidisc(root: str | Path, spec: MinidiscSpec = MinidiscSpec(), progre
     if state:
         return root
     if state is False and not overwrite and _older_version(root, spec):
-        log.warning("%s was built by an older minidisc format: rebuilding it (same seed and "
-                    "spec give the same images for the splits it already had)", root)
+        log.warning(
+            "%s was built by an older minidisc format: rebuilding it (same seed and "
+            "spec give the same images for the splits it already had)",
+            root,
+        )
         overwrite = True
     if state is False and not overwrite:
         raise MinidiscError(
             f"{root} exists but is not a complete minidisc of this spec and format version "
             f"{FORMAT_VERSION} ({asdict(spec)}); delete it, use another root, or replace it "
-            f"(overwrite=True, or `fisc minidisc --root {root} --overwrite`)")
+            f"(overwrite=True, or `fisc minidisc --root {root} --overwrite`)"
+        )
     root.parent.mkdir(parents=True, exist_ok=True)
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp = root.parent / f".{root.name}.partial-{tag}"

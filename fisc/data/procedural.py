@@ -25,9 +25,22 @@ log = logging.getLogger(__name__)
 # Photos bundled with scikit-image (no pooch download); small or flat ones left out.
 # (``cat`` is ``chelsea``; of the stereo pair only the left view is used.)
 SKIMAGE_PHOTOS = (
-    "astronaut", "brick", "camera", "cell", "chelsea", "clock", "coffee", "coins", "grass",
-    "gravel", "hubble_deep_field", "immunohistochemistry", "moon", "motorcycle_left",
-    "retina", "rocket",
+    "astronaut",
+    "brick",
+    "camera",
+    "cell",
+    "chelsea",
+    "clock",
+    "coffee",
+    "coins",
+    "grass",
+    "gravel",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "moon",
+    "motorcycle_left",
+    "retina",
+    "rocket",
 )
 PHOTO_GRID = 4  # each photo is cut into PHOTO_GRID**2 disjoint cells, one per variant
 MAX_VARIANTS = PHOTO_GRID * PHOTO_GRID
@@ -71,7 +84,7 @@ def _scalar_field(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
     """A float32 (h, w) map in [0, 1]: noise, gradient, stripes or checker."""
     kind = int(rng.integers(5))
     if kind == 0:  # fractal noise
-        t = sum(_upsampled_noise(rng, w, h, 2 ** (o + 2)) / 2 ** o for o in range(4))
+        t = sum(_upsampled_noise(rng, w, h, 2 ** (o + 2)) / 2**o for o in range(4))
     elif kind == 1:  # linear gradient
         u, _ = _coords(w, h, rng)
         t = u + np.zeros((h, w), np.float32)
@@ -102,7 +115,7 @@ def _texture(rng: np.random.Generator, w: int, h: int, pal: np.ndarray) -> Image
         c0, c1 = pal[rng.integers(len(pal))], pal[rng.integers(len(pal))]
         if np.abs(c0 - c1).sum() < 0.3:
             c1 = 1.0 - c0
-        lut = (255 * (c0 + np.linspace(0, 1, 256, dtype=np.float32)[:, None] * (c1 - c0)))
+        lut = 255 * (c0 + np.linspace(0, 1, 256, dtype=np.float32)[:, None] * (c1 - c0))
         im = Image.fromarray((_scalar_field(rng, w, h) * 255).astype(np.uint8))
         im = im.convert("P")
         im.putpalette(lut.round().astype(np.uint8).tobytes())
@@ -126,8 +139,13 @@ def _shape_mask(rng: np.random.Generator, w: int, h: int, alpha: int) -> Image.I
     elif kind == 2:  # rotated rectangle
         a, rx, ry = rng.uniform(0, np.pi), r, r * rng.uniform(0.2, 1.0)
         corners = [(-rx, -ry), (rx, -ry), (rx, ry), (-rx, ry)]
-        d.polygon([(cx + x * np.cos(a) - y * np.sin(a), cy + x * np.sin(a) + y * np.cos(a))
-                   for x, y in corners], fill=alpha)
+        d.polygon(
+            [
+                (cx + x * np.cos(a) - y * np.sin(a), cy + x * np.sin(a) + y * np.cos(a))
+                for x, y in corners
+            ],
+            fill=alpha,
+        )
     elif kind == 3:  # polygon (maybe star-like)
         n = int(rng.integers(3, 9))
         angles = np.sort(rng.uniform(0, 2 * np.pi, n))
@@ -168,16 +186,18 @@ def procedural_image(rng: np.random.Generator, width: int, height: int) -> Image
             continue
         x0, y0 = bbox[0] // 2, bbox[1] // 2
         x1, y1 = min(width, (bbox[2] + 1) // 2), min(height, (bbox[3] + 1) // 2)
-        mask = big.crop((2 * x0, 2 * y0, 2 * x1, 2 * y1)).resize((x1 - x0, y1 - y0),
-                                                                 Image.Resampling.BOX)
+        mask = big.crop((2 * x0, 2 * y0, 2 * x1, 2 * y1)).resize(
+            (x1 - x0, y1 - y0), Image.Resampling.BOX
+        )
         if isinstance(fill, Image.Image):
             fill = fill.crop((x0, y0, x1, y1))
         out.paste(fill, (x0, y0, x1, y1), mask)
     if rng.random() < 0.3:
         out = out.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2)))
     if rng.random() < 0.4:
-        noisy = np.asarray(out, dtype=np.float32) + rng.normal(0, rng.uniform(2, 8), (height,
-                                                                                   width, 1))
+        noisy = np.asarray(out, dtype=np.float32) + rng.normal(
+            0, rng.uniform(2, 8), (height, width, 1)
+        )
         out = Image.fromarray(np.clip(noisy, 0, 255).round().astype(np.uint8))
     return out
 
@@ -191,8 +211,9 @@ def load_photo(name: str) -> np.ndarray | None:
     try:
         import skimage.data as skdata
 
-        arr = skdata.stereo_motorcycle()[0] if name == "motorcycle_left" else getattr(
-            skdata, name)()
+        arr = (
+            skdata.stereo_motorcycle()[0] if name == "motorcycle_left" else getattr(skdata, name)()
+        )
     except Exception as exc:  # noqa: BLE001 - any failure just means "not available"
         log.info("skimage photo %s unavailable: %s", name, exc)
         return None
@@ -228,9 +249,13 @@ def photo_variant(
     bh = bw / aspect
     bx = x0 + rng.uniform(0, cw - bw)
     by = y0 + rng.uniform(0, ch - bh)
-    box = (round(bx), round(by), max(round(bx) + 1, round(bx + bw)), max(round(by) + 1,
-                                                                        round(by + bh)))
-    crop = photo[box[1]:box[3], box[0]:box[2]].astype(np.float32) / 255.0
+    box = (
+        round(bx),
+        round(by),
+        max(round(bx) + 1, round(bx + bw)),
+        max(round(by) + 1, round(by + bh)),
+    )
+    crop = photo[box[1] : box[3], box[0] : box[2]].astype(np.float32) / 255.0
     if crop.std() < 0.05:
         return None
     gray = np.allclose(crop[..., 0], crop[..., 1]) and np.allclose(crop[..., 1], crop[..., 2])
