@@ -7,7 +7,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 
-.PHONY: help setup demo test test-all lint format clean bench-augment augment-gallery bench-search export-phase2 study
+.PHONY: help setup demo test test-all lint format clean bench-augment augment-gallery bench-search export-phase2 study curves
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ endif
 
 study: setup  ## the recipes study: every *_mini recipe x 3 seeds + baselines on minidisc (75-120 min on 2 cores)
 	$(PY) experiments/recipes/study.py
+
+curves: setup  ## learning curves: demo + isc3rd_mini to 20x the demo's steps, every split (hours on 2 cores)
+	$(PY) experiments/curves/curves.py
 
 bench-search: setup  ## exact search: fisc (faiss, torch) vs the official faiss pipeline, vs the GEMM floor
 	$(PY) benchmarks/bench_search.py
