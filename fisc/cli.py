@@ -54,14 +54,14 @@ def _extract_source(args):
         raise ValueError("give one of --checkpoint CKPT, --artifact DIR or --baseline phash")
     if args.baseline == "untrained":
         from fisc.baselines.untrained import untrained_pipeline
-        from fisc.models.checkpoint import load_checkpoint_model
+        from fisc.models.checkpoint import checkpoint_model_config
 
         if not args.checkpoint or args.postprocess:
             raise ValueError(
                 "--baseline untrained needs --checkpoint (its architecture and starting "
                 "weights) and takes no --postprocess"
             )
-        _, cfg = load_checkpoint_model(args.checkpoint)
+        cfg = checkpoint_model_config(args.checkpoint)
         return untrained_pipeline(cfg, args.seed, size=args.size), args.role or "reference"
     if args.artifact:
         if args.postprocess or args.size:

@@ -298,9 +298,10 @@ def check_runtime_roles(
     images = list_images(probe)
     size = pipeline.preprocess.size
     batch = probe_batch(pipeline, probe, size, size)
+    raw, _ = pipeline.raw(images, per_image=True)  # one extraction, finalized per role
     rows = []
     for role in ROLES:
-        eager, _ = pipeline.describe(images, role, per_image=True)
+        eager = pipeline.finalize(raw, role)
         for b in batch_sizes:
             b = min(b, len(batch))
             where = {"role": role, "height": size, "width": size, "batch": b}

@@ -10,8 +10,8 @@ from fisc.models.descriptor import DescriptorModel, ModelConfig, build_descripto
 from fisc.models.weights import WeightsConfig
 
 
-def load_checkpoint_model(path: str | Path) -> tuple[DescriptorModel, ModelConfig]:
-    """The descriptor model stored in a fisc training checkpoint, in eval mode, on CPU."""
+def _read(path: str | Path) -> tuple[ModelConfig, dict, dict]:
+    """``(model config, its dict without weights, state dict)`` of a fisc training checkpoint."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
@@ -24,7 +24,17 @@ def load_checkpoint_model(path: str | Path) -> tuple[DescriptorModel, ModelConfi
             f"{path} is not a fisc training checkpoint (no model hyper-parameters)"
         ) from e
     weights = model_dict.pop("weights", {})
-    cfg = ModelConfig(**model_dict, weights=WeightsConfig(**weights))
+    return ModelConfig(**model_dict, weights=WeightsConfig(**weights)), model_dict, state
+
+
+def checkpoint_model_config(path: str | Path) -> ModelConfig:
+    """The model config a fisc training checkpoint was trained with (no model is built)."""
+    return _read(path)[0]
+
+
+def load_checkpoint_model(path: str | Path) -> tuple[DescriptorModel, ModelConfig]:
+    """The descriptor model stored in a fisc training checkpoint, in eval mode, on CPU."""
+    cfg, model_dict, state = _read(path)
     model = build_descriptor_model(
         ModelConfig(**{**model_dict, "weights": WeightsConfig(source="none")})
     )
