@@ -24,14 +24,17 @@ def _unit(n, d, seed=0):
 # --- InfoNCE with mixed positives ----------------------------------------------------------
 
 
-def mixed_reference(x, ids, partner, lam, tau):
-    """Row by row: unmixed columns only; target λ on the primary's views, 1-λ on the partner's."""
+def mixed_reference(x, ids, partner, lam, tau, mem=(), mem_ids=()):
+    """Row by row: unmixed columns only; target λ on the primary's views, 1-λ on the partner's;
+    remembered embeddings of other instances (not the row's, nor its partner's) as negatives."""
     n = len(ids)
     cols = [j for j in range(n) if partner[j] < 0]
     total = 0.0
     for i in range(n):
         cand = [j for j in cols if j != i]
         denom = sum(math.exp(float(x[i] @ x[j]) / tau) for j in cand)
+        denom += sum(math.exp(float(x[i] @ m) / tau) for m, k in zip(mem, mem_ids, strict=True)
+                     if k not in (ids[i], partner[i]))  # fmt: skip
         logp = {j: float(x[i] @ x[j]) / tau - math.log(denom) for j in cand}
         pos = [j for j in cand if ids[j] == ids[i]]
         term = lam[i] * sum(logp[j] for j in pos) / len(pos)
@@ -51,6 +54,41 @@ def test_mixed_positives_match_reference():
         x, torch.tensor(ids), torch.tensor(partner), torch.tensor(lam, dtype=torch.float64)
     )
     assert float(out.infonce) == pytest.approx(mixed_reference(x, ids, partner, lam, 0.1), 1e-9)
+
+
+def test_infonce_memory_adds_remembered_negatives():
+    """Batch t's softmax also holds the unmixed rows of the batches before it (newest first,
+    the oldest dropped past memory_size), except views of the row's own instance or partner;
+    none during memory_warmup; no memory (the default) is plain in-batch InfoNCE."""
+    tau = 0.1
+    ids = [[0, 1, 4, 0, 1, 4], [3, 4, 0, 3, 4, 0, 3], [5, 3, 6, 5, 3, 6]]
+    partner = [[-1] * 6, [-1] * 6 + [4], [-1] * 6]
+    lam = [[1.0] * 6, [1.0] * 6 + [0.6], [1.0] * 6]
+    xs = [_unit(len(i), 5, seed=10 + t) for t, i in enumerate(ids)]
+
+    def run(loss):
+        return [
+            float(loss(x, torch.tensor(i), torch.tensor(p), torch.tensor(la, dtype=torch.float64))
+                  .infonce)
+            for x, i, p, la in zip(xs, ids, partner, lam, strict=True)
+        ]  # fmt: skip
+
+    got = run(InfoNCEKoLeoLoss(tau, 0.0, memory_size=9).train())
+    mem = list(xs[1][:6]) + list(xs[0][:3])  # batch 1's 6 unmixed rows, then batch 0's newest 3
+    mem_ids = ids[1][:6] + ids[0][:3]
+    expected = [
+        mixed_reference(xs[0], ids[0], partner[0], lam[0], tau),
+        mixed_reference(xs[1], ids[1], partner[1], lam[1], tau, xs[0], ids[0]),
+        mixed_reference(xs[2], ids[2], partner[2], lam[2], tau, mem, mem_ids),
+    ]
+    assert got == pytest.approx(expected, rel=1e-9)
+    assert got[2] != pytest.approx(mixed_reference(xs[2], ids[2], partner[2], lam[2], tau))
+    warm = run(InfoNCEKoLeoLoss(tau, 0.0, memory_size=9, memory_warmup=2).train())
+    assert warm[1] == pytest.approx(mixed_reference(xs[1], ids[1], partner[1], lam[1], tau))
+    assert warm[2] == pytest.approx(expected[2], rel=1e-9)
+    plain = run(InfoNCEKoLeoLoss(tau, 0.0).train())
+    batches = zip(xs, ids, partner, lam, strict=True)
+    assert plain == pytest.approx([mixed_reference(*b, tau) for b in batches], rel=1e-9)
 
 
 def test_no_mixed_rows_is_plain_infonce():

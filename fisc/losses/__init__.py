@@ -11,7 +11,10 @@ def build_loss(cfg, dims: int, num_classes: int | None = None) -> nn.Module:
     if cfg.name == "infonce_koleo":
         from fisc.losses.infonce_koleo import InfoNCEKoLeoLoss
 
-        return InfoNCEKoLeoLoss(cfg.temperature, cfg.entropy_weight)
+        return InfoNCEKoLeoLoss(
+            cfg.temperature, cfg.entropy_weight, memory_size=cfg.memory_size,
+            memory_warmup=cfg.memory_warmup,
+        )  # fmt: skip
     if cfg.name == "contrastive_xbm":
         from fisc.losses.contrastive_xbm import ContrastiveXBMLoss
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-from torch import nn
 
 from fisc.losses.gather import gather_no_grad, gather_with_grad, world
+from fisc.losses.memory import CrossBatchMemory
 
 
 @dataclass
@@ -47,10 +47,7 @@ def _global_sum(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-class ContrastiveXBMLoss(nn.Module):
-    # run state, not weights: a new run started from these weights (init_from) leaves it out
-    RUN_STATE = ("mem_emb", "mem_ids", "mem_steps")
-
+class ContrastiveXBMLoss(CrossBatchMemory):
     def __init__(
         self,
         pos_margin: float = 0.0,
@@ -61,28 +58,8 @@ class ContrastiveXBMLoss(nn.Module):
         super().__init__()
         if pos_margin < 0 or neg_margin <= pos_margin:
             raise ValueError(f"need 0 <= pos_margin < neg_margin, got {pos_margin}, {neg_margin}")
-        if memory_size < 0:
-            raise ValueError(f"memory_size must be >= 0, got {memory_size}")
         self.pos_margin, self.neg_margin = pos_margin, neg_margin
-        self.memory_size, self.memory_warmup = memory_size, memory_warmup
-        # saved in checkpoints, so a resumed run continues with its memory (not an empty one)
-        self.register_buffer("mem_emb", torch.zeros(0))
-        self.register_buffer("mem_ids", torch.zeros(0, dtype=torch.long))
-        self.register_buffer("mem_steps", torch.zeros((), dtype=torch.long))
-
-    @property
-    def steps(self) -> int:
-        return int(self.mem_steps)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        for name in ("mem_emb", "mem_ids"):  # the memory's length varies: take the saved shape
-            saved = state_dict.get(prefix + name)
-            if saved is not None:
-                setattr(self, name, torch.empty_like(saved, device=getattr(self, name).device))
-        missing = [n for n in self.RUN_STATE if prefix + n not in state_dict]
-        for name in missing:  # a checkpoint from before the memory was saved: start empty
-            state_dict[prefix + name] = getattr(self, name)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._init_memory(memory_size, memory_warmup)
 
     def forward(self, embeddings: torch.Tensor, instance_ids: torch.Tensor) -> ContrastiveOutput:
         rank, _ = world()
@@ -92,11 +69,11 @@ class ContrastiveXBMLoss(nn.Module):
         is_self = torch.zeros(n, all_emb.shape[0], dtype=torch.bool, device=embeddings.device)
         is_self[torch.arange(n), torch.arange(n) + rank * n] = True
         candidates, cand_ids = all_emb, all_ids
-        use_memory = self.memory_size > 0 and self.steps >= self.memory_warmup
-        if use_memory and len(self.mem_ids):
-            candidates = torch.cat([all_emb, self.mem_emb.to(all_emb.dtype)])
-            cand_ids = torch.cat([all_ids, self.mem_ids])
-            pad = torch.zeros(n, len(self.mem_ids), dtype=torch.bool, device=is_self.device)
+        memory = self.memory()
+        if memory is not None:
+            candidates = torch.cat([all_emb, memory[0].to(all_emb.dtype)])
+            cand_ids = torch.cat([all_ids, memory[1]])
+            pad = torch.zeros(n, len(memory[1]), dtype=torch.bool, device=is_self.device)
             is_self = torch.cat([is_self, pad], dim=1)
         sq = (2.0 - 2.0 * embeddings @ candidates.T).clamp(min=0.0)
         d = torch.sqrt(sq + 1e-12)
@@ -113,13 +90,3 @@ class ContrastiveXBMLoss(nn.Module):
         return ContrastiveOutput(
             positive + negative, positive, negative, g_neg / g_other.clamp(min=1)
         )
-
-    @torch.no_grad()
-    def _enqueue(self, emb: torch.Tensor, ids: torch.Tensor) -> None:
-        self.mem_steps += 1
-        if self.memory_size == 0 or not self.training:
-            return
-        if self.mem_emb.numel() == 0:
-            self.mem_emb = emb.new_zeros(0, emb.shape[1])
-        self.mem_emb = torch.cat([emb, self.mem_emb])[: self.memory_size]
-        self.mem_ids = torch.cat([ids, self.mem_ids.to(ids.device)])[: self.memory_size]

@@ -8,6 +8,12 @@ Mixed positives (SSCD's mixup/cutmix): rows marked as mixed images of instances 
 (weight ``λ``) and ``B`` (``1 - λ``) are anchors only. Their target puts ``λ`` on the views
 of ``A`` and ``1 - λ`` on the views of ``B`` (split evenly over each instance's views); they
 are left out of every other row's candidates and of the KoLeo term.
+
+Cross-batch memory (``memory_size > 0``, :mod:`fisc.losses.memory`): the last ``memory_size``
+unmixed embeddings of past global batches join every row's softmax as extra negatives (SSCD's
+result rests on a 4096 batch; a small CPU batch sees few negatives). Remembered views of a
+row's own instance (or of a mixed row's partner) are left out rather than counted as
+positives, since they come from an older model. ``pos_top1`` and KoLeo stay over the batch.
 """
 
 from __future__ import annotations
@@ -15,9 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from fisc.losses.gather import gather_no_grad, gather_with_grad, world
+from fisc.losses.memory import CrossBatchMemory
 
 
 @dataclass
@@ -35,7 +41,7 @@ class InfoNCEKoLeoOutput:
         }
 
 
-class InfoNCEKoLeoLoss(nn.Module):
+class InfoNCEKoLeoLoss(CrossBatchMemory):
     """``loss = InfoNCE(τ) + λ · KoLeo``, averaged over the global batch.
 
     ``forward(embeddings, instance_ids)`` takes this rank's L2-normalised embeddings
@@ -45,7 +51,14 @@ class InfoNCEKoLeoLoss(nn.Module):
     concatenated batch.
     """
 
-    def __init__(self, temperature: float = 0.05, entropy_weight: float = 10.0, eps: float = 1e-8):
+    def __init__(
+        self,
+        temperature: float = 0.05,
+        entropy_weight: float = 10.0,
+        eps: float = 1e-8,
+        memory_size: int = 0,
+        memory_warmup: int = 0,
+    ):
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -54,6 +67,7 @@ class InfoNCEKoLeoLoss(nn.Module):
         self.temperature = temperature
         self.entropy_weight = entropy_weight
         self.eps = eps
+        self._init_memory(memory_size, memory_warmup)
 
     def forward(
         self,
@@ -90,9 +104,19 @@ class InfoNCEKoLeoLoss(nn.Module):
             raise ValueError("every mixed image needs a view of its partner in the batch")
 
         logits = (sim / self.temperature).masked_fill(excluded, float("-inf"))
-        log_prob = (logits - torch.logsumexp(logits, dim=1, keepdim=True)).masked_fill(
-            excluded, 0.0
-        )
+        memory = self.memory()
+        if memory is not None:  # extra negatives: every remembered other instance
+            mem_emb, mem_ids = memory
+            own = (mem_ids[None, :] == instance_ids[:, None]) | (
+                mem_ids[None, :] == mix_partner[:, None]
+            )
+            mem_logits = (embeddings @ mem_emb.to(sim.dtype).T / self.temperature).masked_fill(
+                own, float("-inf")
+            )
+            norm = torch.logsumexp(torch.cat([logits, mem_logits], dim=1), dim=1, keepdim=True)
+        else:
+            norm = torch.logsumexp(logits, dim=1, keepdim=True)
+        log_prob = (logits - norm).masked_fill(excluded, 0.0)
         lam = mix_lam.to(sim.dtype)
         target = positive * (lam / positive.sum(1))[:, None]
         target = target + partner * ((1 - lam) / partner.sum(1).clamp(min=1))[:, None]
@@ -105,4 +129,5 @@ class InfoNCEKoLeoLoss(nn.Module):
 
         best = sim.masked_fill(excluded, float("-inf")).argmax(dim=1)
         accuracy = positive[torch.arange(n), best][~mixed].float().mean()
+        self._enqueue(all_emb[~all_mixed].detach(), all_ids[~all_mixed])
         return InfoNCEKoLeoOutput(infonce + self.entropy_weight * koleo, infonce, koleo, accuracy)

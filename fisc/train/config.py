@@ -75,6 +75,7 @@ class LossConfig:
     # contrastive_xbm (1st place)
     pos_margin: float = 0.0
     neg_margin: float = 1.0
+    # contrastive_xbm and infonce_koleo: a cross-batch memory of past embeddings as negatives
     memory_size: int = 0  # cross-batch memory entries (0: none)
     memory_warmup: int = 0  # steps before the memory is used
     # arcface (2nd place)
@@ -83,7 +84,15 @@ class LossConfig:
 
 
 LOSS_FIELDS = {  # which LossConfig fields each loss reads (others must keep their defaults)
-    "infonce_koleo": {"temperature", "entropy_weight", "mix_fraction", "mix_alpha", "cutmix_prob"},
+    "infonce_koleo": {
+        "temperature",
+        "entropy_weight",
+        "mix_fraction",
+        "mix_alpha",
+        "cutmix_prob",
+        "memory_size",
+        "memory_warmup",
+    },  # fmt: skip
     "contrastive_xbm": {"pos_margin", "neg_margin", "memory_size", "memory_warmup"},
     "arcface": {"margin", "scale"},
 }

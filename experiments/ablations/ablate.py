@@ -1,0 +1,173 @@
+"""Ablations of the demo recipe at (about) equal training wall time: which levers move held-out
+quality on 2 CPU cores.
+
+    python experiments/ablations/ablate.py                    # every variant, seed 0
+    python experiments/ablations/ablate.py --variants base lr4x --seeds 0 1
+    python experiments/ablations/ablate.py --list             # the variants and their overrides
+
+Every variant is ``python train.py experiment=demo <budget> <its overrides>``, trained once per
+seed in ``outputs/ablations/<variant>/seed<s>`` (a relaunch skips finished runs) and scored on
+every split (raw and with the run's own fitted post-processor), with the last logged
+``train/pos_top1`` (in-batch positive top-1 accuracy: does the model fit its training task?)
+and the measured training minutes. The budget is ``BUDGET_STEPS`` optimizer steps at the
+demo's cost per step; a variant that costs more per step (larger images) gets proportionally
+fewer steps, so that all train for about the same wall time, which the table reports.
+Results: ``experiments/ablations/results.{json,md}``; baselines (untrained backbone, pHash)
+come from the learning-curves cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "experiments" / "recipes"))
+sys.path.insert(0, str(ROOT / "experiments" / "curves"))
+import curves  # noqa: E402
+import study  # noqa: E402
+
+from fisc.descriptors.h5io import atomic_path  # noqa: E402
+
+EPOCH = 15  # optimizer steps per epoch: 1000 minidisc training images / batch 64 (drop_last)
+BUDGET_STEPS = 120  # 8 epochs: twice the demo's 4, about 6 minutes on 2 cores
+BIG = "data.root=${paths.data_dir}/minidisc10k data.minidisc.n_train=10000"
+
+
+def epochs(steps: int) -> list[str]:
+    """Train ``steps`` steps (whole epochs); validate once, at the end (scoring is done after)."""
+    n = steps // EPOCH
+    return [f"trainer.max_epochs={n}", f"trainer.check_val_every_n_epoch={n}"]
+
+
+# name -> (what it tests, overrides). Budget overrides first; a variant's own come after.
+VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "base": ("the demo recipe at the ablation budget", epochs(BUDGET_STEPS)),
+    "lr4x": ("4x the learning rate (1e-3 at batch 64)", [*epochs(BUDGET_STEPS), "optim.lr=4e-3"]),
+    "lr_const": (
+        "no cosine decay (constant after warm-up)",
+        [*epochs(BUDGET_STEPS), "optim.min_lr_ratio=1.0"],
+    ),
+    "train10k": (
+        "10,000 training images instead of 1,000 (each seen about once)",
+        [
+            *BIG.split(),
+            *epochs(EPOCH),
+            f"trainer.limit_train_batches={BUDGET_STEPS}",
+            f"optim.warmup_epochs={EPOCH / BUDGET_STEPS}",
+        ],
+    ),  # fmt: skip
+    "res128": (
+        "train at 128 px, evaluate at 160 px (fewer steps: (96/128)^2 of the budget)",
+        [
+            *epochs(round(BUDGET_STEPS * (96 / 128) ** 2 / EPOCH) * EPOCH),
+            "model.train_size=128",
+            "model.eval_size=160",
+        ],
+    ),  # fmt: skip
+    "queue4096": (
+        "InfoNCE with a 4096-descriptor cross-batch memory of negatives",
+        [*epochs(BUDGET_STEPS), "loss.memory_size=4096"],
+    ),
+    "edits_light": (
+        "milder edits: chains of 1-2 edits instead of 1-4",
+        [*epochs(BUDGET_STEPS), "augment=disc_light"],
+    ),
+    "edits_asym": (
+        "one view near-pristine (like a reference), the other fully edited (like a query)",
+        [*epochs(BUDGET_STEPS), "augment=disc_asym"],
+    ),
+}
+
+
+def pos_top1(run_dir: Path, last: int = 3) -> float | None:
+    """Mean of the last ``last`` logged ``train/pos_top1`` values of the run."""
+    values = []
+    for path in sorted((run_dir / "csv").glob("version_*/metrics.csv")):
+        with path.open() as f:
+            values += [float(r["train/pos_top1"]) for r in csv.DictReader(f) if
+                       r.get("train/pos_top1")]  # fmt: skip
+    return round(sum(values[-last:]) / len(values[-last:]), 4) if values else None
+
+
+def run(name: str, seed: int, extra: list[str], out: Path) -> dict:
+    run_dir = out / name / f"seed{seed}"
+    overrides = [*VARIANTS[name][1], *extra]
+    cached = run_dir / "scores.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    minutes = None
+    if not (run_dir / "train_result.json").is_file():
+        args = ["experiment=demo", f"seed={seed}", *overrides, f"run_dir={run_dir}",
+                "ckpt_path=auto", "logger.media=false"]  # fmt: skip
+        print(f"== {name} seed {seed}: python train.py {' '.join(args)}", flush=True)
+        started = time.perf_counter()
+        env = {**os.environ, "WANDB_MODE": "disabled"}
+        subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, check=True,
+                       env=env)  # fmt: skip
+        minutes = (time.perf_counter() - started) / 60
+    scores = study._score_run("demo", seed, overrides, run_dir, minutes)
+    scores.update(variant=name, pos_top1=pos_top1(run_dir), overrides=overrides)
+    with atomic_path(cached) as tmp:
+        tmp.write_text(json.dumps(scores, indent=2) + "\n")
+    return scores
+
+
+def table(rows: list[dict], base: dict) -> str:
+    splits = [s for s in study.SPLITS if any(s in r for r in rows)]
+    head = ["variant", "seed", "train min", "pos_top1"] + [
+        f"{study.SPLIT_TITLES[s]} {m}" for s in splits for m in ("μAP", "R@P90")
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def cells(scores: dict) -> list[str]:
+        out = []
+        for s in splits:
+            kind = "post" if "post" in scores.get(s, {}) else "raw"
+            out += [f"{scores[s][kind][m]:.3f}" if s in scores else "–"
+                    for m in ("micro_ap", "recall_at_p90")]  # fmt: skip
+        return out
+
+    for r in rows:
+        minutes = f"{r['train_minutes']:.1f}" if r.get("train_minutes") else "–"
+        top1 = f"{r['pos_top1']:.2f}" if r.get("pos_top1") is not None else "–"
+        lines.append("| " + " | ".join([r["variant"], str(r["seed"]), minutes, top1,
+                                        *cells(r)]) + " |")  # fmt: skip
+    for name, scores in base.items():
+        lines.append("| " + " | ".join([name, "–", "–", "–", *cells(scores)]) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--out", type=Path, default=ROOT / "outputs" / "ablations")
+    p.add_argument("--results", type=Path, default=ROOT / "experiments" / "ablations")
+    p.add_argument("--list", action="store_true", help="print the variants and exit")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides for every run (after --)")
+    a = p.parse_args()
+    if a.list:
+        for name, (what, overrides) in VARIANTS.items():
+            print(f"{name:12s} {what}\n{'':12s} {' '.join(overrides)}")
+        return
+    rows = [run(v, s, a.overrides, a.out) for v in a.variants for s in a.seeds]
+    cfg = study._compose("demo", a.overrides)
+    base = curves.baselines(cfg, study._data(cfg), 0, ROOT / "outputs" / "curves")
+    a.results.mkdir(parents=True, exist_ok=True)
+    with atomic_path(a.results / "results.json") as tmp:
+        tmp.write_text(json.dumps({"runs": rows, "baselines": base}, indent=2) + "\n")
+    md = table(rows, base)
+    with atomic_path(a.results / "results.md") as tmp:
+        tmp.write_text(md + "\n")
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
