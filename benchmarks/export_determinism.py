@@ -3,7 +3,7 @@
 For each backbone (random weights, synthetic images at the recipe's eval size) it prints and
 writes, as max |a - b| over unit-norm descriptors:
 
-- ``rerun``: the same batch twice, deterministic kernels on (see fisc.export.determinism);
+- ``rerun``: the same batch twice, deterministic kernels on (see fisc.determinism);
 - ``rerun_fast``: the same batch twice, cudnn.benchmark on and TF32 allowed (no determinism);
 - ``batch_vs_single``: the batch at once vs one image per forward pass (deterministic);
 - ``device_vs_cpu``: deterministic device output vs the CPU, one image at a time.
@@ -22,7 +22,7 @@ import json
 
 import torch
 
-from fisc.export.determinism import deterministic_kernels
+from fisc.determinism import deterministic_kernels
 from fisc.models.descriptor import ModelConfig, build_descriptor_model
 from fisc.models.weights import WeightsConfig
 

@@ -439,7 +439,7 @@ def test_deterministic_kernels_set_and_restore():
 
     import torch
 
-    from fisc.export.determinism import deterministic_kernels
+    from fisc.determinism import deterministic_kernels
 
     before = (
         torch.are_deterministic_algorithms_enabled(),

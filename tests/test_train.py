@@ -183,6 +183,30 @@ def cli(*args) -> int:
     return fisc_main([str(a) for a in args])
 
 
+def test_deterministic_reruns_are_bit_identical(compose_cfg, tiny_minidisc, tmp_path):
+    """deterministic=true: two fresh runs of one config give the same weights, bit for bit,
+    and the run records it; the process's torch settings are restored afterwards."""
+    import torch
+
+    before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())
+    weights, infos = [], []
+    for k in range(2):
+        run = tmp_path / f"run{k}"
+        cfg = compose_cfg(*tiny_data(tiny_minidisc), *SMALL, f"run_dir={run}", "ckpt_path=null",
+                          "trainer.max_epochs=2", "trainer.limit_train_batches=2",
+                          "deterministic=true", "threads=1")  # fmt: skip
+        result = train(cfg)
+        ckpt = torch.load(result.last_checkpoint, map_location="cpu", weights_only=False)
+        weights.append(ckpt["state_dict"])
+        infos.append(json.loads((run / "run_info.json").read_text())["launches"][-1])
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert infos[0]["threads"] == 1 and infos[0]["deterministic"] is True
+    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == before
+    with pytest.raises(ConfigError, match="threads"):
+        check_config(compose_cfg("threads=0"))
+
+
 def test_plain_folder_trains_without_validation(compose_cfg, tiny_minidisc, tmp_path):
     nested = tmp_path / "photos" / "holiday"
     nested.mkdir(parents=True)

@@ -7,7 +7,7 @@ the device and the torch version; Phase 2 refuses an artifact whose hash differs
 files whose stamp or sha256 no longer match.
 
 Descriptors are computed one image per forward pass under deterministic kernels (see
-:mod:`fisc.export.determinism`), so on one device they are bit-identical run to run; the
+:mod:`fisc.determinism`), so on one device they are bit-identical run to run; the
 Phase 2 check of recomputed references is bit for bit unless ``reference_tolerance`` is set.
 """
 
@@ -31,7 +31,7 @@ from fisc.descriptors.h5io import (
     write_submission,
     write_vectors,
 )
-from fisc.export.determinism import deterministic_kernels
+from fisc.determinism import deterministic_kernels
 from fisc.export.freeze import golden_tolerance, load_artifact
 from fisc.export.validate import read_id_list, validate_submission
 from fisc.inference import DescriptorPipeline

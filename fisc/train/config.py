@@ -33,6 +33,8 @@ RESUMABLE_CHANGES = (
     "logger",
     "postprocess",
     "keep_every_n_epochs",
+    "deterministic",
+    "threads",
 )
 
 
@@ -161,6 +163,8 @@ ROOT_KEYS = frozenset(
         "ckpt_path",
         "progress_refresh",
         "keep_every_n_epochs",
+        "deterministic",
+        "threads",
         "init_from",
         "stages",
         "postprocess",
@@ -205,6 +209,12 @@ def check_config(cfg: DictConfig) -> dict[str, Any]:
         out["augment"].build(out["model"].train_size)  # every op and value, before training
     except OpConfigError as e:
         raise ConfigError(f"augment ({out['augment'].name}): {e}") from e
+    if not isinstance(cfg.get("deterministic", False), bool):
+        raise ConfigError(f"deterministic must be true or false, got {cfg.deterministic!r}")
+    threads = cfg.get("threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or threads < 1):  # fmt: skip
+        raise ConfigError(f"threads must be a positive int or null, got {threads!r}")
     if cfg.batch_size < 2:
         raise ConfigError(f"batch_size (global) must be >= 2, got {cfg.batch_size}")
     loss = out["loss"]

@@ -22,6 +22,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from fisc.descriptors.h5io import atomic_path
+from fisc.determinism import deterministic_kernels, fixed_threads
 from fisc.train.config import (
     RESUMABLE_CHANGES,
     SCHEMAS,
@@ -191,6 +192,8 @@ def write_run_info(run_dir: Path, cfg: DictConfig, data: str | None = None) -> N
             "git_dirty": git_dirty(),
             "versions": package_versions(),
             "data": data,
+            "threads": torch.get_num_threads(),
+            "deterministic": torch.are_deterministic_algorithms_enabled(),
         }
     )
     with atomic_path(info_path) as tmp:
@@ -276,7 +279,17 @@ def _moved_best(ckpt_dir: Path, old: Path, score: float | None) -> tuple[str | N
 
 def train(cfg: DictConfig) -> TrainResult:
     """Fit one run, or with ``stages`` one run per stage (``<run_dir>/stage<k>``), each at
-    its training size, starting from the previous stage's last checkpoint."""
+    its training size, starting from the previous stage's last checkpoint. With
+    ``deterministic=true`` everything runs under deterministic kernels and a fixed thread
+    count (``threads``, else the CPU count), so a rerun on the same machine gives the same bits;
+    both are restored afterwards."""
+    deterministic = bool(cfg.get("deterministic"))
+    threads = cfg.get("threads") or (os.cpu_count() if deterministic else None)
+    with fixed_threads(threads), deterministic_kernels(deterministic):
+        return _train(cfg)
+
+
+def _train(cfg: DictConfig) -> TrainResult:
     groups = check_config(cfg)
     check_postprocess_fit_set(cfg, groups)
     if not groups["stages"]:
@@ -452,8 +465,11 @@ def _train_one(cfg: DictConfig, groups: dict, lr_scale: float = 1.0) -> TrainRes
             )
         ]
     logger = make_logger(groups["logger"], run_dir, cfg.run_name)
+    trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if cfg.get("deterministic"):  # Lightning would otherwise switch deterministic algorithms off
+        trainer_args["deterministic"] = True
     trainer = pl.Trainer(
-        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        **trainer_args,
         default_root_dir=str(run_dir),
         logger=logger,
         callbacks=[

@@ -1,4 +1,5 @@
-"""Deterministic kernels for exports: the same input gives the same bits, run after run.
+"""Deterministic kernels: the same input gives the same bits, run after run (exports, and
+training with ``deterministic=true``).
 
 On CPU, fisc's exports are bit-identical run to run and however images are batched (one image
 per forward pass, see ``iter_descriptors(per_image=True)``). On CUDA, cuDNN may pick
@@ -49,3 +50,20 @@ def deterministic_kernels(enabled: bool = True) -> Iterator[None]:
             os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
         else:
             os.environ["CUBLAS_WORKSPACE_CONFIG"] = saved[6]
+
+
+@contextmanager
+def fixed_threads(threads: int | None) -> Iterator[None]:
+    """Within the block torch uses ``threads`` intra-op threads (``None``: unchanged); CPU
+    reductions are split by thread, so bit-identical reruns need the same count."""
+    if threads is None:
+        yield
+        return
+    if int(threads) < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    saved = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
