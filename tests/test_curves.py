@@ -52,3 +52,46 @@ def test_curves_train_keep_score_and_resume(tiny_minidisc, tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "== demo" not in again.stdout and ckpt.stat().st_mtime_ns == stamp
     assert json.loads((tmp_path / "res" / "results.json").read_text()) == saved
+
+
+def test_gpu_quality_script_runs_tiny_on_cpu(tmp_path):
+    """experiments/gpu/quality.py --tiny: builds its minidisc, trains the best recipe with a time
+    cap, scores every split next to pHash, and records the run (what the GPU run will do)."""
+    from fisc.baselines.phash import phash_descriptors
+    from fisc.data.disc21 import Disc21
+    from fisc.evaluation import evaluate
+    from fisc.metrics.micro_ap import load_ground_truth
+
+    cmd = [sys.executable, "experiments/gpu/quality.py", "--tiny", "--data-dir",
+           str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--results",
+           str(tmp_path / "res")]  # fmt: skip
+    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (saved,) = [json.loads(p.read_text()) for p in (tmp_path / "res").glob("*.json")]
+    assert saved["steps"] == 2 and "max_time" in saved["command"]
+    assert set(saved["scores"]) >= {"dev", "phase2", "novel"}
+    assert set(saved["scores"]["phase2"]) == {"raw", "post"}
+    root = tmp_path / "data" / "minidisctiny64"
+    gt = load_ground_truth(root / "novel_ground_truth.csv")
+    data = Disc21(root)
+    q = phash_descriptors(data.queries(gt), progress=False)
+    r = phash_descriptors(data.images("reference"), progress=False)
+    expected = evaluate(q, r, gt).micro_ap
+    assert abs(saved["pHash (64-bit)"]["novel"]["raw"]["micro_ap"] - expected) < 1e-9
+
+
+def test_every_ablation_variant_is_a_valid_config():
+    sys.path.insert(0, str(REPO / "experiments" / "ablations"))
+    import ablate
+    from hydra import compose, initialize_config_dir
+
+    from fisc.train.config import check_config
+
+    for name, (_, overrides) in ablate.VARIANTS.items():
+        with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+            cfg = compose("train", overrides=["experiment=demo", *overrides])
+        check_config(cfg)  # raises ConfigError on a bad key or value
+        per_epoch = cfg.trainer.limit_train_batches
+        per_epoch = per_epoch if isinstance(per_epoch, int) else ablate.EPOCH
+        assert cfg.trainer.max_epochs * per_epoch <= ablate.BUDGET_STEPS, name  # no extra steps
