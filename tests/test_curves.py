@@ -90,7 +90,7 @@ def test_every_ablation_variant_is_a_valid_config():
 
     for name, (_, overrides) in ablate.VARIANTS.items():
         with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-            cfg = compose("train", overrides=["experiment=demo", *overrides])
+            cfg = compose("train", overrides=["experiment=demo", *ablate.BASE, *overrides])
         check_config(cfg)  # raises ConfigError on a bad key or value
         per_epoch = cfg.trainer.limit_train_batches
         per_epoch = per_epoch if isinstance(per_epoch, int) else ablate.EPOCH

@@ -349,3 +349,9 @@ def test_demo_reports_every_system_on_both_splits(tiny_minidisc, tmp_path):
         assert {r["n_queries"] for r in systems.values()} == {12}
         assert rows[split][next(iter(systems))].micro_ap == next(iter(systems.values()))["micro_ap"]
     assert (tmp_path / "demo" / "descriptors" / "trained_reference.h5").is_file()
+    report = (tmp_path / "demo" / "results.md").read_text()
+    for split, systems in saved.items():  # the margin of the shipped (post-processed) system
+        ours, phash = systems["fisc trained + pca_whiten8,l2 (8-d)"], systems[
+            "pHash (imagehash, 64-bit)"]  # fmt: skip
+        margin = ours["micro_ap"] - phash["micro_ap"]
+        assert f"over pHash: μAP {margin:+.4f}" in report.split(f"minidisc {split} split")[1]
