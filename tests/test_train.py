@@ -183,6 +183,26 @@ def cli(*args) -> int:
     return fisc_main([str(a) for a in args])
 
 
+def test_last_checkpoint_is_the_final_state_and_a_finished_run_trains_nothing(
+    compose_cfg, tiny_minidisc, tmp_path
+):
+    """Validation only at epoch 1 of 3: last.ckpt must still hold the final step (Lightning's
+    save_last alone would keep epoch 1's), and relaunching the finished run changes nothing."""
+    import torch
+
+    cfg = compose_cfg(*tiny_data(tiny_minidisc), *SMALL, f"run_dir={tmp_path / 'run'}",
+                      "ckpt_path=auto", "trainer.max_epochs=3", "trainer.limit_train_batches=2",
+                      "trainer.check_val_every_n_epoch=2")  # fmt: skip
+    first = train(cfg)
+    last = torch.load(first.last_checkpoint, map_location="cpu", weights_only=False)
+    assert (last["global_step"], last["epoch"]) == (6, 2)
+    assert first.best_checkpoint and "epoch001" in first.best_checkpoint
+    again = train(cfg)
+    after = torch.load(again.last_checkpoint, map_location="cpu", weights_only=False)
+    assert after["global_step"] == 6
+    assert all(torch.equal(after["state_dict"][k], v) for k, v in last["state_dict"].items())
+
+
 def test_deterministic_reruns_are_bit_identical(compose_cfg, tiny_minidisc, tmp_path):
     """deterministic=true: two fresh runs of one config give the same weights, bit for bit,
     and the run records it; the process's torch settings are restored afterwards."""

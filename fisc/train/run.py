@@ -250,6 +250,27 @@ def make_logger(cfg: LoggerConfig, run_dir: Path, run_name: str):
     raise ValueError(f"logger.kind must be csv | wandb, got {cfg.kind!r}")
 
 
+class LastCheckpoint(ModelCheckpoint):
+    """``last.ckpt``: the state at the end of every epoch, whatever the monitored metric did
+    (Lightning's ``save_last`` rewrites it only when the best checkpoint changes, so a run's
+    ``last.ckpt`` could be an earlier, dev-chosen state)."""
+
+    def __init__(self, dirpath: Path):
+        super().__init__(
+            dirpath=dirpath,
+            filename="last",
+            monitor=None,
+            save_top_k=1,
+            every_n_epochs=1,
+            save_on_train_epoch_end=True,
+            enable_version_counter=False,
+        )
+
+    @property
+    def state_key(self) -> str:  # distinct from a history ModelCheckpoint's every_n_epochs=1
+        return "LastCheckpoint"
+
+
 def resume_path(ckpt_path: str | None, ckpt_dir: Path) -> str | None:
     """``null``: fresh; ``auto``: ``last.ckpt`` of this run dir if present; else a path."""
     if ckpt_path in (None, "", "none"):
@@ -445,7 +466,6 @@ def _train_one(cfg: DictConfig, groups: dict, lr_scale: float = 1.0) -> TrainRes
         dirpath=ckpt_dir,
         monitor=monitor,
         mode="max",
-        save_last=True,
         save_top_k=1,
         filename="best-epoch{epoch:03d}" if monitor else "epoch{epoch:03d}",
         auto_insert_metric_name=False,
@@ -474,6 +494,7 @@ def _train_one(cfg: DictConfig, groups: dict, lr_scale: float = 1.0) -> TrainRes
         logger=logger,
         callbacks=[
             checkpoint,
+            LastCheckpoint(ckpt_dir),
             *history,
             TQDMProgressBar(refresh_rate=max(1, cfg.progress_refresh)),
             *([RunMedia(run_dir, groups["logger"].gallery)] if groups["logger"].media else []),
