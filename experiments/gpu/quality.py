@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,12 +92,7 @@ def main() -> None:
     command = f"python train.py {' '.join(args)}"
     minutes = None
     if not (run_dir / "train_result.json").is_file():
-        print(f"== {command}", flush=True)
-        started = time.perf_counter()
-        env = {**os.environ, "WANDB_MODE": "disabled"}
-        subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, check=True,
-                       env=env)  # fmt: skip
-        minutes = (time.perf_counter() - started) / 60
+        minutes = study.launch(args, name)
     scores = study._score_run(a.recipe, a.seed, overrides, run_dir, minutes)
     cfg = study._compose(a.recipe, overrides)
     _, truths, queries, references, _ = study._data(cfg)

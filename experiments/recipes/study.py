@@ -98,16 +98,21 @@ def run(recipe: str, seed: int, extra: list[str], out_root: Path) -> dict:
         "logger.media=false",
         *extra,
     ]
+    minutes = launch(args, f"{recipe} seed {seed}")
+    return _score_run(recipe, seed, extra, run_dir, minutes)
+
+
+def launch(args: list[str], label: str) -> float:
+    """``python train.py ARGS`` from the repository root (W&B off); its wall-clock minutes."""
+    print(f"== {label}: python train.py {' '.join(args)}", flush=True)
     started = time.perf_counter()
-    print(f"== {recipe} seed {seed}: python train.py {' '.join(args)}", flush=True)
     subprocess.run(
         [sys.executable, str(ROOT / "train.py"), *args],
         cwd=ROOT,
         check=True,
         env={**os.environ, "WANDB_MODE": "disabled"},
     )
-    minutes = (time.perf_counter() - started) / 60
-    return _score_run(recipe, seed, extra, run_dir, minutes)
+    return (time.perf_counter() - started) / 60
 
 
 def _score_run(recipe: str, seed: int, extra: list[str], run_dir: Path, minutes) -> dict:
