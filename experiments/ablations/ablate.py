@@ -25,6 +25,8 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments" / "recipes"))
 sys.path.insert(0, str(ROOT / "experiments" / "curves"))
@@ -146,7 +148,34 @@ def table(rows: list[dict], base: dict) -> str:
                                         *cells(r)]) + " |")  # fmt: skip
     for name, scores in base.items():
         lines.append("| " + " | ".join([name, "–", "–", "–", *cells(scores)]) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + spread(rows, splits))
+
+
+def spread(rows: list[dict], splits: list[str]) -> list[str]:
+    """Mean ± sd over seeds (sample sd) of the variants run with more than one seed."""
+    out = []
+    for name in dict.fromkeys(r["variant"] for r in rows):
+        runs = [r for r in rows if r["variant"] == name]
+        if len(runs) < 2:
+            continue
+        if not out:
+            head = ["variant", "seeds"] + [
+                f"{study.SPLIT_TITLES[s]} {m} {k}"
+                for s in splits
+                for m in ("μAP", "R@P90")
+                for k in ("raw", "post")
+            ]
+            out = ["", "Mean ± sd over seeds:", "", "| " + " | ".join(head) + " |",
+                   "|" + "---|" * len(head)]  # fmt: skip
+        cells = []
+        for s in splits:
+            for m in ("micro_ap", "recall_at_p90"):
+                for k in ("raw", "post"):
+                    v = np.array([r[s][k][m] for r in runs if k in r.get(s, {})])
+                    cells.append(f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else "–")
+        seeds = ",".join(str(r["seed"]) for r in runs)
+        out.append("| " + " | ".join([name, seeds, *cells]) + " |")
+    return out
 
 
 def main() -> None:
