@@ -44,7 +44,7 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a.shape[1] - a @ b.T) / 2
 
 
-def normalise(x: np.ndarray) -> np.ndarray:
+def unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
 
 
@@ -67,7 +67,7 @@ def main() -> None:
     def describe(images: ImageSet) -> np.ndarray:
         d = pipeline.raw(images, batch_size=64, num_workers=2)[0]
         row = {str(i): k for k, i in enumerate(d.ids)}
-        return normalise(d.vectors[[row[i] for i in images.ids]].astype(np.float64))
+        return unit_rows(d.vectors[[row[i] for i in images.ids]].astype(np.float64))
 
     refs = data.images("reference")
     ref_emb, ref_hash = describe(refs), np.stack([phash_vector(Image.open(p)) for p in refs.paths])

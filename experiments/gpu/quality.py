@@ -29,7 +29,7 @@ import study  # noqa: E402
 from fisc.baselines.phash import phash_descriptors  # noqa: E402
 from fisc.descriptors.h5io import atomic_path  # noqa: E402
 
-TINY = {"n_train": 64, "size": 32, "eval_size": 32, "minutes": 1.0, "epochs": 1, "batch": 16,
+TINY = {"n_train": 64, "size": 32, "eval_px": 32, "minutes": 1.0, "epochs": 1, "batch": 16,
         "workers": 0, "trainer": "cpu"}  # fmt: skip
 TINY_DATA = ["data.minidisc.n_reference=16", "data.minidisc.n_dev_queries=12",
              "data.minidisc.n_phase2_queries=12", "++data.minidisc.n_novel_queries=12",
@@ -51,7 +51,7 @@ def main() -> None:
     p.add_argument("--recipe", default="isc3rd_mini")
     p.add_argument("--n-train", type=int, default=50_000)
     p.add_argument("--size", type=int, default=224, help="training image size")
-    p.add_argument("--eval-size", type=int, default=224)
+    p.add_argument("--eval-size", dest="eval_px", type=int, default=224)
     p.add_argument("--minutes", type=float, default=8.0, help="hard stop of training")
     p.add_argument("--epochs", type=int, default=6, help="the LR schedule's length")
     p.add_argument("--batch", type=int, default=256)
@@ -78,7 +78,7 @@ def main() -> None:
         f"data.minidisc.n_train={a.n_train}",
         f"trainer={a.trainer}",
         f"model.train_size={a.size}",
-        f"model.eval_size={a.eval_size}",
+        f"model.eval_size={a.eval_px}",
         f"batch_size={a.batch}",
         f"eval_batch_size={a.batch}",
         f"num_workers={a.workers}",
