@@ -72,7 +72,8 @@ def run_demo(
     systems: dict[str, tuple[Descriptors, Descriptors, int]] = {}
     trained = DescriptorPipeline.from_checkpoint(checkpoint)
     raw = describe("trained", trained)
-    systems[f"fisc trained ({m.name}, {m.dims}-d)"] = (raw["query"], raw["reference"], 256)
+    shipped = f"fisc trained ({m.name}, {m.dims}-d)"  # what make export-phase2 ships
+    systems[shipped] = (raw["query"], raw["reference"], 256)
     if result.postprocess:  # the recipe's post-processor, fitted by the run on training images
         post = trained.with_postprocessor(
             load_fitted_postprocessor(result.postprocess["file"], checkpoint)
@@ -82,6 +83,7 @@ def run_demo(
             write_vectors(out_dir / "descriptors" / f"trained_post_{role}.h5", d)
         name = f"fisc trained + {post.postprocess_spec} ({post.dims}-d)"
         systems[name] = (final["query"], final["reference"], post.max_dims)
+        shipped = name
     before = describe("untrained", untrained_pipeline(m, cfg.seed))  # fresh projection
     systems[f"before training ({m.name}, {m.dims}-d)"] = (
         before["query"],
@@ -104,7 +106,6 @@ def run_demo(
     elapsed = time.perf_counter() - started
     parts = [f"checkpoint {checkpoint}; {elapsed / 60:.1f} min in all, of which "
              f"{train_minutes:.1f} min building the data (if absent) and training"]  # fmt: skip
-    shipped = list(systems)[1 if result.postprocess else 0]  # what make export-phase2 ships
     for split, gt in truths.items():
         n_match = sum(r is not None for r in gt.values())
         ours, phash = rows[split][shipped], rows[split]["pHash (imagehash, 64-bit)"]

@@ -194,11 +194,11 @@ def test_last_checkpoint_is_the_final_state_and_a_finished_run_trains_nothing(
                       "ckpt_path=auto", "trainer.max_epochs=3", "trainer.limit_train_batches=2",
                       "trainer.check_val_every_n_epoch=2")  # fmt: skip
     first = train(cfg)
-    last = torch.load(first.last_checkpoint, map_location="cpu", weights_only=False)
+    last = torch.load(first.last_checkpoint, map_location="cpu", weights_only=True)
     assert (last["global_step"], last["epoch"]) == (6, 2)
     assert first.best_checkpoint and "epoch001" in first.best_checkpoint
     again = train(cfg)
-    after = torch.load(again.last_checkpoint, map_location="cpu", weights_only=False)
+    after = torch.load(again.last_checkpoint, map_location="cpu", weights_only=True)
     assert after["global_step"] == 6
     assert all(torch.equal(after["state_dict"][k], v) for k, v in last["state_dict"].items())
 
@@ -216,7 +216,7 @@ def test_deterministic_reruns_are_bit_identical(compose_cfg, tiny_minidisc, tmp_
                           "trainer.max_epochs=2", "trainer.limit_train_batches=2",
                           "deterministic=true", "threads=1")  # fmt: skip
         result = train(cfg)
-        ckpt = torch.load(result.last_checkpoint, map_location="cpu", weights_only=False)
+        ckpt = torch.load(result.last_checkpoint, map_location="cpu", weights_only=True)
         weights.append(ckpt["state_dict"])
         infos.append(json.loads((run / "run_info.json").read_text())["launches"][-1])
     assert weights[0].keys() == weights[1].keys()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
+from hydra import compose, initialize_config_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,6 +30,7 @@ from fisc.data.datasets import TwoViewDataset  # noqa: E402
 from fisc.data.disc21 import Disc21  # noqa: E402
 from fisc.descriptors.h5io import atomic_path  # noqa: E402
 from fisc.inference import DescriptorPipeline, resolve_preprocess  # noqa: E402
+from fisc.train.config import typed  # noqa: E402
 
 PRISTINE = {"stages": []}
 
@@ -63,10 +64,11 @@ def main() -> None:
     pipe = DescriptorPipeline.from_checkpoint(a.checkpoint)
     size = pipe.model_cfg.train_size
     norm = resolve_preprocess(pipe.model_cfg, size)
-    raw = OmegaConf.load(ROOT / "conf" / "augment" / f"{a.augment}.yaml")
-    aug = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(AugmentConfig), raw))
-    aug.exclude_ops = list(a.exclude)
-    view = OmegaConf.to_container(raw.views[0])
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        excluded = f"augment.exclude_ops=[{','.join(a.exclude)}]"
+        cfg = compose("train", overrides=[f"augment={a.augment}", excluded])
+    aug = typed(cfg, "augment")  # the augment group, checked as training checks it
+    view = aug.views[0]
     ops = [op for op in view["stages"][-1]["ops"] if op not in aug.exclude_ops]
     images = Disc21(a.data).images("training")
     images = images.subset(images.ids[: a.images])

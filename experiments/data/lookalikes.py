@@ -29,11 +29,11 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
 
-from fisc.baselines.phash import phash_vector  # noqa: E402
+from fisc.baselines.phash import phash_descriptors  # noqa: E402
 from fisc.data.disc21 import Disc21, ImageSet  # noqa: E402
 from fisc.data.minidisc import load_minidisc_manifest, source_image  # noqa: E402
 from fisc.descriptors.h5io import atomic_path  # noqa: E402
-from fisc.inference import DescriptorPipeline  # noqa: E402
+from fisc.inference import DescriptorPipeline, subset  # noqa: E402
 from fisc.metrics.micro_ap import load_ground_truth  # noqa: E402
 
 SPLITS = {"phase2": "phase2_ground_truth.csv", "novel": "novel_ground_truth.csv"}
@@ -65,12 +65,14 @@ def main() -> None:
     pipeline = DescriptorPipeline.from_checkpoint(a.checkpoint)
 
     def describe(images: ImageSet) -> np.ndarray:
-        d = pipeline.raw(images, batch_size=64, num_workers=2)[0]
-        row = {str(i): k for k, i in enumerate(d.ids)}
-        return unit_rows(d.vectors[[row[i] for i in images.ids]].astype(np.float64))
+        d = subset(pipeline.raw(images, batch_size=64, num_workers=2)[0], images.ids)
+        return unit_rows(d.vectors.astype(np.float64))
+
+    def phash(images: ImageSet) -> np.ndarray:
+        return phash_descriptors(images, progress=False).vectors
 
     refs = data.images("reference")
-    ref_emb, ref_hash = describe(refs), np.stack([phash_vector(Image.open(p)) for p in refs.paths])
+    ref_emb, ref_hash = describe(refs), phash(refs)
     shown = lambda path: path.relative_to(ROOT) if path.is_relative_to(ROOT) else path  # noqa: E731
     lines = [f"Model: `{shown(a.checkpoint)}`; data: `{shown(a.data)}` (minidisc seed "
              f"{spec['seed']}).", ""]  # fmt: skip
@@ -100,7 +102,7 @@ def main() -> None:
                 paths.append(path)
             src = ImageSet(tuple(distract), tuple(paths))
             src_emb = describe(src)
-            src_hash = np.stack([phash_vector(Image.open(p)) for p in paths])
+            src_hash = phash(src)
             src_sim = src_emb @ ref_emb.T
             src_ham = hamming(src_hash, ref_hash)
             # the top false positives: distractor queries' best reference scores

@@ -43,7 +43,7 @@ def steps_done(run_dir: Path) -> int | None:
         return None
     import torch
 
-    return int(torch.load(last, map_location="cpu", weights_only=False)["global_step"])
+    return int(torch.load(last, map_location="cpu", weights_only=True)["global_step"])
 
 
 def main() -> None:
