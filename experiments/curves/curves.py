@@ -48,7 +48,7 @@ def train(recipe: str, seed: int, epochs: int, every: int, extra: list[str], out
     # the curve's own settings last: they win over the overrides given for every run
     args = [f"experiment={recipe}", f"seed={seed}", *extra, f"run_dir={run_dir}",
             "ckpt_path=auto", f"trainer.max_epochs={epochs}", f"keep_every_n_epochs={every}",
-            f"trainer.check_val_every_n_epoch={every}", "logger.media=false"]  # fmt: skip
+            f"trainer.check_val_every_n_epoch={epochs}", "logger.media=false"]  # fmt: skip
     print(f"== {recipe} seed {seed}: python train.py {' '.join(args)}", flush=True)
     env = {**os.environ, "WANDB_MODE": "disabled"}
     subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, check=True, env=env)

@@ -123,6 +123,8 @@ def _score_run(recipe: str, seed: int, extra: list[str], run_dir: Path, minutes)
         minutes = json.loads(cached.read_text()).get("train_minutes")
     cfg = _compose(recipe, [f"seed={seed}", *extra])
     result = json.loads((run_dir / "train_result.json").read_text())
+    if minutes is None:  # trained elsewhere (e.g. by `make demo`): its own fit time
+        minutes = result.get("fit_minutes")
     data, truths, queries, references, train = _data(cfg)
     last = result["last_checkpoint"]
     pp = None

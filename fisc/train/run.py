@@ -59,6 +59,7 @@ class TrainResult:
     last_checkpoint: str | None
     best_score: float | None
     postprocess: dict | None = None  # the recipe's post-processor, fitted for last_checkpoint
+    fit_minutes: float | None = None  # wall time of the launch that finished the run (fit only)
 
 
 def git_sha() -> str | None:
@@ -482,6 +483,7 @@ def _train_one(cfg: DictConfig, groups: dict, lr_scale: float = 1.0) -> TrainRes
                 every_n_epochs=int(cfg.keep_every_n_epochs),
                 save_top_k=-1,
                 monitor=None,
+                save_on_train_epoch_end=True,  # without waiting for a validation epoch
             )
         ]
     logger = make_logger(groups["logger"], run_dir, cfg.run_name)
@@ -500,6 +502,7 @@ def _train_one(cfg: DictConfig, groups: dict, lr_scale: float = 1.0) -> TrainRes
             *([RunMedia(run_dir, groups["logger"].gallery)] if groups["logger"].media else []),
         ],
     )
+    started = time.perf_counter()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     except ValueError as e:  # torch's Optimizer.load_state_dict on a differently built optimizer
@@ -520,7 +523,8 @@ def _train_one(cfg: DictConfig, groups: dict, lr_scale: float = 1.0) -> TrainRes
     score = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None
     if best is not None and not Path(best).is_file():
         best, score = _moved_best(ckpt_dir, Path(best), score)
-    result = TrainResult(str(run_dir), best, last, score)
+    minutes = round((time.perf_counter() - started) / 60, 2)
+    result = TrainResult(str(run_dir), best, last, score, fit_minutes=minutes)
     with atomic_path(run_dir / "train_result.json") as tmp:
         tmp.write_text(json.dumps(asdict(result), indent=2) + "\n")
     return result
