@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 class TwoViewDataset(Dataset):
     """Item ``i``: ``(view_a, view_b, gpu_seeds, i)`` with uint8 ``3 x size x size`` views and
     the per-sample seeds of their GPU stage. View ``v``'s randomness is keyed by
-    ``(seed, epoch, i, v)``. Set :attr:`epoch` before each epoch's workers start.
+    ``(seed, epoch, i, v)``: the key is ``(epoch, i)`` (as the training sampler yields them)
+    or ``i`` alone for epoch :attr:`epoch`.
 
     ``worker_gpu`` (one pipeline or ``None`` per view) applies the views' batched GPU ops here,
     per sample on CPU, when training has no GPU.
@@ -47,8 +48,8 @@ class TwoViewDataset(Dataset):
         """Another training image, for the ops that paste one image onto/under another."""
         return np.asarray(load_rgb(self.images.paths[int(rng.integers(len(self.images)))]))
 
-    def view(self, img: np.ndarray, index: int, v: int) -> tuple[torch.Tensor, int]:
-        rng = np.random.default_rng([self.seed, self.epoch, index, v])
+    def view(self, img: np.ndarray, index: int, v: int, epoch: int) -> tuple[torch.Tensor, int]:
+        rng = np.random.default_rng([self.seed, epoch, index, v])
         pixels, gpu_seed = self.views[v](img, rng, self.other_image)
         out = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
         gpu = self.worker_gpu[v]
@@ -58,9 +59,10 @@ class TwoViewDataset(Dataset):
             out = x[0].mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
         return out, gpu_seed
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, key: int | tuple[int, int]):
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         img = np.asarray(load_rgb(self.images.paths[index]))
-        (a, seed_a), (b, seed_b) = (self.view(img, index, v) for v in range(2))
+        (a, seed_a), (b, seed_b) = (self.view(img, index, v, epoch) for v in range(2))
         return a, b, torch.tensor([seed_a, seed_b], dtype=torch.int64), index
 
 

@@ -39,7 +39,8 @@ class Descriptors:
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically."""
+    """Yield a temporary path beside ``path`` (same filesystem); on success it is flushed to
+    disk and replaces ``path`` atomically: a kill leaves the old file or the new, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -47,10 +48,22 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
+        _fsync(tmp)
         os.replace(tmp, path)
+        _fsync(path.parent)  # the rename itself
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _fsync(path: str | Path) -> None:
+    if Path(path).is_dir() and os.name == "nt":
+        return  # directories cannot be opened for fsync on Windows
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:

@@ -39,6 +39,7 @@ import timm
 import torch
 from PIL import Image
 
+from fisc.checkpoints import load_checkpoint
 from fisc.data.disc21 import ImageSet, list_images
 from fisc.descriptors.h5io import Descriptors, read_vectors, write_vectors
 from fisc.inference import (
@@ -258,7 +259,7 @@ def freeze(
         raise FileExistsError(f"artifact directory {out_dir} already exists; refusing to overwrite")
     source = DescriptorPipeline.from_checkpoint(checkpoint)
     model, cfg = source.model, source.model_cfg
-    raw = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    raw = load_checkpoint(checkpoint)
     hparams = raw.get("hyper_parameters", {}) if isinstance(raw, dict) else {}
     training_config = {k: v for k, v in hparams.items() if k != "model"} or None
     pp_path = _postprocessor_for(checkpoint, postprocess)

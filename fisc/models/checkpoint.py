@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
+from fisc.checkpoints import load_checkpoint
 from fisc.models.descriptor import DescriptorModel, ModelConfig, build_descriptor_model
 from fisc.models.weights import WeightsConfig
 
@@ -13,9 +12,7 @@ from fisc.models.weights import WeightsConfig
 def _read(path: str | Path) -> tuple[ModelConfig, dict, dict]:
     """``(model config, its dict without weights, state dict)`` of a fisc training checkpoint."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_checkpoint(path)
     try:
         model_dict = dict(ckpt["hyper_parameters"]["model"])
         state = ckpt["state_dict"]

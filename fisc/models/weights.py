@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fisc.checkpoints import load_checkpoint
+
 log = logging.getLogger(__name__)
 
 
@@ -66,7 +68,7 @@ def read_state_dict(path: str, sha256: str | None = None) -> dict[str, torch.Ten
 
         state = load_file(str(file))
     else:
-        state = torch.load(file, map_location="cpu", weights_only=True)
+        state = load_checkpoint(file, "weights file")
     for key in ("state_dict", "model"):  # common checkpoint wrappers
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -33,6 +33,7 @@ RESUMABLE_CHANGES = (
     "logger",
     "postprocess",
     "keep_every_n_epochs",
+    "checkpoint_every_n_steps",
     "deterministic",
     "threads",
 )
@@ -163,6 +164,7 @@ ROOT_KEYS = frozenset(
         "ckpt_path",
         "progress_refresh",
         "keep_every_n_epochs",
+        "checkpoint_every_n_steps",
         "deterministic",
         "threads",
         "init_from",

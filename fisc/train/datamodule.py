@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from fisc.augment.pipeline import AugmentConfig
 from fisc.data.datasets import EvalImageDataset, TwoViewDataset
@@ -49,6 +50,8 @@ class CopyDetectionDataModule(pl.LightningDataModule):
         self.seed = seed
         self.eval_batch_size = eval_batch_size
         self.train_set: TwoViewDataset | None = None
+        self.sampler: EpochSampler | None = None
+        self._resume: tuple[int, int] | None = None  # (epoch, batches done) of a resumed run
         self.view_pipelines = augment.build(model.train_size)  # config errors: now, not mid-epoch
         self.gpu_pipelines = [_gpu_pipeline(v.view.gpu) for v in self.view_pipelines]
         self.gpu_on_device = False
@@ -90,17 +93,42 @@ class CopyDetectionDataModule(pl.LightningDataModule):
             self.train_set = TwoViewDataset(
                 self.train_images, self.view_pipelines, seed=self.seed, worker_gpu=worker_gpu
             )
-        if self.trainer is not None:
-            self.train_set.epoch = self.trainer.current_epoch
-        # workers are re-created each epoch (not persistent) so they see the current epoch
+        per_device = self.per_device_batch()
+        t = self.trainer
+        rank, world, epoch = (t.global_rank, t.world_size, t.current_epoch) if t else (0, 1, 0)
+        self.sampler = EpochSampler(len(self.train_set), self.seed, rank=rank, world_size=world)
+        self.sampler.set_epoch(epoch)
+        if self._resume is not None:  # a run resumed mid-epoch: where its epoch stopped
+            saved_epoch, batches = self._resume
+            self._resume = None
+            if batches * per_device >= len(self.sampler):  # saved at the epoch's end
+                saved_epoch, batches = saved_epoch + 1, 0
+            self.sampler.set_epoch(saved_epoch)
+            self.sampler.skip = batches * per_device
+        # workers are re-created each epoch (not persistent); the loader's own generator keeps
+        # the global RNG (which the training step draws from) out of the data order
         return DataLoader(
             self.train_set,
-            batch_size=self.per_device_batch(),
-            shuffle=True,
+            batch_size=per_device,
+            sampler=self.sampler,
             drop_last=True,  # the loss needs equal batches on every rank
             num_workers=self.num_workers,
             persistent_workers=False,
+            generator=torch.Generator().manual_seed(self.seed),
         )
+
+    # Lightning saves these in every checkpoint and restores them before the training loader
+    # is built (its own loader-state mechanism runs too late when the LR schedule has asked
+    # for the number of steps first, as fisc's does)
+    def state_dict(self) -> dict:
+        if self.sampler is None or self.trainer is None:
+            return {}
+        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"epoch": self.sampler.epoch, "batches": int(done)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            self._resume = (int(state["epoch"]), int(state["batches"]))
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """Training batches: the views' GPU stage (when on the device), then normalisation."""
@@ -127,6 +155,34 @@ class CopyDetectionDataModule(pl.LightningDataModule):
             )
             for images in (self.validation.queries, self.validation.references)
         ]
+
+
+class EpochSampler(Sampler):
+    """Training order: a permutation keyed by ``(seed, epoch)`` (no global RNG), this rank's
+    share of it (every ``world_size``-th index from ``rank``), starting ``skip`` indices in
+    (a run resumed mid-epoch). Yields ``(epoch, index)``: the dataset keys the augmentation
+    randomness by the epoch the index was drawn for, whenever its workers were started."""
+
+    def __init__(self, n: int, seed: int, rank: int = 0, world_size: int = 1):
+        self.n, self.seed, self.rank, self.world_size = n, seed, rank, world_size
+        self.epoch = 0
+        self.skip = 0
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls it before every epoch
+        if epoch != self.epoch:
+            self.skip = 0  # a resume position holds for the epoch it was saved in only
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n // self.world_size
+
+    def __iter__(self):
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+        mine = order[self.rank : self.world_size * len(self) : self.world_size]
+        skip, self.skip = self.skip, 0
+        epoch = self.epoch
+        for index in mine[skip:].tolist():
+            yield epoch, index
 
 
 def _gpu_pipeline(cfg: dict) -> torch.nn.Module | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 from dataclasses import asdict
 
 import numpy as np
@@ -49,10 +50,18 @@ class CopyDetectionModule(pl.LightningModule):
         return self.model(images)
 
     # training -----------------------------------------------------------------------------
-    def on_train_epoch_start(self) -> None:
-        dm = self.trainer.datamodule
-        if dm is not None and getattr(dm, "train_set", None) is not None:
-            dm.train_set.epoch = self.current_epoch  # keys the augmentation randomness
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["fisc_rng"] = rng_states()  # what the next training step draws from
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._rng_to_restore = checkpoint.get("fisc_rng")
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        # a resumed run: the RNG as it was after the checkpoint's step (restored here, once
+        # the resumed loop's own set-up is done, so nothing else draws from it first)
+        states, self._rng_to_restore = getattr(self, "_rng_to_restore", None), None
+        if states is not None:
+            restore_rng_states(states)
 
     def training_step(self, batch, batch_idx):
         view_a, view_b, index = batch
@@ -169,6 +178,32 @@ def _merge(parts: list[tuple[np.ndarray, np.ndarray]], ids) -> Descriptors:
     vectors = np.concatenate([p[1] for p in parts])
     index, first = np.unique(index, return_index=True)
     return Descriptors(np.asarray(ids)[index], vectors[first])
+
+
+def rng_states() -> dict:
+    """Python's, numpy's and torch's (CPU and CUDA) global RNG states, as tensors and plain
+    containers (loadable with ``weights_only=True``)."""
+    np_state = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng_states(states: dict) -> None:
+    random.setstate(_tuples(states["python"]))
+    kind, keys, *rest = states["numpy"]
+    np.random.set_state((kind, keys.numpy(), *rest))
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _tuples(x):
+    """``random.setstate`` wants the tuples a checkpoint round trip may turn into lists."""
+    return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
 def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:

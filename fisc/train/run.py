@@ -18,9 +18,17 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
+from fisc.checkpoints import (
+    atomic_checkpoint_io,
+    check_output_dir,
+    load_checkpoint,
+    newest_valid_checkpoint,
+    readable,
+    remove_stale_partials,
+)
 from fisc.descriptors.h5io import atomic_path
 from fisc.determinism import deterministic_kernels, fixed_threads
 from fisc.train.config import (
@@ -31,6 +39,7 @@ from fisc.train.config import (
     check_config,
 )
 from fisc.train.datamodule import CopyDetectionDataModule
+from fisc.train.lock import RunLock, is_rank_zero_process
 from fisc.train.media import RunMedia
 from fisc.train.module import CopyDetectionModule
 from fisc.train.sources import resolve_data
@@ -251,34 +260,55 @@ def make_logger(cfg: LoggerConfig, run_dir: Path, run_name: str):
     raise ValueError(f"logger.kind must be csv | wandb, got {cfg.kind!r}")
 
 
-class LastCheckpoint(ModelCheckpoint):
-    """``last.ckpt``: the state at the end of every epoch, whatever the monitored metric did
-    (Lightning's ``save_last`` rewrites it only when the best checkpoint changes, so a run's
-    ``last.ckpt`` could be an earlier, dev-chosen state)."""
+class LastCheckpoint(Callback):
+    """``last.ckpt``: the state every ``every_n_steps`` optimizer steps and at the end of every
+    epoch, whatever the monitored metric did (Lightning's ``save_last`` rewrites it only when
+    the best checkpoint changes). Written atomically by the trainer's checkpoint IO."""
 
-    def __init__(self, dirpath: Path):
-        super().__init__(
-            dirpath=dirpath,
-            filename="last",
-            monitor=None,
-            save_top_k=1,
-            every_n_epochs=1,
-            save_on_train_epoch_end=True,
-            enable_version_counter=False,
-        )
+    def __init__(self, dirpath: Path, every_n_steps: int | None = None):
+        self.path = Path(dirpath) / "last.ckpt"
+        self.every_n_steps = every_n_steps
 
-    @property
-    def state_key(self) -> str:  # distinct from a history ModelCheckpoint's every_n_epochs=1
-        return "LastCheckpoint"
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if self.every_n_steps and step % self.every_n_steps == 0 and not _epoch_end(trainer):
+            trainer.save_checkpoint(self.path)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        trainer.save_checkpoint(self.path)
+
+
+def checkpoint_bytes(module: torch.nn.Module) -> int:
+    """About the size of one checkpoint: weights and buffers, plus two optimizer moments."""
+    params = sum(p.numel() * p.element_size() for p in module.parameters())
+    buffers = sum(b.numel() * b.element_size() for b in module.buffers())
+    return 3 * params + buffers
+
+
+def _epoch_end(trainer) -> bool:
+    """The batch just trained is the epoch's last (its end-of-epoch save follows)."""
+    done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+    return done >= trainer.num_training_batches
 
 
 def resume_path(ckpt_path: str | None, ckpt_dir: Path) -> str | None:
-    """``null``: fresh; ``auto``: ``last.ckpt`` of this run dir if present; else a path."""
+    """``null``: fresh; ``auto``: ``last.ckpt`` of this run dir if present (if unreadable, the
+    newest readable checkpoint there, with a warning); else a path."""
     if ckpt_path in (None, "", "none"):
         return None
     if ckpt_path == "auto":
         last = ckpt_dir / "last.ckpt"
-        return str(last) if last.is_file() else None
+        if not last.is_file():
+            return None
+        if readable(last):
+            return str(last)
+        fallback = newest_valid_checkpoint(ckpt_dir, exclude=last)
+        log.warning(
+            "%s is unreadable (truncated or corrupt); resuming from %s instead",
+            last,
+            fallback or "scratch (no readable checkpoint)",
+        )
+        return str(fallback) if fallback is not None else None
     if not Path(ckpt_path).is_file():
         raise FileNotFoundError(f"ckpt_path {ckpt_path} does not exist")
     return ckpt_path
@@ -292,7 +322,7 @@ def _moved_best(ckpt_dir: Path, old: Path, score: float | None) -> tuple[str | N
         log.warning("best checkpoint %s is gone and not in %s; none reported", old, ckpt_dir)
         return None, None
     if score is None:
-        state = torch.load(here, map_location="cpu", weights_only=False, mmap=True)
+        state = load_checkpoint(here, "best checkpoint")
         for key, value in state.get("callbacks", {}).items():
             if key.startswith("ModelCheckpoint") and value.get("best_model_score") is not None:
                 score = float(value["best_model_score"])
@@ -314,6 +344,15 @@ def train(cfg: DictConfig) -> TrainResult:
 def _train(cfg: DictConfig) -> TrainResult:
     groups = check_config(cfg)
     check_postprocess_fit_set(cfg, groups)
+    run_dir = Path(cfg.run_dir)
+    if not is_rank_zero_process():  # a DDP worker: rank 0's launch holds the run dir
+        return _train_stages(cfg, groups)
+    with RunLock(run_dir):
+        remove_stale_partials(run_dir)
+        return _train_stages(cfg, groups)
+
+
+def _train_stages(cfg: DictConfig, groups: dict) -> TrainResult:
     if not groups["stages"]:
         return _finish(cfg, groups, _train_one(cfg, groups))
     run_dir = Path(cfg.run_dir)
@@ -416,9 +455,7 @@ def fit_postprocess(cfg: DictConfig, groups: dict, checkpoint: str | None) -> di
 def load_initial_weights(module: CopyDetectionModule, path: str) -> None:
     """Model (strictly) and loss (e.g. ArcFace classes, possibly fewer) weights from a fisc
     checkpoint, for a fresh run that starts where another ended."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"init_from {path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    state = load_checkpoint(path, "init_from")["state_dict"]
     model = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
     module.model.load_state_dict(model, strict=True)
     loss = {k[len("loss.") :]: v for k, v in state.items() if k.startswith("loss.")}
@@ -462,6 +499,7 @@ def _train_one(cfg: DictConfig, groups: dict, lr_scale: float = 1.0) -> TrainRes
     )
     if cfg.get("init_from") and resume is None:
         load_initial_weights(module, cfg.init_from)
+    check_output_dir(run_dir, 2 * checkpoint_bytes(module))
     monitor = "val/micro_ap" if validation is not None else None
     checkpoint = ModelCheckpoint(
         dirpath=ckpt_dir,
@@ -494,9 +532,10 @@ def _train_one(cfg: DictConfig, groups: dict, lr_scale: float = 1.0) -> TrainRes
         **trainer_args,
         default_root_dir=str(run_dir),
         logger=logger,
+        plugins=[atomic_checkpoint_io()],
         callbacks=[
             checkpoint,
-            LastCheckpoint(ckpt_dir),
+            LastCheckpoint(ckpt_dir, cfg.get("checkpoint_every_n_steps")),
             *history,
             TQDMProgressBar(refresh_rate=max(1, cfg.progress_refresh)),
             *([RunMedia(run_dir, groups["logger"].gallery)] if groups["logger"].media else []),
@@ -504,7 +543,7 @@ def _train_one(cfg: DictConfig, groups: dict, lr_scale: float = 1.0) -> TrainRes
     )
     started = time.perf_counter()
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     except ValueError as e:  # torch's Optimizer.load_state_dict on a differently built optimizer
         if resume is None or "parameter group" not in str(e):
             raise

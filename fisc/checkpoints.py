@@ -1,0 +1,139 @@
+"""Reading and writing checkpoints safely: the one place fisc calls ``torch.load``.
+
+- :func:`load_checkpoint` reads with ``weights_only=True``: tensors and plain containers only.
+  A file that needs unpickling anything else is refused (:class:`UnsafeCheckpointError`, which
+  names the file); no Python code in a checkpoint ever runs. A truncated or corrupt file raises
+  :class:`CorruptCheckpointError`, which names it too.
+- :func:`atomic_checkpoint_io` is Lightning's checkpoint writer for fisc runs: each file is
+  written beside its destination (same filesystem), flushed to disk, then renamed over it, so a
+  kill at any moment leaves either the previous complete file or the new complete one.
+- :func:`newest_valid_checkpoint`: the fallback when a run's ``last.ckpt`` is unreadable.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import shutil
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fisc.descriptors.h5io import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that fisc will not or cannot load."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    pass
+
+
+class CorruptCheckpointError(CheckpointError):
+    pass
+
+
+def load_checkpoint(path: str | Path, what: str = "checkpoint") -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU, with errors that name the file.
+    ``what`` says which file it is in the messages (``init_from``, ``weights file``, ...)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UnsafeCheckpointError(
+            f"{what} {path} refused: it stores Python objects beyond tensors and plain "
+            f"containers, which fisc never writes, and unpickling them could run code. Use a "
+            f"checkpoint written by fisc (or a plain state dict / safetensors file). "
+            f"({str(e).splitlines()[0]})"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        raise CorruptCheckpointError(
+            f"{what} {path} is unreadable (truncated or corrupt): {str(e).splitlines()[0]}"
+        ) from e
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a file beside ``path``, fsync, rename over ``path``."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def atomic_checkpoint_io():
+    """A Lightning checkpoint IO plugin: atomic writes (:func:`atomic_save`), safe reads
+    (:func:`load_checkpoint`). (Lightning is imported here only: inference does not need it.)"""
+    from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    class AtomicCheckpointIO(TorchCheckpointIO):
+        def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+            atomic_save(checkpoint, path)
+
+        def load_checkpoint(self, path, map_location=None, weights_only=None):
+            return load_checkpoint(path, "checkpoint to resume")
+
+    return AtomicCheckpointIO()
+
+
+def readable(path: Path) -> bool:
+    try:
+        load_checkpoint(path)
+    except CheckpointError:
+        return False
+    return True
+
+
+def checkpoint_step(path: Path) -> int:
+    """The global step a Lightning checkpoint was saved at (-1: not a training checkpoint)."""
+    state = load_checkpoint(path)
+    return int(state.get("global_step", -1)) if isinstance(state, dict) else -1
+
+
+def newest_valid_checkpoint(ckpt_dir: Path, exclude: Path | None = None) -> Path | None:
+    """The readable training checkpoint under ``ckpt_dir`` (history included) with the
+    highest global step, ``exclude`` aside."""
+    best, best_step = None, -1
+    for path in sorted(ckpt_dir.rglob("*.ckpt")):
+        if exclude is not None and path.resolve() == exclude.resolve():
+            continue
+        try:
+            step = checkpoint_step(path)
+        except CheckpointError:
+            log.warning("skipping unreadable checkpoint %s", path)
+            continue
+        if step > best_step:
+            best, best_step = path, step
+    return best
+
+
+def remove_stale_partials(run_dir: Path) -> None:
+    """Temporary files of writes a kill interrupted (only the run dir's lock holder calls)."""
+    for tmp in run_dir.rglob(".*.tmp"):
+        log.info("removing %s, left by an interrupted checkpoint write", tmp)
+        tmp.unlink(missing_ok=True)
+
+
+def check_output_dir(run_dir: Path, need_bytes: int) -> None:
+    """A clear error before training when the run dir cannot take a checkpoint: not
+    writable, or with less free space than ``need_bytes`` (about two checkpoints)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    probe = run_dir / f".write-probe-{os.getpid()}"
+    try:
+        probe.write_bytes(b"fisc")
+    except OSError as e:
+        raise OSError(f"run dir {run_dir} is not writable: {e.strerror}") from e
+    finally:
+        probe.unlink(missing_ok=True)
+    free = shutil.disk_usage(run_dir).free
+    if free < need_bytes:
+        raise OSError(
+            f"run dir {run_dir} has {free / 1e6:.1f} MB free; a checkpoint needs about "
+            f"{need_bytes / 2e6:.1f} MB and fisc keeps the previous one until the new one is "
+            f"complete: free space or choose another run_dir"
+        )

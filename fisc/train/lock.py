@@ -1,0 +1,99 @@
+"""One writer per run dir: ``<run_dir>/.lock``, held (``flock``) for the whole training launch.
+
+The file names its holder (host, PID, start time). A second launch into a busy run dir is
+refused with that name. The kernel drops an ``flock`` when its process dies, however it dies,
+so a lock file left by a killed launch is stale by construction: the next launch takes it over
+and says whose it was. (On filesystems without ``flock`` support the lock cannot be taken and
+training is refused, with the reason: choose a local ``run_dir``.)
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = ".lock"
+
+
+class RunDirBusyError(RuntimeError):
+    """Another process is training into this run dir."""
+
+
+def _holder() -> dict:
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _describe(info: dict) -> str:
+    return f"PID {info.get('pid', '?')} on {info.get('host', '?')} since {info.get('started', '?')}"
+
+
+class RunLock:
+    """``with RunLock(run_dir): ...``: exclusive use of ``run_dir`` for this process."""
+
+    def __init__(self, run_dir: str | Path):
+        self.path = Path(run_dir) / LOCK_NAME
+        self._fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise OSError(
+                f"run dir {self.path.parent} is not writable ({e.strerror}): choose another run_dir"
+            ) from e
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RunDirBusyError(
+                f"run dir {self.path.parent} is in use by {_describe(self._read())} "
+                f"(lock {self.path}). Wait for it to finish, stop it, or train into another "
+                f"run_dir."
+            ) from None
+        except OSError as e:
+            os.close(fd)
+            raise RunDirBusyError(
+                f"cannot lock run dir {self.path.parent} ({e.strerror}): its filesystem does "
+                f"not support file locks; use a run_dir on a local filesystem"
+            ) from e
+        previous = self._read()
+        if previous.get("pid") not in (None, os.getpid()):
+            log.warning("taking over the stale lock of %s on %s", _describe(previous), self.path)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(_holder()) + "\n").encode(), 0)
+        os.fsync(fd)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is None:
+            return
+        try:  # empty it first: a reader never sees our name once we have let go
+            os.ftruncate(self._fd, 0)
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def _read(self) -> dict:
+        try:
+            return json.loads(self.path.read_text() or "{}")
+        except (OSError, ValueError):
+            return {}
+
+
+def is_rank_zero_process() -> bool:
+    """Not a worker process that Lightning's DDP launcher started (those share rank 0's dir)."""
+    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK"))
