@@ -82,9 +82,11 @@ def atomic_checkpoint_io():
 
 
 def readable(path: Path) -> bool:
+    """False for a truncated or corrupt file; an unsafe one raises (it is refused, not
+    skipped)."""
     try:
         load_checkpoint(path)
-    except CheckpointError:
+    except CorruptCheckpointError:
         return False
     return True
 
@@ -104,7 +106,7 @@ def newest_valid_checkpoint(ckpt_dir: Path, exclude: Path | None = None) -> Path
             continue
         try:
             step = checkpoint_step(path)
-        except CheckpointError:
+        except CorruptCheckpointError:
             log.warning("skipping unreadable checkpoint %s", path)
             continue
         if step > best_step:

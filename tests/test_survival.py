@@ -132,3 +132,182 @@ def test_sigkill_during_a_checkpoint_write_then_relaunch_continues(
     finish(launch(tiny_minidisc, run_dir))
     assert not list(ckpt_dir.glob(".*.tmp")), "the interrupted write's temporary file is left"
     assert same_weights(final_state(run_dir), uninterrupted)
+
+
+# -- safe loading ---------------------------------------------------------------------------
+
+
+class Payload:
+    """Unpickling it would create ``marker``: proof that a load ran code."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def crafted(path: Path, marker: Path) -> Path:
+    """A checkpoint-shaped file whose unpickling runs code."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": {}, "global_step": 1, "x": Payload(marker)}, path)
+    return path
+
+
+def refused(call, path: Path, marker: Path) -> None:
+    from fisc.checkpoints import UnsafeCheckpointError
+
+    with pytest.raises(UnsafeCheckpointError) as e:
+        call()
+    assert str(path) in str(e.value) and "weights_only=False" not in str(e.value)
+    assert not marker.exists(), "code from the checkpoint ran"
+
+
+def test_a_crafted_pickle_is_refused_in_every_position(compose_cfg, tiny_minidisc, tmp_path):
+    """resume (ckpt_path and a run's last.ckpt), init_from, extraction, freezing and a moved
+    run's best checkpoint: each refuses a checkpoint that needs unpickling, naming it, and
+    no code runs. (The payload does run under a plain torch.load: the test is live.)"""
+    from fisc.export.freeze import freeze
+    from fisc.inference import DescriptorPipeline
+    from fisc.train.run import _moved_best, train
+
+    marker = tmp_path / "ran"
+    bad = crafted(tmp_path / "evil.ckpt", marker)
+    torch.load(bad, weights_only=False)
+    assert marker.exists()
+    marker.unlink()
+
+    def cfg(run_dir, *extra):
+        return compose_cfg(f"data.root={tiny_minidisc}", "data.build_if_missing=false",
+                           *RESUME[:5], "trainer.max_epochs=1", "trainer.limit_train_batches=1",
+                           "logger.media=false", f"run_dir={run_dir}", *extra)  # fmt: skip
+
+    refused(lambda: train(cfg(tmp_path / "a", f"ckpt_path={bad}")), bad, marker)
+    last = crafted(tmp_path / "b" / "checkpoints" / "last.ckpt", marker)
+    refused(lambda: train(cfg(tmp_path / "b", "ckpt_path=auto")), last, marker)
+    refused(lambda: train(cfg(tmp_path / "c", f"init_from={bad}")), bad, marker)
+    refused(lambda: DescriptorPipeline.from_checkpoint(bad), bad, marker)
+    refused(lambda: freeze(bad, tmp_path / "artifact"), bad, marker)
+    # a moved run's best checkpoint, looked up in the new folder to read its score
+    best = crafted(tmp_path / "moved" / "checkpoints" / "best-epoch000.ckpt", marker)
+    old = tmp_path / "gone" / "checkpoints" / best.name
+    refused(lambda: _moved_best(best.parent, old, None), best, marker)
+
+
+# -- one writer per run dir -----------------------------------------------------------------
+
+
+def test_a_second_launch_into_a_busy_run_dir_is_refused_and_a_stale_lock_taken_over(
+    compose_cfg, tiny_minidisc, tmp_path, caplog
+):
+    import json
+
+    from fisc.train.lock import RunDirBusyError, RunLock
+    from fisc.train.run import train
+
+    run_dir = tmp_path / "run"
+    cfg = compose_cfg(f"data.root={tiny_minidisc}", "data.build_if_missing=false", *RESUME[:5],
+                      "trainer.max_epochs=1", "trainer.limit_train_batches=1",
+                      "logger.media=false", f"run_dir={run_dir}")  # fmt: skip
+    holder = subprocess.Popen(  # another process holds the run dir
+        [sys.executable, "-c", "import sys, time; from fisc.train.lock import RunLock\n"
+         "with RunLock(sys.argv[1]):\n print('held', flush=True); time.sleep(600)",
+         str(run_dir)], cwd=ROOT, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunDirBusyError, match=f"PID {holder.pid} on "):
+            train(cfg)
+        assert not (run_dir / "checkpoints").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # its holder was killed: the lock file still names it, but nobody holds it
+    assert json.loads((run_dir / ".lock").read_text())["pid"] == holder.pid
+    with caplog.at_level("WARNING"):
+        result = train(cfg)
+    assert result.last_checkpoint is not None
+    assert any(f"stale lock of PID {holder.pid}" in r.getMessage() for r in caplog.records)
+    with RunLock(run_dir), pytest.raises(RunDirBusyError):  # and in one process, twice
+        RunLock(run_dir).__enter__()
+
+
+# -- broken images --------------------------------------------------------------------------
+
+
+def test_broken_training_images_are_skipped_listed_and_capped(compose_cfg, tiny_minidisc, tmp_path):
+    """A folder of 24 training images, 2 of them broken: training completes and lists exactly
+    those 2 in skipped_images.txt (found by the data workers); with a cap below 2 it stops,
+    naming them."""
+    import shutil
+
+    from fisc.train.datamodule import TooManyBadImagesError
+    from fisc.train.run import train
+
+    folder = tmp_path / "train"
+    shutil.copytree(tiny_minidisc / "images" / "training", folder)
+    files = sorted(folder.iterdir())
+    broken = [files[3], files[17]]
+    broken[0].write_bytes(b"")  # zero bytes
+    broken[1].write_bytes(files[5].read_bytes()[:200])  # truncated
+
+    def cfg(run, fraction):
+        return compose_cfg("data=folder", f"data.root={folder}", *RESUME[:4], "num_workers=1",
+                           "trainer.max_epochs=2", f"data.max_bad_fraction={fraction}",
+                           "logger.media=false", f"run_dir={tmp_path / run}")  # fmt: skip
+
+    assert cfg("x", 0.1).data.skip_bad_images is True  # the folder default
+    result = train(cfg("ok", 0.1))  # 2 of 24 allowed
+    assert result.last_checkpoint is not None
+    listed = (tmp_path / "ok" / "skipped_images.txt").read_text().splitlines()
+    assert sorted(line.split("\t")[0] for line in listed) == [str(p) for p in broken]
+    with pytest.raises(TooManyBadImagesError, match=str(broken[0])):
+        train(cfg("capped", 0.05))  # 1 of 24 allowed
+
+
+# -- full disk, read-only dir ---------------------------------------------------------------
+
+
+def test_a_full_disk_is_refused_before_training_and_a_failed_write_keeps_the_old_file(
+    compose_cfg, tiny_minidisc, tmp_path, monkeypatch
+):
+    import errno
+    import shutil
+    from collections import namedtuple
+
+    import fisc.checkpoints as ckpts
+    from fisc.train.run import train
+
+    run_dir = tmp_path / "run"
+    cfg = compose_cfg(f"data.root={tiny_minidisc}", "data.build_if_missing=false",
+                      *RESUME[:5], "trainer.max_epochs=1", f"run_dir={run_dir}")  # fmt: skip
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10**6, 10**6))
+    with pytest.raises(OSError, match="1.0 MB free"):  # a checkpoint here is ~30 MB
+        train(cfg)
+    assert not list(run_dir.rglob("*.ckpt"))
+    monkeypatch.undo()
+
+    # the disk fills up while a checkpoint is written: the previous one stays, whole
+    path = tmp_path / "last.ckpt"
+    ckpts.atomic_save({"step": 1}, path)
+
+    def full(obj, f):
+        Path(f).write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(OSError, match="No space left"):
+        ckpts.atomic_save({"step": 2}, path)
+    monkeypatch.undo()
+    assert ckpts.load_checkpoint(path) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_an_unwritable_run_dir_is_refused_before_training(compose_cfg, tmp_path):
+    from fisc.train.run import train
+
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the run dir's parent should be")
+    cfg = compose_cfg(f"run_dir={blocker / 'run'}", "data.build_if_missing=false")
+    with pytest.raises(OSError, match="not writable"):
+        train(cfg)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,19 +35,51 @@ class TwoViewDataset(Dataset):
         views: Sequence[ViewPipeline],
         seed: int = 0,
         worker_gpu: Sequence[torch.nn.Module | None] | None = None,
+        skip_log: str | Path | None = None,
     ):
         self.images = images
         self.views = list(views)
         self.seed = seed
         self.epoch = 0
         self.worker_gpu = list(worker_gpu) if worker_gpu is not None else [None] * len(views)
+        self.skip_log = Path(skip_log) if skip_log is not None else None
+        self._logged: set[int] = set()  # this process's skips already in skip_log
 
     def __len__(self) -> int:
         return len(self.images)
 
+    def load(self, index: int) -> tuple[int, np.ndarray]:
+        """``(index, pixels)`` of image ``index``; with ``skip_log`` set, an undecodable image
+        is recorded there (``path<TAB>reason`` lines, appended by every worker) and replaced
+        by the next decodable one in id order, the same whichever worker meets it."""
+        n = len(self.images)
+        for k in range(n):
+            i = (index + k) % n
+            try:
+                return i, np.asarray(load_rgb(self.images.paths[i]))
+            except ImageDecodeError as e:
+                if self.skip_log is None:
+                    raise
+                self._record(i, e)
+        raise ImageDecodeError(self.images.paths[index], "and no other training image decodes")
+
+    def _record(self, i: int, error: ImageDecodeError) -> None:
+        """Append image ``i`` to ``skip_log`` unless it is there (the training process reads
+        the file, logs each entry once and enforces the cap)."""
+        if i in self._logged:
+            return
+        self._logged.add(i)
+        path = str(self.images.paths[i])
+        listed = self.skip_log.read_text(encoding="utf-8") if self.skip_log.is_file() else ""
+        if any(line.split("\t", 1)[0] == path for line in listed.splitlines()):
+            return
+        reason = " ".join(str(error).split())
+        with open(self.skip_log, "a", encoding="utf-8") as f:  # one short line: atomic append
+            f.write(f"{path}\t{reason}\n")
+
     def other_image(self, rng: np.random.Generator) -> np.ndarray:
         """Another training image, for the ops that paste one image onto/under another."""
-        return np.asarray(load_rgb(self.images.paths[int(rng.integers(len(self.images)))]))
+        return self.load(int(rng.integers(len(self.images))))[1]
 
     def view(self, img: np.ndarray, index: int, v: int, epoch: int) -> tuple[torch.Tensor, int]:
         rng = np.random.default_rng([self.seed, epoch, index, v])
@@ -61,7 +94,7 @@ class TwoViewDataset(Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]):
         epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
-        img = np.asarray(load_rgb(self.images.paths[index]))
+        index, img = self.load(index)
         (a, seed_a), (b, seed_b) = (self.view(img, index, v, epoch) for v in range(2))
         return a, b, torch.tensor([seed_a, seed_b], dtype=torch.int64), index
 

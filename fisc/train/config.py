@@ -64,6 +64,11 @@ class DataConfig:
     build_if_missing: bool = True  # minidisc only: generate it when absent
     max_train_images: int | None = None  # train on the first N images by id (null: all)
     minidisc: dict[str, Any] = field(default_factory=dict)  # MinidiscSpec fields
+    # an undecodable training image: skip it (replaced by the next one, listed in
+    # <run_dir>/skipped_images.txt) instead of stopping the run; stop anyway when more than
+    # this fraction of the training set is skipped
+    skip_bad_images: bool = False
+    max_bad_fraction: float = 0.001
 
 
 @dataclass

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import Callback
 from torch.utils.data import DataLoader, Sampler
 
 from fisc.augment.pipeline import AugmentConfig
@@ -39,6 +41,7 @@ class CopyDetectionDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         eval_batch_size: int = 64,
+        skip_log: Path | None = None,
     ):
         super().__init__()
         self.train_images = train_images
@@ -49,6 +52,7 @@ class CopyDetectionDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.eval_batch_size = eval_batch_size
+        self.skip_log = skip_log  # undecodable training images: skipped and listed there
         self.train_set: TwoViewDataset | None = None
         self.sampler: EpochSampler | None = None
         self._resume: tuple[int, int] | None = None  # (epoch, batches done) of a resumed run
@@ -91,7 +95,11 @@ class CopyDetectionDataModule(pl.LightningDataModule):
                 )
             worker_gpu = None if self.gpu_on_device else self.gpu_pipelines
             self.train_set = TwoViewDataset(
-                self.train_images, self.view_pipelines, seed=self.seed, worker_gpu=worker_gpu
+                self.train_images,
+                self.view_pipelines,
+                seed=self.seed,
+                worker_gpu=worker_gpu,
+                skip_log=self.skip_log,
             )
         per_device = self.per_device_batch()
         t = self.trainer
@@ -183,6 +191,54 @@ class EpochSampler(Sampler):
         epoch = self.epoch
         for index in mine[skip:].tolist():
             yield epoch, index
+
+
+class TooManyBadImagesError(RuntimeError):
+    """More training images could not be decoded than ``data.max_bad_fraction`` allows."""
+
+
+class SkippedImages(Callback):
+    """Reads the list of skipped training images (``skip_log``, appended by the data
+    workers) after every step: logs each image once, and stops the run when more than
+    ``max_fraction`` of the ``n_images`` are listed."""
+
+    def __init__(self, skip_log: Path, n_images: int, max_fraction: float):
+        self.skip_log = Path(skip_log)
+        self.n_images = n_images
+        self.max_fraction = max_fraction
+        self.allowed = int(max_fraction * n_images)
+        self.seen: dict[str, str] = {}
+        self._size = 0
+
+    def check(self) -> None:
+        size = self.skip_log.stat().st_size if self.skip_log.is_file() else 0
+        if size == self._size:
+            return
+        self._size = size
+        for line in self.skip_log.read_text(encoding="utf-8").splitlines():
+            path, _, reason = line.partition("\t")
+            if path and path not in self.seen:
+                self.seen[path] = reason
+                log.warning("skipped training image %s (%s); listed in %s", path, reason,
+                            self.skip_log)  # fmt: skip
+        if len(self.seen) > self.allowed:
+            shown = "\n".join(f"  {p}: {r}" for p, r in list(self.seen.items())[:20])
+            raise TooManyBadImagesError(
+                f"{len(self.seen)} of {self.n_images} training images cannot be decoded, more "
+                f"than data.max_bad_fraction={self.max_fraction} allows ({self.allowed}); "
+                f"all listed in {self.skip_log}:\n{shown}"
+            )
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.check()  # a resumed run counts what its earlier launches skipped
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.check()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.check()
+        if self.seen:
+            log.warning("%d training images were skipped: %s", len(self.seen), self.skip_log)
 
 
 def _gpu_pipeline(cfg: dict) -> torch.nn.Module | None:

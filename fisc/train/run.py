@@ -38,7 +38,7 @@ from fisc.train.config import (
     LoggerConfig,
     check_config,
 )
-from fisc.train.datamodule import CopyDetectionDataModule
+from fisc.train.datamodule import CopyDetectionDataModule, SkippedImages
 from fisc.train.lock import RunLock, is_rank_zero_process
 from fisc.train.media import RunMedia
 from fisc.train.module import CopyDetectionModule
@@ -211,6 +211,7 @@ def write_run_info(run_dir: Path, cfg: DictConfig, data: str | None = None) -> N
 
 
 WANDB_ID_FILE = "wandb_run_id"
+SKIPPED_IMAGES = "skipped_images.txt"  # training images that could not be decoded
 
 
 def wandb_run_id(run_dir: Path) -> str:
@@ -478,6 +479,7 @@ def _train_one(cfg: DictConfig, groups: dict, lr_scale: float = 1.0) -> TrainRes
     if resume is not None:
         check_same_data(run_dir, fingerprint)
     write_run_info(run_dir, cfg, fingerprint)
+    skip_log = run_dir / SKIPPED_IMAGES if groups["data"].skip_bad_images else None
     datamodule = CopyDetectionDataModule(
         train_images,
         validation,
@@ -487,6 +489,7 @@ def _train_one(cfg: DictConfig, groups: dict, lr_scale: float = 1.0) -> TrainRes
         num_workers=cfg.num_workers,
         seed=cfg.seed,
         eval_batch_size=cfg.eval_batch_size,
+        skip_log=skip_log,
     )
     module = CopyDetectionModule(
         model=asdict(groups["model"]),
@@ -536,6 +539,11 @@ def _train_one(cfg: DictConfig, groups: dict, lr_scale: float = 1.0) -> TrainRes
         callbacks=[
             checkpoint,
             LastCheckpoint(ckpt_dir, cfg.get("checkpoint_every_n_steps")),
+            *(
+                [SkippedImages(skip_log, len(train_images), groups["data"].max_bad_fraction)]
+                if skip_log is not None
+                else []
+            ),
             *history,
             TQDMProgressBar(refresh_rate=max(1, cfg.progress_refresh)),
             *([RunMedia(run_dir, groups["logger"].gallery)] if groups["logger"].media else []),

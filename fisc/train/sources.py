@@ -17,6 +17,8 @@ KINDS = ("minidisc", "disc21", "folder")
 def resolve_data(cfg: DataConfig) -> tuple[ImageSet, ValidationSet | None]:
     if cfg.kind not in KINDS:
         raise ConfigError(f"data.kind must be one of {KINDS}, got {cfg.kind!r}")
+    if not 0 <= cfg.max_bad_fraction < 1:
+        raise ConfigError(f"data.max_bad_fraction must be in [0, 1), got {cfg.max_bad_fraction}")
     root = Path(cfg.root)
     if cfg.kind == "minidisc" and cfg.build_if_missing:
         from fisc.data.minidisc import MinidiscSpec, build_minidisc
