@@ -80,7 +80,6 @@ def kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
     proc.wait()
 
 
-@pytest.mark.slow
 def test_sigkill_mid_epoch_then_relaunch_gives_the_uninterrupted_weights(
     tiny_minidisc, tmp_path, uninterrupted
 ):
@@ -108,7 +107,6 @@ def test_sigkill_mid_epoch_then_relaunch_gives_the_uninterrupted_weights(
     assert same_weights(final_state(run_dir), uninterrupted), f"killed after step {step}"
 
 
-@pytest.mark.slow
 def test_sigkill_during_a_checkpoint_write_then_relaunch_continues(
     tiny_minidisc, tmp_path, uninterrupted
 ):
@@ -311,3 +309,23 @@ def test_an_unwritable_run_dir_is_refused_before_training(compose_cfg, tmp_path)
     cfg = compose_cfg(f"run_dir={blocker / 'run'}", "data.build_if_missing=false")
     with pytest.raises(OSError, match="not writable"):
         train(cfg)
+
+
+def test_a_corrupt_last_checkpoint_falls_back_to_the_newest_readable_one(tmp_path, caplog):
+    """A last.ckpt cut short (by a writer without fisc's atomic rename, or a disk fault): the
+    relaunch resumes from the readable checkpoint with the highest step, and says so."""
+    from fisc.train.run import resume_path
+
+    ckpt_dir = tmp_path / "checkpoints"
+    for name, step in [("best-epoch000.ckpt", 3), ("history/epoch001-step000006.ckpt", 6),
+                       ("history/epoch000-step000003.ckpt", 3)]:  # fmt: skip
+        (ckpt_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"global_step": step, "state_dict": {}}, ckpt_dir / name)
+    torch.save({"global_step": 9, "state_dict": {"w": torch.zeros(1000)}}, ckpt_dir / "last.ckpt")
+    whole = (ckpt_dir / "last.ckpt").read_bytes()
+    assert resume_path("auto", ckpt_dir) == str(ckpt_dir / "last.ckpt")
+    (ckpt_dir / "last.ckpt").write_bytes(whole[: len(whole) // 2])
+    with caplog.at_level("WARNING"):
+        chosen = resume_path("auto", ckpt_dir)
+    assert chosen == str(ckpt_dir / "history" / "epoch001-step000006.ckpt")
+    assert any("unreadable" in r.getMessage() and chosen in r.getMessage() for r in caplog.records)

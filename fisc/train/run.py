@@ -10,6 +10,7 @@ import logging
 import os
 import subprocess
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -550,6 +551,9 @@ def _train_one(cfg: DictConfig, groups: dict, lr_scale: float = 1.0) -> TrainRes
         ],
     )
     started = time.perf_counter()
+    # fisc restores the data position itself (the datamodule's state): Lightning's warning
+    # that a plain DataLoader cannot resume mid-epoch does not apply
+    warnings.filterwarnings("ignore", message=".*dataloader is not resumable.*")
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     except ValueError as e:  # torch's Optimizer.load_state_dict on a differently built optimizer
