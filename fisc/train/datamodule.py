@@ -160,6 +160,7 @@ class CopyDetectionDataModule(pl.LightningDataModule):
                 EvalImageDataset(images, self.preprocess),
                 batch_size=self.eval_batch_size,
                 num_workers=self.num_workers,
+                generator=torch.Generator(),  # validation leaves the global RNG untouched
             )
             for images in (self.validation.queries, self.validation.references)
         ]

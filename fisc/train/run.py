@@ -19,7 +19,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from fisc.checkpoints import (
@@ -262,10 +262,12 @@ def make_logger(cfg: LoggerConfig, run_dir: Path, run_name: str):
     raise ValueError(f"logger.kind must be csv | wandb, got {cfg.kind!r}")
 
 
-class LastCheckpoint(Callback):
-    """``last.ckpt``: the state every ``every_n_steps`` optimizer steps and at the end of every
-    epoch, whatever the monitored metric did (Lightning's ``save_last`` rewrites it only when
-    the best checkpoint changes). Written atomically by the trainer's checkpoint IO."""
+class LastCheckpoint(Checkpoint):
+    """``last.ckpt``: the state every ``every_n_steps`` optimizer steps, at the end of every
+    epoch and after every validation during training, whatever the monitored metric did
+    (Lightning's ``save_last`` rewrites it only when the best checkpoint changes). Written
+    atomically by the trainer's checkpoint IO. (A ``Checkpoint``: Lightning runs its hooks after
+    the other callbacks', so after validation it sees the best checkpoint just saved.)"""
 
     def __init__(self, dirpath: Path, every_n_steps: int | None = None):
         self.path = Path(dirpath) / "last.ckpt"
@@ -278,6 +280,11 @@ class LastCheckpoint(Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         trainer.save_checkpoint(self.path)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        # after an epoch's validation too, so that last.ckpt knows the best checkpoint so far
+        if trainer.training or (trainer.state.fn == "fit" and not trainer.sanity_checking):
+            trainer.save_checkpoint(self.path)
 
 
 def checkpoint_bytes(module: torch.nn.Module) -> int:
