@@ -16,7 +16,7 @@ import hashlib  # noqa: E402
 import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 
-import fisc.train.config  # noqa: E402,F401  (registers the ${config_hash:} resolver)
+import fisc.train.resolvers  # noqa: E402,F401  (registers ${config_hash:}; imports no torch)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -21,40 +21,6 @@ class ConfigError(ValueError):
     """A configuration that cannot describe a valid run."""
 
 
-# keys that may change between launches of one run (resume): where and how long it runs
-RESUMABLE_CHANGES = (
-    "trainer",
-    "run_dir",
-    "ckpt_path",
-    "num_workers",
-    "eval_batch_size",
-    "progress_refresh",
-    "paths",
-    "logger",
-    "postprocess",
-    "keep_every_n_epochs",
-    "checkpoint_every_n_steps",
-    "deterministic",
-    "threads",
-)
-
-
-def config_hash(*, _root_: DictConfig) -> str:
-    """``${config_hash:}``: 10 hex digits of the sha256 of the recipe (the config without the
-    keys a resume may change), so the same config always gets the same default run dir."""
-    import hashlib
-    import json
-
-    data = OmegaConf.to_container(_root_, resolve=False)
-    recipe = {k: v for k, v in data.items() if k not in (*RESUMABLE_CHANGES, "hydra", "run_name")}
-    text = json.dumps(recipe, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:10]
-
-
-if not OmegaConf.has_resolver("config_hash"):
-    OmegaConf.register_new_resolver("config_hash", config_hash)
-
-
 @dataclass
 class DataConfig:
     kind: str = "minidisc"  # minidisc | disc21 | folder

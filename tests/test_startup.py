@@ -1,0 +1,37 @@
+"""The entry points' help imports no torch (what made ``fisc --help`` take seconds): checked
+by the modules loaded, not by timing (``benchmarks/bench_startup.py`` times them)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import REPO
+
+PROBE = """
+import runpy, sys
+sys.argv = {argv!r}
+try:
+    runpy.run_{kind}({target!r}, run_name="__main__")
+except SystemExit:
+    pass
+heavy = sorted(m for m in ("torch", "timm", "pytorch_lightning", "cv2") if m in sys.modules)
+print("HEAVY", heavy)
+"""
+
+
+def heavy_modules(kind: str, target: str, argv: list[str]) -> str:
+    code = PROBE.format(kind=kind, target=target, argv=argv)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                         text=True, check=True).stdout  # fmt: skip
+    assert "usage" in out.lower() or "powered by Hydra" in out, out
+    return out.strip().splitlines()[-1]
+
+
+def test_fisc_help_imports_no_torch():
+    assert heavy_modules("module", "fisc.cli", ["fisc", "--help"]) == "HEAVY []"
+    assert heavy_modules("module", "fisc.cli", ["fisc", "extract", "--help"]) == "HEAVY []"
+
+
+def test_train_help_imports_no_torch():
+    assert heavy_modules("path", str(REPO / "train.py"), ["train.py", "--help"]) == "HEAVY []"
