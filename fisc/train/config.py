@@ -12,6 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+import fisc.train.resolvers  # noqa: F401  (registers ${config_hash:} for every composer)
 from fisc.augment.ops import OpConfigError
 from fisc.augment.pipeline import AugmentConfig
 from fisc.models.descriptor import ModelConfig

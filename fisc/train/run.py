@@ -33,7 +33,6 @@ from fisc.checkpoints import (
 from fisc.descriptors.h5io import atomic_path
 from fisc.determinism import deterministic_kernels, fixed_threads
 from fisc.train.config import (
-    RESUMABLE_CHANGES,
     SCHEMAS,
     ConfigError,
     LoggerConfig,
@@ -43,6 +42,7 @@ from fisc.train.datamodule import CopyDetectionDataModule, SkippedImages
 from fisc.train.lock import RunLock, is_rank_zero_process
 from fisc.train.media import RunMedia
 from fisc.train.module import CopyDetectionModule
+from fisc.train.resolvers import RESUMABLE_CHANGES
 from fisc.train.sources import resolve_data
 
 log = logging.getLogger(__name__)
@@ -475,6 +475,38 @@ def load_initial_weights(module: CopyDetectionModule, path: str) -> None:
     log.info("initial weights from %s", path)
 
 
+def build_datamodule(
+    cfg: DictConfig, groups: dict, train_images, validation, skip_log: Path | None = None
+) -> CopyDetectionDataModule:
+    """The training run's data module (also what ``make bench-train`` times)."""
+    return CopyDetectionDataModule(
+        train_images,
+        validation,
+        groups["augment"],
+        groups["model"],
+        cfg.batch_size,
+        num_workers=cfg.num_workers,
+        seed=cfg.seed,
+        eval_batch_size=cfg.eval_batch_size,
+        skip_log=skip_log,
+    )
+
+
+def build_module(
+    cfg: DictConfig, groups: dict, num_classes: int, lr_scale: float = 1.0
+) -> CopyDetectionModule:
+    """The training run's LightningModule (model, loss, optimizer settings)."""
+    return CopyDetectionModule(
+        model=asdict(groups["model"]),
+        loss=asdict(groups["loss"]),
+        optim=asdict(groups["optim"]),
+        batch_size=cfg.batch_size,
+        num_classes=num_classes,
+        lr_scale=lr_scale,
+        load_weights=not cfg.get("init_from"),
+    )
+
+
 def _train_one(cfg: DictConfig, groups: dict, lr_scale: float = 1.0) -> TrainResult:
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.run_dir)
@@ -488,26 +520,8 @@ def _train_one(cfg: DictConfig, groups: dict, lr_scale: float = 1.0) -> TrainRes
         check_same_data(run_dir, fingerprint)
     write_run_info(run_dir, cfg, fingerprint)
     skip_log = run_dir / SKIPPED_IMAGES if groups["data"].skip_bad_images else None
-    datamodule = CopyDetectionDataModule(
-        train_images,
-        validation,
-        groups["augment"],
-        groups["model"],
-        cfg.batch_size,
-        num_workers=cfg.num_workers,
-        seed=cfg.seed,
-        eval_batch_size=cfg.eval_batch_size,
-        skip_log=skip_log,
-    )
-    module = CopyDetectionModule(
-        model=asdict(groups["model"]),
-        loss=asdict(groups["loss"]),
-        optim=asdict(groups["optim"]),
-        batch_size=cfg.batch_size,
-        num_classes=len(train_images),
-        lr_scale=lr_scale,
-        load_weights=not cfg.get("init_from"),
-    )
+    datamodule = build_datamodule(cfg, groups, train_images, validation, skip_log)
+    module = build_module(cfg, groups, len(train_images), lr_scale)
     if cfg.get("init_from") and resume is None:
         load_initial_weights(module, cfg.init_from)
     check_output_dir(run_dir, 2 * checkpoint_bytes(module))

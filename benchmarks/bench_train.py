@@ -1,0 +1,262 @@
+"""``make bench-train``: end-to-end training throughput on the real data path, per pipeline.
+
+    python benchmarks/bench_train.py                                  # minidisc + DISC21-like
+    python benchmarks/bench_train.py --data disc21like --augment disc_full --workers 8 \\
+        --device cuda -- model=resnet50 model.train_size=224 trainer=gpu
+
+For each data set and ``augment`` pipeline, three measurements of the training data path as
+``train.py`` builds it (``fisc.train.run.build_datamodule`` / ``build_module``):
+
+1. **stages**, in this process on one core, per view: decode (``load_rgb``), the CPU edits,
+   tensor conversion, the per-sample GPU stage where it runs on CPU, collation, and the model's
+   training step (forward, backward, optimizer) per view;
+2. **loader**: views/s the training DataLoader delivers with ``--workers`` workers (no model),
+   and per CPU-core-second (divided by the cores the workers use);
+3. **end to end**: ``pytorch_lightning.Trainer.fit`` for ``--steps`` steps after ``--warmup``,
+   views/s and the **data wait**: the share of the time the training loop waits between one
+   step's end and the next step's start (fetching the batch, transfer, the GPU stage).
+
+From the loader's per-core rate it prints the cores one device needs at ``--target`` views/s
+(default 3,659: ResNet-50 at 224 px on one H100, the model step alone). The DISC21-like folder
+(``--disc21like-dir``, built once) holds ``--disc21like-n`` JPEGs at quality 90 whose longest
+side is drawn log-uniformly from 480 to 1024 px (DISC21's images are of that order; its exact
+size distribution is not used here), aspect 0.6-1.6, with minidisc's procedural content.
+Results: a table on stdout and JSON (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from fisc.data.decode import load_rgb
+from fisc.train.config import check_config
+from fisc.train.run import build_datamodule, build_module
+from fisc.train.sources import resolve_data
+
+ROOT = Path(__file__).resolve().parents[1]
+H100_RESNET50_VIEWS_S = 3659.0
+
+
+def build_disc21like(folder: Path, n: int, seed: int = 0) -> Path:
+    """``n`` JPEGs of DISC21-like sizes in ``folder`` (kept: a rerun reuses them)."""
+    from fisc.data.minidisc import role_photos, source_image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    photos = role_photos(seed)
+    for i in range(n):
+        path = folder / f"T{i:06d}.jpg"
+        if path.is_file():
+            continue
+        rng = np.random.default_rng([seed, 4242, i])
+        longest = int(round(np.exp(rng.uniform(np.log(480), np.log(1024)))))
+        img = source_image(seed, "training", i, longest, photos)
+        tmp = path.with_suffix(".tmp")
+        img.convert("RGB").save(tmp, format="JPEG", quality=90)
+        tmp.rename(path)
+    return folder
+
+
+def compose_cfg(overrides: list[str]):
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+def stage_times(dm, module, device: str, n: int) -> dict[str, float]:
+    """Milliseconds per view of each stage, in this process (one core)."""
+    ds = dm.train_set
+    per = {k: [] for k in ("decode", "cpu_edits", "to_tensor", "gpu_stage")}
+    views = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        img = np.asarray(load_rgb(ds.images.paths[i % len(ds)]))
+        t1 = time.perf_counter()
+        per["decode"].append((t1 - t0) / 2)  # one decode feeds both views
+        for v in range(2):
+            rng = np.random.default_rng([0, 0, i, v])
+            t1 = time.perf_counter()
+            pixels, gpu_seed = ds.views[v](img, rng, ds.other_image)
+            t2 = time.perf_counter()
+            out = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+            t3 = time.perf_counter()
+            gpu = ds.worker_gpu[v]
+            if gpu is not None:
+                with torch.no_grad():
+                    gpu(out[None].float().div_(255.0), torch.tensor([gpu_seed]))
+            t4 = time.perf_counter()
+            per["cpu_edits"].append(t2 - t1)
+            per["to_tensor"].append(t3 - t2)
+            per["gpu_stage"].append(t4 - t3)
+            views.append(out)
+    ms = {k: 1000 * statistics.fmean(v) for k, v in per.items()}
+    b = dm.per_device_batch()
+    t = time.perf_counter()
+    a = torch.stack(views[:b])
+    torch.stack(views[b : 2 * b] or views[:b])
+    ms["collate"] = 1000 * (time.perf_counter() - t) / (2 * len(a))
+    ms["model_step"] = model_step_ms(module, a.shape[-1], b, device)
+    return ms
+
+
+def model_step_ms(module, size: int, batch: int, device: str, steps: int = 3) -> float:
+    """Forward + backward + AdamW step on a batch of two views, per view (after one warm-up)."""
+    module = module.to(device).train()
+    opt = torch.optim.AdamW(module.parameters(), lr=1e-4)
+    x = torch.randn(2 * batch, 3, size, size, device=device)
+    ids = torch.arange(batch, device=device).repeat(2)
+    times = []
+    for k in range(steps + 1):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        loss = module.loss(module.model(x).float(), ids).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if k:
+            times.append(time.perf_counter() - t)
+    return 1000 * statistics.fmean(times) / (2 * batch)
+
+
+def loader_rate(dm, batches: int) -> float:
+    """Views/s the training DataLoader delivers (after its first batch)."""
+    it = iter(dm.train_dataloader())
+    next(it)
+    t = time.perf_counter()
+    n = 0
+    for _ in range(batches):
+        a, b, *_ = next(it)
+        n += len(a) + len(b)
+    return n / (time.perf_counter() - t)
+
+
+class Clock(pl.Callback):
+    """Wall time of the steps after ``warmup``, and the time between steps (data wait)."""
+
+    def __init__(self, warmup: int):
+        self.warmup, self.start, self.end, self.wait, self._last = warmup, None, None, 0.0, None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        now = time.perf_counter()
+        if trainer.global_step == self.warmup:
+            self.start = now
+        elif self.start is not None and self._last is not None:
+            self.wait += now - self._last
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize()
+        self._last = self.end = time.perf_counter()
+
+
+def end_to_end(cfg, groups, dm, module, steps: int, warmup: int) -> dict:
+    clock = Clock(warmup)
+    trainer_args = {k: v for k, v in dict(cfg.trainer).items() if k in ("accelerator", "devices",
+                    "precision", "strategy")}  # fmt: skip
+    trainer = pl.Trainer(**trainer_args, max_steps=warmup + steps, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0,
+                         limit_val_batches=0, callbacks=[clock])  # fmt: skip
+    trainer.fit(module, datamodule=dm)
+    elapsed = clock.end - clock.start
+    views = 2 * dm.per_device_batch() * (steps - 1)  # steps after the first timed start
+    return {"views_per_s": views / elapsed, "data_wait": clock.wait / elapsed}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", nargs="+", default=["minidisc", "disc21like"],
+                   help="minidisc, disc21like or an image folder")  # fmt: skip
+    p.add_argument("--augment", nargs="+", default=["basic", "disc_full"])
+    p.add_argument("--workers", type=int, default=os.cpu_count())
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--steps", type=int, default=8, help="timed training steps")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--stage-samples", type=int, default=32)
+    p.add_argument("--target", type=float, default=H100_RESNET50_VIEWS_S)
+    p.add_argument("--disc21like-dir", type=Path, default=ROOT / "data" / "disc21like")
+    p.add_argument("--disc21like-n", type=int, default=2000)
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "train_cpu.json")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides (after --)")
+    a = p.parse_args()
+    rows = []
+    for data in a.data:
+        if data == "minidisc":
+            data_args = []
+        else:
+            folder = Path(data) if data != "disc21like" else build_disc21like(
+                a.disc21like_dir, a.disc21like_n)  # fmt: skip
+            data_args = ["data=folder", f"data.root={folder}"]
+        for augment in a.augment:
+            cfg = compose_cfg([*data_args, f"augment={augment}", f"num_workers={a.workers}",
+                               "logger.media=false", *a.overrides])  # fmt: skip
+            if a.device == "cuda":
+                cfg.trainer.accelerator = "gpu"
+            groups = check_config(cfg)
+            train_images, _ = resolve_data(groups["data"])
+            dm = build_datamodule(cfg, groups, train_images, None)
+            module = build_module(cfg, groups, len(train_images))
+            dm.train_dataloader()  # builds the training set
+            ms = stage_times(dm, module, a.device, a.stage_samples)
+            loader = loader_rate(dm, a.steps)
+            cores = max(1, a.workers)
+            e2e = end_to_end(cfg, groups, dm, build_module(cfg, groups, len(train_images)),
+                             a.steps, a.warmup)  # fmt: skip
+            px = statistics.median(Image.open(p).size[0] for p in train_images.paths[:50])
+            row = {
+                "data": data,
+                "augment": augment,
+                "median_width_px": px,
+                "train_size": groups["model"].train_size,
+                "model": groups["model"].name,
+                "workers": a.workers,
+                "device": a.device,
+                "stage_ms_per_view": {k: round(v, 3) for k, v in ms.items()},
+                "loader_views_per_s": round(loader, 1),
+                "loader_views_per_core_s": round(loader / cores, 1),
+                "cores_for_target": round(a.target / (loader / cores), 1),
+                "train_views_per_s": round(e2e["views_per_s"], 1),
+                "data_wait": round(e2e["data_wait"], 3),
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    info = {"machine": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "load_avg": os.getloadavg(),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "target_views_per_s": a.target}  # fmt: skip
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps({"info": info, "rows": rows}, indent=2) + "\n")
+    print(table(rows, a.target))
+
+
+def table(rows: list[dict], target: float) -> str:
+    stages = list(rows[0]["stage_ms_per_view"]) if rows else []
+    head = ["data (median width)", "augment", "loader views/s", "per core-s",
+            f"cores for {target:.0f} views/s", "train views/s", "data wait",
+            *[f"{s} ms/view" for s in stages]]  # fmt: skip
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        out.append("| " + " | ".join([
+            f"{r['data']} ({r['median_width_px']:.0f} px)", r["augment"],
+            f"{r['loader_views_per_s']:.0f}", f"{r['loader_views_per_core_s']:.0f}",
+            f"{r['cores_for_target']:.1f}", f"{r['train_views_per_s']:.1f}",
+            f"{r['data_wait']:.0%}", *[f"{r['stage_ms_per_view'][s]:.2f}" for s in stages],
+        ]) + " |")  # fmt: skip
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    main()
