@@ -7,7 +7,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 
-.PHONY: help setup demo test test-all lint format clean bench-augment augment-gallery bench-search export-phase2 study curves
+.PHONY: help setup demo test test-all lint format clean bench-augment bench-train bench-startup augment-gallery bench-search export-phase2 study curves
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -65,6 +65,12 @@ study: setup  ## the recipes study: every *_mini recipe x 3 seeds + baselines on
 
 curves: setup  ## learning curves: demo + isc3rd_mini to 20x the demo's steps, every split (hours on 2 cores)
 	$(PY) experiments/curves/curves.py
+
+bench-train: setup  ## end-to-end training views/s on the real data path (minidisc + a DISC21-like folder), data wait, stage shares
+	$(PY) benchmarks/bench_train.py
+
+bench-startup: setup  ## start-up time of fisc --help and train.py --help beside python -c pass
+	$(PY) benchmarks/bench_startup.py
 
 bench-search: setup  ## exact search: fisc (faiss, torch) vs the official faiss pipeline, vs the GEMM floor
 	$(PY) benchmarks/bench_search.py

@@ -133,13 +133,20 @@ def model_step_ms(module, size: int, batch: int, device: str, steps: int = 3) ->
 
 def loader_rate(dm, batches: int) -> float:
     """Views/s the training DataLoader delivers (after its first batch)."""
-    it = iter(dm.train_dataloader())
+    loader = dm.train_dataloader()
+    it = iter(loader)
     next(it)
     t = time.perf_counter()
-    n = 0
-    for _ in range(batches):
-        a, b, *_ = next(it)
+    n = done = 0
+    while done < batches:
+        try:
+            a, b, *_ = next(it)
+        except StopIteration:  # a small data set: the next epoch
+            dm.sampler.set_epoch(dm.sampler.epoch + 1)
+            it = iter(loader)
+            continue
         n += len(a) + len(b)
+        done += 1
     return n / (time.perf_counter() - t)
 
 

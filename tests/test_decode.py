@@ -76,3 +76,24 @@ def test_decompression_bomb_refused(tmp_path):
     with pytest.raises(ImageDecodeError, match="max_pixels"):
         load_rgb(path, max_pixels=1_000_000)
     assert load_rgb(path, max_pixels=10_000_000).size == (3000, 3000)
+
+
+def test_jpeg_decodes_at_reduced_scale_down_to_min_side(tmp_path):
+    """A 640x480 JPEG with min_side=100 decodes at 1/4 scale (160x120: 1/8 would be 60 px
+    high), close to the full decode resized; min_side=None or a PNG decodes in full."""
+    from PIL import Image
+
+    from fisc.data.decode import load_rgb
+
+    y, x = np.mgrid[0:480, 0:640]
+    pixels = np.stack([x % 256, y % 256, (x // 3 + y // 5) % 256], -1).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "a.jpg", quality=95)
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    assert load_rgb(tmp_path / "a.jpg").size == (640, 480)
+    small = load_rgb(tmp_path / "a.jpg", min_side=100)
+    assert small.size == (160, 120)
+    assert load_rgb(tmp_path / "a.jpg", min_side=240).size == (320, 240)
+    assert load_rgb(tmp_path / "a.jpg", min_side=241).size == (640, 480)
+    assert load_rgb(tmp_path / "a.png", min_side=100).size == (640, 480)
+    full = np.asarray(load_rgb(tmp_path / "a.jpg").resize((160, 120), Image.BOX), np.float32)
+    assert np.abs(np.asarray(small, np.float32) - full).mean() < 12

@@ -36,6 +36,7 @@ class TwoViewDataset(Dataset):
         seed: int = 0,
         worker_gpu: Sequence[torch.nn.Module | None] | None = None,
         skip_log: str | Path | None = None,
+        min_side: int | None = None,
     ):
         self.images = images
         self.views = list(views)
@@ -44,6 +45,7 @@ class TwoViewDataset(Dataset):
         self.worker_gpu = list(worker_gpu) if worker_gpu is not None else [None] * len(views)
         self.skip_log = Path(skip_log) if skip_log is not None else None
         self._logged: set[int] = set()  # this process's skips already in skip_log
+        self.min_side = min_side  # JPEGs may decode at reduced scale down to this short side
 
     def __len__(self) -> int:
         return len(self.images)
@@ -56,7 +58,7 @@ class TwoViewDataset(Dataset):
         for k in range(n):
             i = (index + k) % n
             try:
-                return i, np.asarray(load_rgb(self.images.paths[i]))
+                return i, np.asarray(load_rgb(self.images.paths[i], min_side=self.min_side))
             except ImageDecodeError as e:
                 if self.skip_log is None:
                     raise

@@ -8,6 +8,7 @@ Handled: grayscale, palette, CMYK, RGBA/LA (composited on white), 16-bit and flo
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 
@@ -45,9 +46,13 @@ def _to_8bit_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def load_rgb(
+    path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | None = None
+) -> Image.Image:
     """Decode ``path`` fully into an RGB :class:`PIL.Image.Image`, or raise
-    :class:`ImageDecodeError`."""
+    :class:`ImageDecodeError`. ``min_side``: a JPEG may be decoded at 1/2, 1/4 or 1/8 scale
+    (libjpeg's DCT scaling, much cheaper than decoding in full and resizing) as long as its
+    shorter side stays at least ``min_side`` pixels; other formats decode in full."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -64,6 +69,9 @@ def load_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Im
                 )
             if w == 0 or h == 0:
                 raise ImageDecodeError(path, f"empty image {w}x{h}")
+            if min_side is not None and img.format == "JPEG" and min(w, h) >= 2 * min_side:
+                f = min_side / min(w, h)  # draft picks the smallest scale at least this size
+                img.draft(img.mode, (math.ceil(w * f), math.ceil(h * f)))
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 img.load()  # raises on truncated data (LOAD_TRUNCATED_IMAGES stays False)

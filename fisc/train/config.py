@@ -36,6 +36,9 @@ class DataConfig:
     # this fraction of the training set is skipped
     skip_bad_images: bool = False
     max_bad_fraction: float = 0.001
+    # JPEGs decode at a reduced scale (1/2, 1/4, 1/8) while their shorter side stays at least
+    # this many pixels; null: 2 x model.train_size; 0: always in full
+    decode_min_side: int | None = None
 
 
 @dataclass

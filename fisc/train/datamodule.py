@@ -42,6 +42,7 @@ class CopyDetectionDataModule(pl.LightningDataModule):
         seed: int = 0,
         eval_batch_size: int = 64,
         skip_log: Path | None = None,
+        decode_min_side: int | None = None,
     ):
         super().__init__()
         self.train_images = train_images
@@ -53,6 +54,7 @@ class CopyDetectionDataModule(pl.LightningDataModule):
         self.seed = seed
         self.eval_batch_size = eval_batch_size
         self.skip_log = skip_log  # undecodable training images: skipped and listed there
+        self.decode_min_side = decode_min_side or None  # 0: decode in full
         self.train_set: TwoViewDataset | None = None
         self.sampler: EpochSampler | None = None
         self._resume: tuple[int, int] | None = None  # (epoch, batches done) of a resumed run
@@ -100,6 +102,7 @@ class CopyDetectionDataModule(pl.LightningDataModule):
                 seed=self.seed,
                 worker_gpu=worker_gpu,
                 skip_log=self.skip_log,
+                min_side=self.decode_min_side,
             )
         per_device = self.per_device_batch()
         t = self.trainer

@@ -489,6 +489,11 @@ def build_datamodule(
         seed=cfg.seed,
         eval_batch_size=cfg.eval_batch_size,
         skip_log=skip_log,
+        decode_min_side=(
+            2 * groups["model"].train_size
+            if groups["data"].decode_min_side is None
+            else groups["data"].decode_min_side
+        ),
     )
 
 
