@@ -126,7 +126,6 @@ class CopyDetectionDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=False,
             generator=torch.Generator().manual_seed(self.seed),
-            worker_init_fn=_one_thread_per_worker,
         )
 
     # Lightning saves these in every checkpoint and restores them before the training loader
@@ -244,15 +243,6 @@ class SkippedImages(Callback):
         self.check()
         if self.seen:
             log.warning("%d training images were skipped: %s", len(self.seen), self.skip_log)
-
-
-def _one_thread_per_worker(worker_id: int) -> None:
-    """Each DataLoader worker is one core's worth of work: OpenCV's own thread pool (one thread
-    per core by default) would oversubscribe the cores the workers and the training process
-    share. torch already runs one thread per worker. (The edits' pixels do not depend on it.)"""
-    import cv2
-
-    cv2.setNumThreads(1)
 
 
 def _gpu_pipeline(cfg: dict) -> torch.nn.Module | None:
