@@ -41,6 +41,7 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from fisc.data.decode import load_rgb
+from fisc.descriptors.h5io import atomic_path
 from fisc.train.config import check_config
 from fisc.train.run import build_datamodule, build_module
 from fisc.train.sources import resolve_data
@@ -62,9 +63,8 @@ def build_disc21like(folder: Path, n: int, seed: int = 0) -> Path:
         rng = np.random.default_rng([seed, 4242, i])
         longest = int(round(np.exp(rng.uniform(np.log(480), np.log(1024)))))
         img = source_image(seed, "training", i, longest, photos)
-        tmp = path.with_suffix(".tmp")
-        img.convert("RGB").save(tmp, format="JPEG", quality=90)
-        tmp.rename(path)
+        with atomic_path(path) as tmp:
+            img.convert("RGB").save(tmp, format="JPEG", quality=90)
     return folder
 
 

@@ -39,14 +39,15 @@ class CorruptCheckpointError(CheckpointError):
     pass
 
 
-def load_checkpoint(path: str | Path, what: str = "checkpoint") -> Any:
+def load_checkpoint(path: str | Path, what: str = "checkpoint", mmap: bool = False) -> Any:
     """``torch.load(path, weights_only=True)`` on CPU, with errors that name the file.
-    ``what`` says which file it is in the messages (``init_from``, ``weights file``, ...)."""
+    ``what`` says which file it is in the messages (``init_from``, ``weights file``, ...);
+    ``mmap``: map the tensors instead of reading them (a cheap check of the file's structure)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} {path} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         raise UnsafeCheckpointError(
             f"{what} {path} refused: it stores Python objects beyond tensors and plain "
@@ -85,7 +86,7 @@ def readable(path: Path) -> bool:
     """False for a truncated or corrupt file; an unsafe one raises (it is refused, not
     skipped)."""
     try:
-        load_checkpoint(path)
+        load_checkpoint(path, mmap=True)  # the tensors are read once, by the resume itself
     except CorruptCheckpointError:
         return False
     return True
@@ -93,7 +94,7 @@ def readable(path: Path) -> bool:
 
 def checkpoint_step(path: Path) -> int:
     """The global step a Lightning checkpoint was saved at (-1: not a training checkpoint)."""
-    state = load_checkpoint(path)
+    state = load_checkpoint(path, mmap=True)
     return int(state.get("global_step", -1)) if isinstance(state, dict) else -1
 
 

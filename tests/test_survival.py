@@ -114,14 +114,9 @@ def test_sigkill_during_a_checkpoint_write_then_relaunch_continues(
     complete checkpoint, and the relaunch finishes with the uninterrupted run's weights."""
     run_dir = tmp_path / "run"
     ckpt_dir = run_dir / "checkpoints"
-    writes = 0
 
     def writing() -> bool:
-        nonlocal writes
-        if any(ckpt_dir.glob(".last.ckpt.*.tmp")):
-            writes += 1
-            return writes >= 1 and (ckpt_dir / "last.ckpt").is_file()
-        return False
+        return any(ckpt_dir.glob(".last.ckpt.*.tmp")) and (ckpt_dir / "last.ckpt").is_file()
 
     proc = launch(tiny_minidisc, run_dir)
     kill_when(proc, writing)
