@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -194,3 +196,81 @@ def test_faiss_gpu_matches_cpu(data):
     d_c, i_c = knn(q, r, 10, backend="faiss")
     np.testing.assert_array_equal(i_g, i_c)
     np.testing.assert_allclose(d_g, d_c, rtol=1e-4)
+
+
+# --- auto: the backend measured faster on this machine, cached --------------------------------
+
+
+@pytest.fixture
+def choice_cache(tmp_path, monkeypatch):
+    from fisc.search import choose
+
+    monkeypatch.setenv("FISC_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("FISC_SEARCH_BACKEND", raising=False)
+    monkeypatch.setattr(choose, "_memo", {})
+    return choose
+
+
+def _timer(seconds, calls):
+    def measure():
+        calls.append(1)
+        return dict(seconds)
+
+    return measure
+
+
+@pytest.mark.parametrize("faster", BACKENDS)
+def test_auto_picks_the_backend_measured_faster_and_caches_it(choice_cache, faster):
+    choose = choice_cache
+    slower = next(b for b in BACKENDS if b != faster)
+    calls = []
+    choice, reason = choose.cpu_backend(_timer({faster: 1.0, slower: 3.0}, calls))
+    assert choice == faster and "measured" in reason and calls == [1]
+    record = json.loads(choose.cache_path().read_text())
+    assert record["choice"] == faster and record["key"] == choose.machine_key()
+    assert record["seconds"] == {faster: 1.0, slower: 3.0}
+    # a new process (no memo) reads the cache and does not measure again
+    choose._memo.clear()
+    assert choose.cpu_backend(_timer({faster: 9.0, slower: 1.0}, calls))[0] == faster
+    assert calls == [1]
+    # and search(backend="auto") on the CPU uses it
+    assert exact._resolve_backend("auto", "cpu") == faster
+    assert exact._resolve_backend("auto", "cuda") == "torch"
+
+
+def test_auto_measures_again_for_another_machine_or_a_bad_cache(choice_cache):
+    choose = choice_cache
+    calls = []
+    choose.cpu_backend(_timer({"faiss": 1.0, "torch": 2.0}, calls))
+    path = choose.cache_path()
+    record = json.loads(path.read_text())
+    record["key"]["cores"] += 1  # measured with another core count
+    path.write_text(json.dumps(record))
+    choose._memo.clear()
+    assert choose.cpu_backend(_timer({"faiss": 2.0, "torch": 1.0}, calls))[0] == "torch"
+    assert len(calls) == 2
+    path.write_text("{not json")
+    choose._memo.clear()
+    assert choose.cpu_backend(_timer({"faiss": 1.0, "torch": 2.0}, calls))[0] == "faiss"
+    assert len(calls) == 3 and json.loads(path.read_text())["choice"] == "faiss"
+
+
+def test_auto_pinned_by_environment_and_unwritable_cache(choice_cache, monkeypatch, tmp_path):
+    choose = choice_cache
+    monkeypatch.setenv("FISC_SEARCH_BACKEND", "torch")
+    assert choose.cpu_backend(_timer({"faiss": 1.0, "torch": 2.0}, calls := [])) == (
+        "torch", "pinned by FISC_SEARCH_BACKEND")  # fmt: skip
+    assert calls == []
+    monkeypatch.setenv("FISC_SEARCH_BACKEND", "numpy")
+    with pytest.raises(ValueError, match="FISC_SEARCH_BACKEND"):
+        choose.cpu_backend()
+    monkeypatch.delenv("FISC_SEARCH_BACKEND")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("FISC_CACHE_DIR", str(blocker / "sub"))  # a file where a folder must be
+    assert choose.cpu_backend(_timer({"faiss": 2.0, "torch": 1.0}, calls))[0] == "torch"
+
+
+def test_measure_times_both_backends_on_a_small_probe(choice_cache):
+    seconds = choice_cache.measure(probe=(16, 512, 8, 4), repeats=1)
+    assert set(seconds) == set(BACKENDS) and all(0 < s < 60 for s in seconds.values())

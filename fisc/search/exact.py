@@ -2,8 +2,9 @@
 
 Backends: ``"faiss"`` (``faiss.IndexFlatL2`` on CPU; ``GpuIndexFlatL2`` with faiss-gpu on a
 CUDA ``device``), ``"torch"`` (tiled matmul, CPU or CUDA,
-see :mod:`fisc.search.torch_knn`) and ``"auto"`` (faiss when importable and the device is the
-CPU, else torch). Both rank candidates with float32 ``||q||² + ||r||² − 2 q·r``; the retained
+see :mod:`fisc.search.torch_knn`) and ``"auto"`` (torch on a GPU; on the CPU the backend
+measured faster on this machine, once and cached, see :mod:`fisc.search.choose`). Both rank
+candidates with float32 ``||q||² + ||r||² − 2 q·r``; the retained
 neighbours' distances are then recomputed from explicit differences in float64 (``refine``),
 so that near-duplicates (tiny distances) are not drowned in cancellation error, and each row is
 re-sorted by (distance, reference index).
@@ -57,11 +58,9 @@ def _resolve_backend(backend: str, device) -> str:
     if backend == "auto":
         if not on_cpu:
             return "torch"
-        try:
-            import faiss  # noqa: F401
-        except ImportError:
-            return "torch"
-        return "faiss"
+        from fisc.search.choose import cpu_backend
+
+        return cpu_backend()[0]
     if backend == "faiss" and not on_cpu and not _faiss_has_gpu():
         raise ValueError(
             f"this faiss build has no GPU support (pip install 'fisc[gpu]' for faiss-gpu); "
@@ -128,7 +127,7 @@ def knn(
     backend: str = "auto",
     device="cpu",
     query_tile: int = 4096,
-    ref_tile: int = 65536,
+    ref_tile: int = 16384,
     refine: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact ``k`` nearest references (squared L2) of every query.
@@ -151,7 +150,7 @@ def per_query_search(
     backend: str = "auto",
     device="cpu",
     query_tile: int = 4096,
-    ref_tile: int = 65536,
+    ref_tile: int = 16384,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``k`` neighbours per query, flattened: ``(qi, ri, dist2)`` ordered by query then distance."""
     dist, idx = knn(q, r, k, backend, device, query_tile, ref_tile)
@@ -171,7 +170,7 @@ def global_capped_search(
     backend: str = "auto",
     device="cpu",
     query_tile: int = 4096,
-    ref_tile: int = 65536,
+    ref_tile: int = 16384,
     oversample: int = 4,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The ``cap`` closest (query, reference) pairs over all queries together.
