@@ -592,6 +592,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    from fisc.malloc import keep_freed_memory
+
+    keep_freed_memory()  # extraction and training allocate per batch (fisc/malloc.py)
     try:
         rc = args.func(args)
     except (OSError, ValueError, KeyError, RuntimeError) as e:

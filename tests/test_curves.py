@@ -50,8 +50,12 @@ def test_curves_train_keep_score_and_resume(tiny_minidisc, tmp_path):
     (tmp_path / "res" / "results.json").unlink()
     again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "== demo" not in again.stdout and ckpt.stat().st_mtime_ns == stamp
+    assert ckpt.stat().st_mtime_ns == stamp and "Epoch 0" not in again.stderr
     assert json.loads((tmp_path / "res" / "results.json").read_text()) == saved
+    # a cached run trained with another recipe is refused, not scored as this one's curve
+    changed = [*cmd[:-1], "postprocess='pca_whiten4,l2'", "loss.temperature=0.2"]
+    other = subprocess.run(changed, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert other.returncode != 0 and "loss.temperature" in other.stderr, other.stderr[-2000:]
 
 
 def test_gpu_quality_script_runs_tiny_on_cpu(tmp_path):

@@ -38,9 +38,10 @@ RESUME = [
 STEPS = 12
 
 
-def launch(root: Path, run_dir: Path, *extra: str) -> subprocess.Popen:
+def launch(root: Path, run_dir: Path, *extra: str, workers: int = 0) -> subprocess.Popen:
+    settings = [f"num_workers={workers}" if a.startswith("num_workers=") else a for a in RESUME]
     args = [sys.executable, str(ROOT / "train.py"), f"data.root={root}",
-            "data.build_if_missing=false", *RESUME, f"run_dir={run_dir}", *extra]  # fmt: skip
+            "data.build_if_missing=false", *settings, f"run_dir={run_dir}", *extra]  # fmt: skip
     env = {**os.environ, "WANDB_MODE": "disabled"}
     return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
@@ -80,11 +81,13 @@ def kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
     proc.wait()
 
 
+@pytest.mark.parametrize("workers", [0, 2])
 def test_sigkill_mid_epoch_then_relaunch_gives_the_uninterrupted_weights(
-    tiny_minidisc, tmp_path, uninterrupted
+    tiny_minidisc, tmp_path, uninterrupted, workers
 ):
     """Killed right after a random mid-epoch step's checkpoint (while the next step runs),
-    relaunched with the same command: the final weights are the uninterrupted run's."""
+    relaunched with the same command: the final weights are the uninterrupted run's (trained
+    without DataLoader workers: with 2 persistent workers the views are the same)."""
     kill_after = random.choice([s for s in range(2, STEPS - 1) if s % 3])  # not an epoch end
     run_dir = tmp_path / "run"
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -98,11 +101,11 @@ def test_sigkill_mid_epoch_then_relaunch_gives_the_uninterrupted_weights(
             pass
         return len(seen) >= kill_after
 
-    proc = launch(tiny_minidisc, run_dir)
+    proc = launch(tiny_minidisc, run_dir, workers=workers)
     kill_when(proc, saved_enough)
     step = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
     assert 0 < step < STEPS, f"killed at step {step}"
-    out = finish(launch(tiny_minidisc, run_dir))
+    out = finish(launch(tiny_minidisc, run_dir, workers=workers))
     assert "Restoring states from the checkpoint" in out or "Restored all states" in out
     assert same_weights(final_state(run_dir), uninterrupted), f"killed after step {step}"
 

@@ -227,7 +227,12 @@ def test_deterministic_reruns_are_bit_identical(compose_cfg, tiny_minidisc, tmp_
         check_config(compose_cfg("threads=0"))
 
 
-def test_plain_folder_trains_without_validation(compose_cfg, tiny_minidisc, tmp_path):
+def test_plain_folder_trains_without_validation(compose_cfg, tiny_minidisc, tmp_path,
+                                                monkeypatch):  # fmt: skip
+    import fisc.train.run as run
+
+    kept = []
+    monkeypatch.setattr(run, "keep_freed_memory", lambda: kept.append(True))
     nested = tmp_path / "photos" / "holiday"
     nested.mkdir(parents=True)
     for path in list((tiny_minidisc / "images" / "training").iterdir())[:10]:
@@ -236,6 +241,7 @@ def test_plain_folder_trains_without_validation(compose_cfg, tiny_minidisc, tmp_
         "data=folder", f"data.root={tmp_path / 'photos'}", *SMALL, "+trainer.fast_dev_run=1"
     )
     train(cfg)
+    assert kept == [True]  # training keeps freed memory (fisc/malloc.py)
 
 
 def test_wandb_logger_config_builds(compose_cfg, tiny_minidisc):

@@ -1,14 +1,14 @@
 """Learning curves: μAP and R@P90 against optimizer steps, per split, for fisc's default
 recipe and the study's best, with the untrained backbone and pHash as flat lines.
 
-    python experiments/curves/curves.py                       # demo + isc3rd_mini, 80 epochs
+    python experiments/curves/curves.py                       # long + isc3rd_mini, 80 epochs
     python experiments/curves/curves.py --recipes demo --epochs 20 --every 5
     python experiments/curves/curves.py --score-only          # score the checkpoints there are
     python experiments/curves/curves.py -- data.root=/my/minidisc   # Hydra overrides
 
 Each recipe trains once per seed, ``python train.py experiment=<recipe> seed=<s>
 trainer.max_epochs=<epochs> keep_every_n_epochs=<every>``, in ``outputs/curves/<recipe>/seed<s>``
-(a relaunch resumes it; a finished one is not retrained). The schedule (warm-up + cosine) spans
+(a relaunch resumes it; a finished one trains nothing). The schedule (warm-up + cosine) spans
 the whole run, so the point at step t is that long run's model at t, not a shorter run's end.
 Every kept checkpoint is scored once (``<checkpoint>.scores.json`` beside it): raw descriptors
 and the recipe's post-processing fitted on that checkpoint's training descriptors, on every
@@ -37,14 +37,15 @@ from fisc.inference import DescriptorPipeline  # noqa: E402
 from fisc.postprocess.spec import PostProcessor  # noqa: E402
 from fisc.train.config import check_config  # noqa: E402
 
-RECIPES = ["demo", "isc3rd_mini"]
+RECIPES = ["long", "isc3rd_mini"]  # long: the demo recipe over 80 epochs
 STEP = re.compile(r"step(\d+)")
 
 
 def train(recipe: str, seed: int, epochs: int, every: int, extra: list[str], out: Path) -> Path:
+    """Launched even when the run has finished: it then trains nothing, and a run folder
+    trained with another recipe (or another fisc's defaults) is refused by train.py's resume
+    check instead of being scored as this recipe's curve."""
     run_dir = out / recipe / f"seed{seed}"
-    if (run_dir / "train_result.json").is_file():
-        return run_dir
     # the curve's own settings last: they win over the overrides given for every run
     args = [f"experiment={recipe}", f"seed={seed}", *extra, f"run_dir={run_dir}",
             "ckpt_path=auto", f"trainer.max_epochs={epochs}", f"keep_every_n_epochs={every}",

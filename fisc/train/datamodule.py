@@ -116,15 +116,18 @@ class CopyDetectionDataModule(pl.LightningDataModule):
                 saved_epoch, batches = saved_epoch + 1, 0
             self.sampler.set_epoch(saved_epoch)
             self.sampler.skip = batches * per_device
-        # workers are re-created each epoch (not persistent); the loader's own generator keeps
-        # the global RNG (which the training step draws from) out of the data order
+        # persistent workers: forked once, not at every epoch (a fork shares the training
+        # process's memory copy-on-write, so each page the step then writes is copied; kernel
+        # time of a 3-epoch demo 86 s -> 58 s, weights bit-identical). The sampler yields the
+        # epoch with each index, so workers started at any epoch draw the right views. The
+        # loader's own generator keeps the global RNG (which the step draws from) out of it.
         return DataLoader(
             self.train_set,
             batch_size=per_device,
             sampler=self.sampler,
             drop_last=True,  # the loss needs equal batches on every rank
             num_workers=self.num_workers,
-            persistent_workers=False,
+            persistent_workers=self.num_workers > 0,
             generator=torch.Generator().manual_seed(self.seed),
         )
 

@@ -32,6 +32,7 @@ from fisc.checkpoints import (
 )
 from fisc.descriptors.h5io import atomic_path
 from fisc.determinism import deterministic_kernels, fixed_threads
+from fisc.malloc import keep_freed_memory
 from fisc.train.config import (
     SCHEMAS,
     ConfigError,
@@ -346,6 +347,7 @@ def train(cfg: DictConfig) -> TrainResult:
     both are restored afterwards."""
     deterministic = bool(cfg.get("deterministic"))
     threads = cfg.get("threads") or (os.cpu_count() if deterministic else None)
+    keep_freed_memory()  # no page-fault storm at every step (fisc/malloc.py)
     with fixed_threads(threads), deterministic_kernels(deterministic):
         return _train(cfg)
 
