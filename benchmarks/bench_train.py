@@ -42,6 +42,7 @@ from PIL import Image
 
 from fisc.data.decode import load_rgb
 from fisc.descriptors.h5io import atomic_path
+from fisc.malloc import keep_freed_memory
 from fisc.train.config import check_config
 from fisc.train.run import build_datamodule, build_module
 from fisc.train.sources import resolve_data
@@ -80,7 +81,7 @@ def stage_times(dm, module, device: str, n: int) -> dict[str, float]:
     views = []
     for i in range(n):
         t0 = time.perf_counter()
-        img = np.asarray(load_rgb(ds.images.paths[i % len(ds)]))
+        img = np.asarray(load_rgb(ds.images.paths[i % len(ds)], min_side=ds.min_side))
         t1 = time.perf_counter()
         per["decode"].append((t1 - t0) / 2)  # one decode feeds both views
         for v in range(2):
@@ -199,6 +200,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "train_cpu.json")
     p.add_argument("overrides", nargs="*", help="Hydra overrides (after --)")
     a = p.parse_args()
+    keep_freed_memory()  # as train.py does (fisc/malloc.py); workers forked later inherit it
     rows = []
     for data in a.data:
         if data == "minidisc":
