@@ -44,6 +44,13 @@ def load_checkpoint(path: str | Path, what: str = "checkpoint", mmap: bool = Fal
     ``what`` says which file it is in the messages (``init_from``, ``weights file``, ...);
     ``mmap``: map the tensors instead of reading them (a cheap check of the file's structure)."""
     path = Path(path)
+    if path.is_dir():
+        hint = "name the .ckpt file in it"
+        if (path / "MANIFEST.sha256").is_file():
+            hint = "it is a frozen artifact: pass it as one (fisc extract --artifact DIR)"
+        elif (path / "checkpoints" / "last.ckpt").is_file():
+            hint = f"it is a run folder, whose checkpoint is {path / 'checkpoints' / 'last.ckpt'}"
+        raise IsADirectoryError(f"{what} {path} is a folder, not a checkpoint file; {hint}")
     if not path.is_file():
         raise FileNotFoundError(f"{what} {path} does not exist")
     try:

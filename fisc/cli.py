@@ -585,6 +585,11 @@ def _cuda() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["validate-submission"]:  # its own parser, so its options and -h pass through
+        from fisc.export.validate import main as validate_main
+
+        return validate_main(argv[1:]) or 0
     args = build_parser().parse_args(argv)
     if getattr(args, "device", None) == "auto":  # here, not in the parser: --help needs no torch
         args.device = "cuda" if _cuda() else "cpu"

@@ -126,6 +126,26 @@ def test_not_hdf5(tmp_path):
     assert validate_submission(tmp_path / "absent.h5")[0].endswith("does not exist")
 
 
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_validate_submission_help_through_fisc(flag, capsys):
+    from fisc.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["validate-submission", flag])
+    assert e.value.code == 0
+    assert "usage: fisc validate-submission" in capsys.readouterr().out
+
+
+def test_validate_submission_through_fisc_reports_failures(tmp_path, capsys):
+    from fisc.cli import main
+
+    bad = tmp_path / "x.h5"
+    bad.write_text("nope")
+    assert main(["validate-submission", str(bad)]) != 0
+    captured = capsys.readouterr()
+    assert "not a readable HDF5" in captured.out + captured.err
+
+
 # --- freeze / load_artifact ---------------------------------------------------------------
 
 

@@ -274,3 +274,16 @@ def test_auto_pinned_by_environment_and_unwritable_cache(choice_cache, monkeypat
 def test_measure_times_both_backends_on_a_small_probe(choice_cache):
     seconds = choice_cache.measure(probe=(16, 512, 8, 4), repeats=1)
     assert set(seconds) == set(BACKENDS) and all(0 < s < 60 for s in seconds.values())
+
+
+def test_faiss_loader_noise_is_not_logged():
+    import subprocess
+    import sys
+
+    code = ("import logging; logging.basicConfig(level=logging.INFO); import numpy as np; "
+            "from fisc.search.exact import knn; "
+            "print(knn(np.eye(3, 4, dtype=np.float32), np.eye(5, 4, dtype=np.float32), 1, "
+            "backend='faiss')[1].ravel().tolist())")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[0, 1, 2]"
+    assert "faiss.loader" not in out.stderr and "ModuleNotFoundError" not in out.stderr

@@ -327,3 +327,22 @@ def test_a_corrupt_last_checkpoint_falls_back_to_the_newest_readable_one(tmp_pat
         chosen = resume_path("auto", ckpt_dir)
     assert chosen == str(ckpt_dir / "history" / "epoch001-step000006.ckpt")
     assert any("unreadable" in r.getMessage() and chosen in r.getMessage() for r in caplog.records)
+
+
+def test_a_folder_given_as_a_checkpoint_says_what_it_is(tmp_path):
+    from fisc.checkpoints import load_checkpoint
+
+    artifact, run, other = tmp_path / "artifact", tmp_path / "run", tmp_path / "other"
+    (artifact).mkdir()
+    (artifact / "MANIFEST.sha256").write_text("")
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    other.mkdir()
+    with pytest.raises(IsADirectoryError, match="frozen artifact.*--artifact"):
+        load_checkpoint(artifact)
+    with pytest.raises(IsADirectoryError, match=r"run folder, whose checkpoint is .*last\.ckpt"):
+        load_checkpoint(run)
+    with pytest.raises(IsADirectoryError, match="not a checkpoint file"):
+        load_checkpoint(other)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_checkpoint(tmp_path / "absent.ckpt")

@@ -381,3 +381,22 @@ def test_demo_reports_every_system_on_both_splits(tiny_minidisc, tmp_path):
             "pHash (imagehash, 64-bit)"]  # fmt: skip
         margin = ours["micro_ap"] - phash["micro_ap"]
         assert f"over pHash: μAP {margin:+.4f}" in report.split(f"minidisc {split} split")[1]
+
+
+def test_conf_local_overrides_the_defaults_and_is_ignored_by_git(tmp_path):
+    import shutil
+    import subprocess
+
+    from hydra import compose, initialize_config_dir
+
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    (conf / "local").mkdir(exist_ok=True)
+    (conf / "local" / "default.yaml").write_text("# @package _global_\nnum_workers: 7\n")
+    with initialize_config_dir(str(conf), version_base="1.3"):
+        assert compose("train").num_workers == 7
+    repo = CONF.parent
+    if (repo / ".git").exists():
+        ignored = subprocess.run(["git", "check-ignore", "-q", "conf/local/default.yaml"],
+                                 cwd=repo, check=False)  # fmt: skip
+        assert ignored.returncode == 0, "conf/local/ must be git-ignored (machine settings)"
