@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 
@@ -228,7 +230,7 @@ def _planted(rng, n, d, prefix, common):
     return _descs(x.astype(np.float32), prefix)
 
 
-def test_sweep_postprocessing_beats_plain_l2():
+def test_sweep_postprocessing_beats_plain_l2(monkeypatch):
     rng = np.random.default_rng(0)
     d = 24
     common = _unit(rng.standard_normal((1, d)))[0]
@@ -260,3 +262,19 @@ def test_sweep_postprocessing_beats_plain_l2():
     assert by["pca_whiten16,l2,score_norm3:0.5"]["dims"] == 18
     table = sweep_table(rows)
     assert table.count("\n") == len(specs) + 1 and "`center,l2`" in table
+    # the columns of a plain evaluate, in the table and the rows
+    from fisc.evaluation import EvalResult, evaluate, results_table
+
+    plain_eval = evaluate(queries, refs, gt, backend="torch")
+    assert set(rows[0]) == {"spec"} | set(asdict(plain_eval))
+    assert table.splitlines()[0] == results_table({"x": plain_eval}).splitlines()[0]
+    assert isinstance(EvalResult(**{k: v for k, v in rows[0].items() if k != "spec"}), EvalResult)
+    # a bad spec anywhere in the list fails before any search
+    calls = []
+    import sys
+
+    module = sys.modules["fisc.postprocess.sweep"]  # the package's `sweep` is the function
+    monkeypatch.setattr(module, "evaluate", lambda *a, **k: calls.append(1))
+    with pytest.raises(ValueError, match="nope"):
+        sweep([*specs, "l2,nope3"], train, queries, refs, gt, backend="torch")
+    assert calls == []

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import asdict, fields
 
 from fisc.descriptors.h5io import Descriptors
-from fisc.evaluation import evaluate
+from fisc.evaluation import EvalResult, evaluate, results_table
 from fisc.postprocess.spec import PostProcessor
 
 
@@ -19,34 +20,24 @@ def sweep(
 ) -> list[dict]:
     """Fit each spec on ``train`` only, transform queries and references, and score them.
 
-    Returns rows ``{spec, micro_ap, recall_at_p90, recall_at_1, dims}``; ``evaluate_kwargs`` go to
-    :func:`fisc.evaluation.evaluate` (``protocol``, ``backend``...).
+    Every spec is parsed before the first is fitted, so a bad spec anywhere in the list fails
+    at once, before any search. Returns rows ``{spec, <every EvalResult field>}`` (what a plain
+    ``fisc evaluate`` reports); ``evaluate_kwargs`` go to :func:`fisc.evaluation.evaluate`
+    (``protocol``, ``backend``...).
     """
+    processors = [PostProcessor(spec) for spec in specs]  # ValueError naming a bad token
     rows = []
-    for spec in specs:
-        pp = PostProcessor(spec).fit(train)
+    for pp in processors:
+        pp.fit(train)
         q = pp.transform(queries, role="query")
         r = pp.transform(references, role="reference")
         kw = {"max_dims": pp.max_dims, **evaluate_kwargs}
-        res = evaluate(q, r, ground_truth, **kw)
-        rows.append(
-            {
-                "spec": spec,
-                "micro_ap": res.micro_ap,
-                "recall_at_p90": res.recall_at_p90,
-                "recall_at_1": res.recall_at_1,
-                "dims": res.dims,
-            }
-        )
+        rows.append({"spec": pp.spec, **asdict(evaluate(q, r, ground_truth, **kw))})
     return rows
 
 
 def sweep_table(rows: list[dict]) -> str:
-    """A Markdown table of :func:`sweep` rows."""
-    lines = ["| spec | μAP | R@P90 | R@1 | dims |", "|---|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(
-            f"| `{r['spec']}` | {r['micro_ap']:.4f} | {r['recall_at_p90']:.4f} | "
-            f"{r['recall_at_1']:.4f} | {r['dims']} |"
-        )
-    return "\n".join(lines)
+    """A Markdown table of :func:`sweep` rows: the columns of ``fisc evaluate``'s table, one row
+    per spec."""
+    names = [f.name for f in fields(EvalResult)]
+    return results_table({f"`{r['spec']}`": EvalResult(**{k: r[k] for k in names}) for r in rows})
