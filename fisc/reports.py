@@ -15,8 +15,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -149,6 +151,14 @@ def _thumbnail(src: Path, dst: Path) -> None:
             im.save(tmp, format="JPEG", quality=85)
 
 
+def thumbnail_name(img_id: str) -> str:
+    """A file name for an id's thumbnail that stays inside the gallery folder and needs no
+    escaping in HTML or a URL: the id's safe characters plus a digest of the whole id (ids
+    that differ only in unsafe characters get different names)."""
+    safe = re.sub(r"[^A-Za-z0-9_-]", "_", img_id)[:64]
+    return f"{safe}-{hashlib.sha1(img_id.encode('utf-8')).hexdigest()[:10]}.jpg"
+
+
 def _write_gallery(out: Path, cases: dict, images: Mapping[str, Path]) -> Path:
     thumbs = out / "gallery"
     done: dict[str, str | None] = {}
@@ -159,11 +169,13 @@ def _write_gallery(out: Path, cases: dict, images: Mapping[str, Path]) -> Path:
         if img_id not in done:
             src = images.get(img_id)
             if src is not None and Path(src).is_file():
-                _thumbnail(Path(src), thumbs / f"{img_id}.jpg")
-                done[img_id] = f"gallery/{html.escape(img_id)}.jpg"
+                name = thumbnail_name(img_id)
+                _thumbnail(Path(src), thumbs / name)
+                done[img_id] = f"gallery/{name}"
             else:
                 done[img_id] = None
-        img = f'<img src="{done[img_id]}" alt="{html.escape(img_id)}">' if done[img_id] else ""
+        alt = html.escape(img_id, quote=True)
+        img = f'<img src="{done[img_id]}" alt="{alt}">' if done[img_id] else ""
         return f"<td>{img}<br>{html.escape(img_id)}<br><small>{html.escape(caption)}</small></td>"
 
     def score(s) -> str:

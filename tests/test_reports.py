@@ -8,7 +8,7 @@ from PIL import Image
 from fisc.data.ids import format_id
 from fisc.descriptors.h5io import Descriptors
 from fisc.metrics.micro_ap import micro_average_precision
-from fisc.reports import write_report
+from fisc.reports import thumbnail_name, write_report
 from fisc.search.exact import global_capped_search
 
 pytest.importorskip("matplotlib")
@@ -102,9 +102,41 @@ def test_report_files_and_p90_point(planted, tmp_path):
     assert fps[0] == (QID[15], RID[200]) and len(fps) == 5
     assert {(q, r) for k, q, r in rows if k == "missed"} == {(QID[14], RID[14]), (QID[17], RID[17])}
     for i in (QID[15], RID[200], RID[17]):
-        assert f'src="gallery/{i}.jpg"' in page
-        with Image.open(out / "gallery" / f"{i}.jpg") as im:
+        assert f'src="gallery/{thumbnail_name(i)}"' in page
+        with Image.open(out / "gallery" / thumbnail_name(i)) as im:
             assert max(im.size) <= 160
+
+
+def test_hostile_ids_stay_inside_the_report_and_out_of_the_html(planted, tmp_path):
+    """Ids are data, never paths or markup: ``../`` ids write no file outside the gallery
+    folder, ``<script>`` ids appear escaped, ids differing only in unsafe characters keep
+    their own thumbnails."""
+    from fisc.evaluation import evaluate
+
+    queries, references, gt = planted
+    hostile = {QID[15]: "../../escape", RID[200]: "<script>alert(1)</script>",
+               RID[17]: "..\\evil/../x", RID[250]: "..\\evil/../y"}  # fmt: skip
+    rename = np.vectorize(lambda i: hostile.get(i, i))
+    q, r = Descriptors(rename(queries.ids), queries.vectors), Descriptors(
+        rename(references.ids), references.vectors)  # fmt: skip
+    g = {hostile.get(k, k): (hostile.get(v, v) if v else v) for k, v in gt.items()}
+    out = tmp_path / "deep" / "report"
+    src = tmp_path / "src"
+    src.mkdir()
+    imgs = {}
+    for n, i in enumerate([*hostile.values(), QID[17], RID[14]]):  # files named safely here
+        imgs[i] = src / f"{n}.png"
+        Image.new("RGB", (40, 30), (20 * n, 80, 160)).save(imgs[i])
+    result = evaluate(q, r, g, disc_ids=False)
+    write_report(out, q, r, g, result=result, images=imgs, n_gallery=5)
+    written = {p for p in tmp_path.rglob("*") if p.is_file()} - {p for p in imgs.values()}
+    assert written and all(out in p.parents for p in written), sorted(map(str, written))
+    page = (out / "gallery.html").read_text()
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    names = {thumbnail_name(i) for i in hostile.values()}
+    assert len(names) == len(hostile)
+    shown = [i for i in hostile.values() if f'src="gallery/{thumbnail_name(i)}"' in page]
+    assert len(shown) >= 3 and all((out / "gallery" / thumbnail_name(i)).is_file() for i in shown)
 
 
 def test_report_without_images_skips_gallery(planted, tmp_path):
