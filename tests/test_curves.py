@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO, tiny_overrides
 from PIL import Image
 
@@ -101,3 +102,20 @@ def test_every_ablation_variant_is_a_valid_config():
         per_epoch = cfg.trainer.limit_train_batches
         per_epoch = per_epoch if isinstance(per_epoch, int) else ablate.EPOCH
         assert cfg.trainer.max_epochs * per_epoch <= ablate.BUDGET_STEPS, name  # no extra steps
+
+
+def test_an_ablation_run_of_another_length_is_refused_not_reused(tmp_path):
+    """A cached run trained for other epochs than the variant now asks (the `demo` variant
+    after its epochs changed) stops the study instead of being reported as this recipe."""
+    sys.path.insert(0, str(REPO / "experiments" / "ablations"))
+    import ablate
+
+    run_dir = tmp_path / "demo" / "seed0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text("trainer:\n  max_epochs: 3\n")
+    (run_dir / "scores.json").write_text('{"variant": "demo"}')
+    with pytest.raises(SystemExit, match="trained for 3 epochs"):
+        ablate.run("demo", 0, [], tmp_path)
+    epochs = ablate.study._compose("demo", []).trainer.max_epochs
+    (run_dir / "config.yaml").write_text(f"trainer:\n  max_epochs: {epochs}\n")
+    assert ablate.run("demo", 0, [], tmp_path) == {"variant": "demo"}  # same length: cached

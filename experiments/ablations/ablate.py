@@ -111,6 +111,14 @@ def run(name: str, seed: int, extra: list[str], out: Path) -> dict:
     run_dir = out / name / f"seed{seed}"
     overrides = [*(BASE if name != "demo" else []), *VARIANTS[name][1], *extra]
     cached = run_dir / "scores.json"
+    if (run_dir / "config.yaml").is_file():  # e.g. `demo` after its epochs changed
+        from omegaconf import OmegaConf
+
+        now = study._compose("demo", [f"seed={seed}", *overrides]).trainer.max_epochs
+        then = OmegaConf.load(run_dir / "config.yaml").trainer.max_epochs
+        if then != now:
+            sys.exit(f"{run_dir} was trained for {then} epochs, the variant now trains {now}: "
+                     f"move that folder away to retrain it")  # fmt: skip
     if cached.is_file():
         return json.loads(cached.read_text())
     minutes = None
