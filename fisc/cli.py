@@ -229,7 +229,8 @@ def _evaluate(args) -> None:
     if args.postprocess:
         _sweep(args, queries, references)
         return
-    result = evaluate(queries, references, load_ground_truth(args.gt), **_eval_options(args))
+    truth = load_ground_truth(args.gt, disc_ids=args.disc_ids)
+    result = evaluate(queries, references, truth, **_eval_options(args))
     print(results_table({name: result}))
     if args.json:
         result.to_json(args.json)
@@ -242,7 +243,7 @@ def _evaluate(args) -> None:
             args.report,
             queries,
             references,
-            load_ground_truth(args.gt),
+            load_ground_truth(args.gt, disc_ids=args.disc_ids),
             result=result,
             images=images,
             name=name,
@@ -281,7 +282,8 @@ def _augment_gallery(args) -> None:
 
 
 def _eval_options(args) -> dict:
-    return {"protocol": args.protocol, "k": args.k, "cap": args.cap, "backend": args.backend}
+    return {"protocol": args.protocol, "k": args.k, "cap": args.cap, "backend": args.backend,
+            "disc_ids": args.disc_ids}  # fmt: skip
 
 
 def _image_files(folders: list[str]) -> dict[str, Path]:
@@ -321,7 +323,7 @@ def _sweep(args, queries, references) -> None:
         read_vectors(args.train),
         queries,
         references,
-        load_ground_truth(args.gt),
+        load_ground_truth(args.gt, disc_ids=args.disc_ids),
         **_eval_options(args),
     )
     print(sweep_table(rows))
@@ -471,6 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=10, help="per_query protocol: neighbours per query")
     p.add_argument("--cap", type=int, default=None, help="isc2021 protocol: pooled pairs (500000)")
     p.add_argument("--backend", choices=("auto", "faiss", "torch"), default="auto")
+    p.add_argument(
+        "--disc-ids", action="store_true", help="require DISC21 ids (default: any unique ids)"
+    )
     p.add_argument(
         "--report",
         metavar="DIR",

@@ -51,10 +51,10 @@ def check_submission_shape(
     queries: Descriptors,
     references: Descriptors,
     max_dims: int = MAX_DIMS,
-    disc_ids: bool = True,
+    disc_ids: bool = False,
 ):
     """Errors that make descriptors unusable, raised before any search. ``disc_ids``: ids
-    must have the DISC21 formats (``Q%05d``, ``R%06d``)."""
+    must have the DISC21 formats (``Q%05d``, ``R%06d``); otherwise any unique ids."""
     for name, d in (("query", queries), ("reference", references)):
         if len(d.ids) == 0:
             raise ValueError(f"{name} descriptors are empty")
@@ -81,7 +81,7 @@ def evaluate(
     cap: int | None = None,
     backend: str = "auto",
     max_dims: int = MAX_DIMS,
-    disc_ids: bool = True,
+    disc_ids: bool = False,
 ) -> EvalResult:
     """Score query/reference descriptors; see the module docstring for the protocols."""
     if protocol not in PROTOCOLS:

@@ -3,6 +3,7 @@ of files made elsewhere."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import h5py
@@ -133,7 +134,14 @@ def test_evaluate_planted_matches_and_bad_inputs():
             gt,
         )
     with pytest.raises(ValueError, match="malformed reference ids"):
-        evaluate(Descriptors(q_ids, q), Descriptors(np.array(["R1"] * 50), refs), gt)
+        bad = np.array([f"R{i}" for i in range(50)])
+        evaluate(Descriptors(q_ids, q), Descriptors(bad, refs), gt, disc_ids=True)
+    # any other id scheme scores the same when DISC21's is not asked for
+    other_q = np.array([f"query_{i}" for i in range(10)])
+    other_r = np.array([f"img-{i}" for i in range(50)])
+    other = evaluate(Descriptors(other_q, q), Descriptors(other_r, refs),
+                     {f"query_{i}": f"img-{i}" for i in range(10)})  # fmt: skip
+    assert other.micro_ap == result.micro_ap and other.recall_at_1 == result.recall_at_1
     with pytest.raises(ValueError, match="duplicate"):
         evaluate(Descriptors(q_ids, q), Descriptors(np.array(["R000000"] * 50), refs), gt)
     with pytest.raises(ValueError, match="no descriptor"):
@@ -257,3 +265,37 @@ def test_per_image_extraction_is_bit_identical_however_batched(tmp_path):
         model, images, Preprocess(*prep), batch_size=7, progress=False, per_image=True
     )
     np.testing.assert_array_equal(again.vectors, base.vectors)  # and across runs
+
+
+def test_names_with_paths_and_extensions_read_as_ids(tmp_path, capsys):
+    """Descriptor files naming rows as other tools do (``dir/Q00001.jpg``) evaluate like plain
+    ids; ``--disc-ids`` still refuses a scheme that is not DISC21's."""
+    from fisc.cli import main
+    from fisc.data.ids import normalise_name
+    from fisc.descriptors.h5io import read_vectors, write_vectors
+
+    assert normalise_name("query/Q00042.jpg") == "Q00042"
+    assert normalise_name("C:\\data\\img_7.PNG") == "img_7"
+    assert normalise_name("scan.v2") == "scan.v2" and normalise_name(".jpg") == ".jpg"
+    rng = np.random.default_rng(3)
+    refs = rng.normal(size=(30, 8)).astype(np.float32)
+    q = refs[:6] + 0.3 * rng.normal(size=(6, 8)).astype(np.float32)
+    q_names = [f"images/query/q_{i}.jpg" for i in range(6)]
+    r_names = [f"images\\refs\\r_{i}.jpeg" for i in range(30)]
+    write_vectors(tmp_path / "q.h5", Descriptors(np.array(q_names), q))
+    write_vectors(tmp_path / "r.h5", Descriptors(np.array(r_names), refs))
+    assert read_vectors(tmp_path / "q.h5").ids.tolist() == [f"q_{i}" for i in range(6)]
+    gt = tmp_path / "gt.csv"
+    gt.write_text("query_id,reference_id\n" + "".join(f"q_{i}.jpg,r_{i}\n" for i in range(5))
+                  + "q_5,\n")  # fmt: skip
+    args = ["evaluate", "--query", str(tmp_path / "q.h5"), "--reference", str(tmp_path / "r.h5"),
+            "--gt", str(gt), "--json", str(tmp_path / "res.json")]  # fmt: skip
+    assert main(args) == 0
+    named = json.loads((tmp_path / "res.json").read_text())
+    truth = {f"q_{i}": (f"r_{i}" if i < 5 else None) for i in range(6)}
+    plain = evaluate(Descriptors(np.array([f"q_{i}" for i in range(6)]), q),
+                     Descriptors(np.array([f"r_{i}" for i in range(30)]), refs), truth)  # fmt: skip
+    assert named["micro_ap"] == plain.micro_ap and named["n_gt_pairs"] == 5
+    capsys.readouterr()
+    assert main([*args[:-2], "--disc-ids"]) == 2
+    assert "not a query id" in capsys.readouterr().err

@@ -167,10 +167,13 @@ def test_load_ground_truth(tmp_path):
         load_ground_truth(p)
     p.write_text("query_id,reference_id\nQ0000,R000010\n")
     with pytest.raises(ValueError, match=r"gt\.csv:2: .*not a query id"):
-        load_ground_truth(p)
+        load_ground_truth(p, disc_ids=True)
     p.write_text("query_id,reference_id\nQ00000,R00001\n")
     with pytest.raises(ValueError, match=r"gt\.csv:2: .*not a reference id"):
-        load_ground_truth(p)
+        load_ground_truth(p, disc_ids=True)
+    # any id scheme unless DISC21's is asked for; names normalised as descriptor files write them
+    p.write_text("query_id,reference_id\nqueries/query_00000.jpg,ref_10.PNG\nquery_00001,\n")
+    assert load_ground_truth(p) == {"query_00000": "ref_10", "query_00001": None}
     p.write_text("query_id,reference_id\nQ00000,R000001,x\n")
     with pytest.raises(ValueError, match=r"gt\.csv:2: expected 2 fields"):
         load_ground_truth(p)

@@ -1,4 +1,8 @@
-"""DISC21 image ids: ``Q%05d`` (queries), ``R%06d`` (references), ``T%06d`` (training)."""
+"""DISC21 image ids: ``Q%05d`` (queries), ``R%06d`` (references), ``T%06d`` (training).
+
+Evaluation takes any id scheme (DISC21's formats are checked only when asked: ``fisc evaluate
+--disc-ids``); names read from descriptor files and ground truth go through
+:func:`normalise_name`. A submission file (Phase 1/2) must use DISC21's ids."""
 
 from __future__ import annotations
 
@@ -30,6 +34,20 @@ def check_id(split: str, image_id: str) -> str:
         prefix, width = ID_FORMATS[split]
         raise BadIdError(f"{image_id!r} is not a {split} id (expected {prefix} + {width} digits)")
     return image_id
+
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def normalise_name(name: str) -> str:
+    """An image name as an id: without directories and without an image file extension, as
+    descriptor files written by other tools name their rows (``"query/Q00042.jpg"`` ->
+    ``"Q00042"``, ``"a\\b\\img_7.PNG"`` -> ``"img_7"``). Other names are kept as they are."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    stem, dot, ext = base.rpartition(".")
+    if dot and stem and f".{ext.lower()}" in IMAGE_EXTENSIONS:
+        return stem
+    return base
 
 
 def id_index(image_id: str) -> int:

@@ -102,10 +102,14 @@ def _plain(value):
 
 
 def read_vectors(path: str | Path) -> Descriptors:
-    """Read a per-set working file."""
+    """Read a per-set working file. Image names are normalised to ids (directories and image
+    extensions dropped, :func:`fisc.data.ids.normalise_name`), as other tools write them."""
+    from fisc.data.ids import normalise_name
+
     with _open(path) as f:
         _require(f, path, ("vectors", "image_names"))
-        return _checked(path, "", _decode(f["image_names"][:]), f["vectors"][:])
+        names = np.array([normalise_name(n) for n in _decode(f["image_names"][:])])
+        return _checked(path, "", names, f["vectors"][:])
 
 
 def write_submission(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fisc.data.ids import BadIdError, check_id
+from fisc.data.ids import BadIdError, check_id, normalise_name
 
 UNKNOWN_QUERY_POLICIES = ("ignore", "false_positive", "error")
 
@@ -38,8 +38,10 @@ class Metrics:
     n_true_positives: int
 
 
-def load_ground_truth(path: str | Path) -> dict[str, str | None]:
-    """Read a ``query_id,reference_id`` CSV; an empty reference means "no match" (``None``)."""
+def load_ground_truth(path: str | Path, disc_ids: bool = False) -> dict[str, str | None]:
+    """Read a ``query_id,reference_id`` CSV; an empty reference means "no match" (``None``).
+    Names are normalised (:func:`fisc.data.ids.normalise_name`); ``disc_ids``: every id must
+    have DISC21's format."""
     path = Path(path)
     gt: dict[str, str | None] = {}
     first_line: dict[str, int] = {}
@@ -54,11 +56,15 @@ def load_ground_truth(path: str | Path) -> dict[str, str | None]:
                 continue  # blank line
             if len(row) != 2:
                 raise ValueError(f"{path}:{line}: expected 2 fields, got {len(row)}: {row!r}")
-            q, r = row[0].strip(), row[1].strip()
+            q, r = normalise_name(row[0].strip()), row[1].strip()
+            r = normalise_name(r) if r else r
+            if not q:
+                raise ValueError(f"{path}:{line}: empty query id")
             try:
-                check_id("query", q)
-                if r:
-                    check_id("reference", r)
+                if disc_ids:
+                    check_id("query", q)
+                    if r:
+                        check_id("reference", r)
             except BadIdError as e:
                 raise ValueError(f"{path}:{line}: {e}") from None
             if q in gt:
