@@ -226,7 +226,7 @@ def test_auto_picks_the_backend_measured_faster_and_caches_it(choice_cache, fast
     calls = []
     choice, reason = choose.cpu_backend(_timer({faster: 1.0, slower: 3.0}, calls))
     assert choice == faster and "measured" in reason and calls == [1]
-    record = json.loads(choose.cache_path().read_text())
+    [record] = json.loads(choose.cache_path().read_text())
     assert record["choice"] == faster and record["key"] == choose.machine_key()
     assert record["seconds"] == {faster: 1.0, slower: 3.0}
     # a new process (no memo) reads the cache and does not measure again
@@ -243,16 +243,20 @@ def test_auto_measures_again_for_another_machine_or_a_bad_cache(choice_cache):
     calls = []
     choose.cpu_backend(_timer({"faiss": 1.0, "torch": 2.0}, calls))
     path = choose.cache_path()
-    record = json.loads(path.read_text())
+    [record] = json.loads(path.read_text())
     record["key"]["cores"] += 1  # measured with another core count
-    path.write_text(json.dumps(record))
+    path.write_text(json.dumps([record]))
     choose._memo.clear()
     assert choose.cpu_backend(_timer({"faiss": 2.0, "torch": 1.0}, calls))[0] == "torch"
+    assert len(calls) == 2
+    assert len(json.loads(path.read_text())) == 2  # both machines' entries kept
+    choose._memo.clear()  # this machine again: its own entry, not measured, not the other's
+    assert choose.cpu_backend(_timer({"faiss": 1.0, "torch": 9.0}, calls))[0] == "torch"
     assert len(calls) == 2
     path.write_text("{not json")
     choose._memo.clear()
     assert choose.cpu_backend(_timer({"faiss": 1.0, "torch": 2.0}, calls))[0] == "faiss"
-    assert len(calls) == 3 and json.loads(path.read_text())["choice"] == "faiss"
+    assert len(calls) == 3 and json.loads(path.read_text())[0]["choice"] == "faiss"
 
 
 def test_auto_pinned_by_environment_and_unwritable_cache(choice_cache, monkeypatch, tmp_path):

@@ -5,9 +5,9 @@ so the choice is a matter of speed only, and which one is faster depends on the 
 BLAS each library ships, its kernels for this CPU, the thread count. Instead of a fixed rule,
 fisc times both once on a probe search (:data:`PROBE`: 1,024 queries x 16,384 references x 256
 dimensions, 64 neighbours, best of three) and caches the result with the reason in
-``$FISC_CACHE_DIR/search_backend.json`` (default ``~/.cache/fisc``). The cache is keyed by the
-CPU model, the usable cores, torch's thread count and the torch and faiss versions; a change to
-any of them measures again. ``FISC_SEARCH_BACKEND=faiss|torch`` pins the choice without
+``$FISC_CACHE_DIR/search_backend.json`` (default ``~/.cache/fisc``), one entry per key: the
+CPU model, the usable cores, torch's thread count and the torch and faiss versions; a key not
+yet seen measures again. ``FISC_SEARCH_BACKEND=faiss|torch`` pins the choice without
 measuring. An unreadable cache is measured again, an unwritable one is logged and skipped.
 """
 
@@ -84,28 +84,33 @@ def measure(probe: tuple[int, int, int, int] = PROBE, repeats: int = 3) -> dict[
     return seconds
 
 
-def _read(path: Path, key: dict) -> dict | None:
+def _records(path: Path) -> list:
+    """The cached measurements, one per machine key (e.g. one per torch thread count)."""
     try:
-        cached = json.loads(path.read_text())
+        records = json.loads(path.read_text())
     except FileNotFoundError:
-        return None
+        return []
     except (OSError, ValueError) as e:
         log.warning("search backend cache %s is unreadable (%s): measuring again", path, e)
-        return None
-    if not isinstance(cached, dict) or cached.get("key") != key:
-        return None
-    if cached.get("choice") not in CHOICES:
-        return None
-    return cached
+        return []
+    return [r for r in records if isinstance(r, dict)] if isinstance(records, list) else []
+
+
+def _read(path: Path, key: dict) -> dict | None:
+    for record in _records(path):
+        if record.get("key") == key and record.get("choice") in CHOICES:
+            return record
+    return None
 
 
 def _write(path: Path, record: dict) -> None:
     from fisc.descriptors.h5io import atomic_path
 
+    others = [r for r in _records(path) if r.get("key") != record["key"]]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(record, indent=2) + "\n")
+            tmp.write_text(json.dumps([*others, record], indent=2) + "\n")
     except OSError as e:
         log.warning("could not cache the search backend choice in %s (%s)", path, e)
 
@@ -139,9 +144,11 @@ def cpu_backend(measure_fn: Callable[[], dict[str, float]] = measure) -> tuple[s
         }
         _write(path, cached)
         log.info("search backend: measured in %.1f s, cached in %s", time.perf_counter() - t0, path)
+        log.info("search backend auto -> %s (faiss %.3f s, torch %.3f s on the probe)",
+                 choice, seconds["faiss"], seconds["torch"])  # fmt: skip
     s = cached["seconds"]
     reason = (f"measured faster on this machine ({', '.join(f'{b} {s[b]:.3f} s' for b in CHOICES)}"
               f" on the probe search; {path})")  # fmt: skip
     _memo[str(path)] = (cached["choice"], reason)
-    log.info("search backend auto -> %s: %s", cached["choice"], reason)
+    log.debug("search backend auto -> %s: %s", cached["choice"], reason)
     return cached["choice"], reason
