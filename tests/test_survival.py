@@ -70,25 +70,35 @@ def uninterrupted(tiny_minidisc, tmp_path_factory) -> dict:
     return final_state(run_dir)
 
 
-def kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
-    """SIGKILL ``proc`` as soon as ``ready()`` holds (polled every millisecond)."""
+def kill_when(
+    proc: subprocess.Popen, ready, timeout: float = 300, sig: int = signal.SIGKILL
+) -> None:
+    """Send ``sig`` to ``proc`` as soon as ``ready()`` holds (polled every millisecond)."""
     deadline = time.monotonic() + timeout
     while not ready():
         assert proc.poll() is None, "training ended before the kill: " + proc.stdout.read()[-2000:]
         assert time.monotonic() < deadline
         time.sleep(0.001)
-    proc.send_signal(signal.SIGKILL)
+    proc.send_signal(sig)
     proc.wait()
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_sigkill_mid_epoch_then_relaunch_gives_the_uninterrupted_weights(
-    tiny_minidisc, tmp_path, uninterrupted, workers
+@pytest.mark.parametrize(
+    "workers,sig,where",
+    [(0, "SIGKILL", "mid-epoch"), (2, "SIGKILL", "mid-epoch"), (2, "SIGTERM", "epoch-end")],
+)
+def test_a_kill_then_relaunch_gives_the_uninterrupted_weights(
+    tiny_minidisc, tmp_path, uninterrupted, workers, sig, where
 ):
-    """Killed right after a random mid-epoch step's checkpoint (while the next step runs),
-    relaunched with the same command: the final weights are the uninterrupted run's (trained
-    without DataLoader workers: with 2 persistent workers the views are the same)."""
-    kill_after = random.choice([s for s in range(2, STEPS - 1) if s % 3])  # not an epoch end
+    """Killed right after a checkpoint (while the next step runs): a random mid-epoch step's,
+    or the end of epoch 1 (the newest checkpoint of a run stopped early in epoch 2; SIGTERM
+    lets the running step finish first). Relaunched with the same command, the final weights
+    are the uninterrupted run's (trained without DataLoader workers: with 2 persistent workers
+    the views are the same)."""
+    if where == "epoch-end":  # saves: steps 1, 2, end of epoch 0, 4, 5, end of epoch 1, ...
+        kill_after = 6
+    else:
+        kill_after = random.choice([s for s in range(2, STEPS - 1) if s % 3])
     run_dir = tmp_path / "run"
     last = run_dir / "checkpoints" / "last.ckpt"
     seen: set[int] = set()
@@ -102,12 +112,52 @@ def test_sigkill_mid_epoch_then_relaunch_gives_the_uninterrupted_weights(
         return len(seen) >= kill_after
 
     proc = launch(tiny_minidisc, run_dir, workers=workers)
-    kill_when(proc, saved_enough)
+    kill_when(proc, saved_enough, sig=getattr(signal, sig))
     step = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
     assert 0 < step < STEPS, f"killed at step {step}"
     out = finish(launch(tiny_minidisc, run_dir, workers=workers))
     assert "Restoring states from the checkpoint" in out or "Restored all states" in out
     assert same_weights(final_state(run_dir), uninterrupted), f"killed after step {step}"
+
+
+def test_a_checkpoint_whose_epoch_disagrees_with_its_data_position_is_refused(
+    tiny_minidisc, tmp_path, uninterrupted
+):
+    """The signature of an inexact resume (Lightning one epoch ahead of the data order it
+    saved): the relaunch stops before training, with the figures, and writes nothing; the
+    same checkpoint untouched goes on to the uninterrupted weights."""
+    run_dir = tmp_path / "run"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    good = {}
+
+    def epoch_0_saved() -> bool:  # its end is the third save; kept before the next replaces it
+        try:
+            ckpt = torch.load(last, map_location="cpu", weights_only=True)
+        except (FileNotFoundError, RuntimeError, EOFError):
+            return False
+        if ckpt["global_step"] == 3:
+            good["ckpt"] = ckpt
+        return ckpt["global_step"] >= 3
+
+    kill_when(launch(tiny_minidisc, run_dir), epoch_0_saved)
+    ckpt = good["ckpt"]
+    torch.save(ckpt, last)
+    good = last.read_bytes()
+    for side in ckpt["loops"]["fit_loop"]["epoch_progress"].values():
+        for key in side:
+            side[key] += 1
+    torch.save(ckpt, last)
+    bad = last.read_bytes()
+    proc = launch(tiny_minidisc, run_dir)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode != 0
+    assert "cannot resume exactly" in out and "epoch 1, batch 0 of 3" in out, out[-3000:]
+    assert "Lightning would go on at epoch 2, step 3" in out, out[-3000:]
+    assert last.read_bytes() == bad, "a refused resume rewrote last.ckpt"
+    last.write_bytes(good)
+    out = finish(launch(tiny_minidisc, run_dir))
+    assert "resumed at epoch 1, batch 0 of 3 (step 3)" in out
+    assert same_weights(final_state(run_dir), uninterrupted)
 
 
 def test_sigkill_during_a_checkpoint_write_then_relaunch_continues(

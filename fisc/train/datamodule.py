@@ -58,6 +58,7 @@ class CopyDetectionDataModule(pl.LightningDataModule):
         self.train_set: TwoViewDataset | None = None
         self.sampler: EpochSampler | None = None
         self._resume: tuple[int, int] | None = None  # (epoch, batches done) of a resumed run
+        self.resumed_at: tuple[int, int] | None = None  # where the resumed training order goes on
         self.view_pipelines = augment.build(model.train_size)  # config errors: now, not mid-epoch
         self.gpu_pipelines = [_gpu_pipeline(v.view.gpu) for v in self.view_pipelines]
         self.gpu_on_device = False
@@ -114,6 +115,7 @@ class CopyDetectionDataModule(pl.LightningDataModule):
             self._resume = None
             if batches * per_device >= len(self.sampler):  # saved at the epoch's end
                 saved_epoch, batches = saved_epoch + 1, 0
+            self.resumed_at = (saved_epoch, batches)
             self.sampler.set_epoch(saved_epoch)
             self.sampler.skip = batches * per_device
         # persistent workers: forked once, not at every epoch (a fork shares the training
@@ -202,6 +204,39 @@ class EpochSampler(Sampler):
 
 class TooManyBadImagesError(RuntimeError):
     """More training images could not be decoded than ``data.max_bad_fraction`` allows."""
+
+
+class ResumeCheck(Callback):
+    """A resumed run goes on where its checkpoint stopped, or not at all: when training starts,
+    Lightning's epoch must be the epoch the data order was saved in, and its optimizer step
+    count the steps of the epochs before plus the batches done in this one. Otherwise (a
+    checkpoint whose loop state disagrees with its data position, or data of another size than
+    the run was trained on) the relaunch would silently train another run than the one
+    interrupted: it stops with the figures instead."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        dm = trainer.datamodule
+        at = getattr(dm, "resumed_at", None)
+        if at is None:
+            return
+        dm.resumed_at = None
+        epoch, batches = at
+        per_epoch = int(trainer.num_training_batches)
+        accumulate = max(1, int(trainer.accumulate_grad_batches))
+        expected = (epoch * per_epoch + batches) // accumulate
+        if trainer.current_epoch == epoch and trainer.global_step == expected:
+            log.info("resumed at epoch %d, batch %d of %d (step %d)", epoch, batches,
+                     per_epoch, expected)  # fmt: skip
+            return
+        raise RuntimeError(
+            f"cannot resume exactly: the checkpoint's data order stopped at epoch {epoch}, "
+            f"batch {batches} of {per_epoch} (step {expected} if every epoch had {per_epoch} "
+            f"batches), but Lightning would go on at epoch {trainer.current_epoch}, step "
+            f"{trainer.global_step}. Either the checkpoint's loop state disagrees with its data "
+            f"position, or the training data changed size since the run started. Nothing was "
+            f"trained or overwritten; start afresh (ckpt_path=null or another run_dir), or from "
+            f"its weights with init_from=<checkpoint>"
+        )
 
 
 class SkippedImages(Callback):

@@ -39,7 +39,7 @@ from fisc.train.config import (
     LoggerConfig,
     check_config,
 )
-from fisc.train.datamodule import CopyDetectionDataModule, SkippedImages
+from fisc.train.datamodule import CopyDetectionDataModule, ResumeCheck, SkippedImages
 from fisc.train.lock import RunLock, is_rank_zero_process
 from fisc.train.media import RunMedia
 from fisc.train.module import CopyDetectionModule
@@ -568,6 +568,7 @@ def _train_one(cfg: DictConfig, groups: dict, lr_scale: float = 1.0) -> TrainRes
         callbacks=[
             checkpoint,
             LastCheckpoint(ckpt_dir, cfg.get("checkpoint_every_n_steps")),
+            ResumeCheck(),
             *(
                 [SkippedImages(skip_log, len(train_images), groups["data"].max_bad_fraction)]
                 if skip_log is not None
