@@ -119,3 +119,67 @@ def test_an_ablation_run_of_another_length_is_refused_not_reused(tmp_path):
     epochs = ablate.study._compose("demo", []).trainer.max_epochs
     (run_dir / "config.yaml").write_text(f"trainer:\n  max_epochs: {epochs}\n")
     assert ablate.run("demo", 0, [], tmp_path) == {"variant": "demo"}  # same length: cached
+
+
+def _curves_module():
+    sys.path.insert(0, str(REPO / "experiments" / "curves"))
+    import curves
+
+    return curves
+
+
+def test_curves_summary_gives_mean_sd_and_margins_over_seeds():
+    curves = _curves_module()
+
+    def point(step, value):
+        raw = {"micro_ap": value - 0.1, "recall_at_p90": 0.2}
+        return {
+            "step": step,
+            "dev": {"raw": raw, "post": {"micro_ap": value, "recall_at_p90": 0.5}},
+        }
+
+    runs = {("long", 0): [point(10, 0.1), point(20, 0.70)], ("long", 1): [point(20, 0.74)],
+            ("long", 2): [point(20, 0.72)]}  # fmt: skip
+    ph = {"dev": {"raw": {"micro_ap": 0.40, "recall_at_p90": 0.4}}}
+
+    def untrained(s):
+        post = {"micro_ap": 0.45 + 0.01 * s, "recall_at_p90": 0.3}
+        return {"dev": {"raw": {"micro_ap": 0.1, "recall_at_p90": 0.1}, "post": post}}
+
+    base = {s: {"pHash (64-bit)": ph, "untrained m": untrained(s)} for s in (0, 1, 2)}
+    text = curves.summary(runs, base, {("long", 0): 40.0, ("long", 1): 41.5, ("long", 2): None})
+    lines = {tuple(c.strip() for c in line.split("|")[1:5]): line for line in text.splitlines()
+             if line.startswith("| dev")}  # fmt: skip
+    # last points 0.70, 0.74, 0.72 (post): mean 0.72, sample sd 0.02; pHash 0.40 (no spread):
+    # margin +0.32 = 16 spreads; untrained 0.45/0.46/0.47: mean 0.46, sd 0.01, margin +0.26 = 13
+    ph = lines[("dev", "μAP", "0.720 ± 0.020", "pHash (64-bit)")]
+    assert "0.400 ± 0.000 | +0.320 | 16.0 |" in ph
+    un = lines[("dev", "μAP", "0.720 ± 0.020", "untrained m")]
+    assert "0.460 ± 0.010 | +0.260 | 13.0 |" in un
+    r = lines[("dev", "R@P90", "0.500 ± 0.000", "pHash (64-bit)")]
+    assert "+0.100 | 0.0" not in r and r.rstrip().endswith("| – |")  # no spread at all: no ratio
+    assert "training 40.0 / 41.5 min" in text and "seeds 0, 1, 2, step 20" in text
+
+
+def test_curves_baselines_cache_is_kept_only_for_the_same_backbone_and_postprocessing(
+    tmp_path, monkeypatch
+):
+    curves = _curves_module()
+    cfg = curves.study._compose("long", [])
+    key = {"model": curves.check_config(cfg)["model"].name, "postprocess": cfg.postprocess}
+    rows = {"pHash (64-bit)": {"dev": {"raw": {"micro_ap": 0.4}}}}
+    data = (None, {"dev": {}}, None, None, None)
+    (tmp_path / "baselines-seed1.json").write_text(json.dumps({"key": key, "rows": rows}))
+
+    def recompute(*a, **k):
+        raise RuntimeError("recomputed")
+
+    monkeypatch.setattr(curves, "untrained_pipeline", recompute)
+    assert curves.baselines(cfg, data, 1, tmp_path) == rows  # same key: from the cache
+    stale = {"key": {**key, "postprocess": "pca_whiten128,l2"}, "rows": rows}
+    (tmp_path / "baselines-seed1.json").write_text(json.dumps(stale))
+    with pytest.raises(RuntimeError, match="recomputed"):
+        curves.baselines(cfg, data, 1, tmp_path)
+    (tmp_path / "baselines-seed1.json").write_text(json.dumps(rows))  # an old file without key
+    with pytest.raises(RuntimeError, match="recomputed"):
+        curves.baselines(cfg, data, 1, tmp_path)

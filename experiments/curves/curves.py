@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +57,12 @@ def train(recipe: str, seed: int, epochs: int, every: int, extra: list[str], out
     return run_dir
 
 
+def _fit_minutes(run_dir: Path) -> float | None:
+    """Training minutes of the run's last launch (the whole run when it was never resumed)."""
+    done = run_dir / "train_result.json"
+    return json.loads(done.read_text()).get("fit_minutes") if done.is_file() else None
+
+
 def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     """``(step, path)`` of the kept checkpoints, by step."""
     found = [(int(STEP.search(p.name).group(1)), p) for p in (run_dir / "checkpoints" /
@@ -82,14 +89,17 @@ def score_checkpoint(path: Path, step: int, cfg, data) -> dict:
 
 
 def baselines(cfg, data, seed: int, out: Path) -> dict:
-    """The untrained backbone (with the recipe's post-processing) and pHash, cached."""
+    """The untrained backbone (with the recipe's post-processing; its random projection is
+    keyed by the seed) and pHash, cached per seed for one backbone and post-processing."""
     cached = out / f"baselines-seed{seed}.json"
     _, truths, queries, references, train_images = data
-    if cached.is_file():
-        rows = json.loads(cached.read_text())
-        if all(set(truths) <= set(v) for v in rows.values()):
-            return rows
     m = check_config(cfg)["model"]
+    key = {"model": m.name, "postprocess": cfg.postprocess}
+    if cached.is_file():
+        saved = json.loads(cached.read_text())
+        rows = saved.get("rows", {})
+        if saved.get("key") == key and all(set(truths) <= set(v) for v in rows.values()):
+            return rows
     pipeline = untrained_pipeline(m, seed)
     q, r, t = (study.describe(pipeline, s) for s in (queries, references, train_images))
     pp = PostProcessor(cfg.postprocess).fit(t) if cfg.postprocess else None
@@ -102,8 +112,58 @@ def baselines(cfg, data, seed: int, out: Path) -> dict:
     }  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(cached) as tmp:
-        tmp.write_text(json.dumps(rows, indent=2) + "\n")
+        tmp.write_text(json.dumps({"key": key, "rows": rows}, indent=2) + "\n")
     return rows
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0  # exact: equal values give 0
+    return statistics.fmean(values), sd
+
+
+def summary(curves: dict, base_by_seed: dict, minutes: dict) -> str:
+    """Each recipe's last point over its seeds (mean ± sd, the shipped post-processed
+    descriptors where the recipe has post-processing), each baseline over the same seeds, and
+    the margin in units of the larger of the two seed spreads."""
+    lines = []
+    for recipe in dict.fromkeys(r for r, _ in curves):
+        seeds = [s for r, s in curves if r == recipe and curves[(r, s)]]
+        if not seeds:
+            continue
+        last = {s: curves[(recipe, s)][-1] for s in seeds}
+        steps = sorted({row["step"] for row in last.values()})
+        fit = [minutes[(recipe, s)] for s in seeds if minutes.get((recipe, s)) is not None]
+        lines += [
+            f"**{recipe}**, seeds {', '.join(map(str, seeds))}, step {'/'.join(map(str, steps))}"
+            + (f", training {' / '.join(f'{m:.1f}' for m in fit)} min" if fit else ""),
+            "",
+            "| split | metric | model (mean ± sd) | baseline | baseline (mean ± sd) | margin | "
+            "margin / spread |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for split in study.SPLITS:
+            if not all(split in row for row in last.values()):
+                continue
+            for metric, label in (("micro_ap", "μAP"), ("recall_at_p90", "R@P90")):
+                model = _mean_sd([_value(row, split, metric)[0] for row in last.values()])
+                names = dict.fromkeys(n for s in seeds for n in base_by_seed.get(s, {}))
+                for name in names:
+                    rows = [base_by_seed[s][name] for s in seeds if name in base_by_seed.get(s, {})]
+                    vals = [_value(row, split, metric)[0] for row in rows if split in row]
+                    if not vals:
+                        continue
+                    b = _mean_sd(vals)
+                    margin = model[0] - b[0]
+                    spread = max(model[1], b[1])
+                    ratio = f"{margin / spread:.1f}" if spread > 0 else "–"
+                    lines.append(
+                        f"| {study.SPLIT_TITLES[split]} | {label} | {model[0]:.3f} ± "
+                        f"{model[1]:.3f} | {name} | {b[0]:.3f} ± {b[1]:.3f} | {margin:+.3f} | "
+                        f"{ratio} |"
+                    )
+        lines.append("")
+    return "\n".join(lines)
 
 
 def _value(scores: dict, split: str, metric: str) -> tuple[float, str]:
@@ -141,13 +201,25 @@ def table(curves: dict, base: dict) -> str:
     return "\n".join(lines)
 
 
+def _mean_rows(rows: list[dict]) -> dict:
+    """The element-wise mean of score dicts of one shape (nested dicts of floats)."""
+    first = rows[0]
+    if isinstance(first, dict):
+        return {k: _mean_rows([r[k] for r in rows]) for k in first if all(k in r for r in rows)}
+    if isinstance(first, (int, float)) and not isinstance(first, bool):
+        return sum(rows) / len(rows)
+    return first
+
+
 def plot(curves: dict, base: dict, path: Path) -> None:
     """μAP (top) and R@P90 (bottom) against steps, one column per split; solid: after the
-    recipe's post-processing, dashed: raw; flat lines: baselines."""
+    recipe's post-processing, dashed: raw; a recipe with several seeds is drawn as their mean
+    with a band of ± one standard deviation; flat lines: baselines (mean over the seeds)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     splits = [s for s in study.SPLITS if any(s in row for rows in curves.values() for row in rows)]
+    recipes = list(dict.fromkeys(r for r, _ in curves))
     fig = Figure(figsize=(4.2 * len(splits), 6.4), dpi=110)
     FigureCanvasAgg(fig)
     axes = fig.subplots(2, len(splits), sharex=True, squeeze=False)
@@ -155,27 +227,39 @@ def plot(curves: dict, base: dict, path: Path) -> None:
     for j, split in enumerate(splits):
         for i, (metric, label) in enumerate(metrics):
             ax = axes[i][j]
-            for c, ((recipe, seed), rows) in enumerate(curves.items()):
-                rows = [r for r in rows if split in r]
-                steps = [r["step"] for r in rows]
-                raw = [r[split]["raw"][metric] for r in rows]
-                ax.plot(steps, raw, "--", color=f"C{c}", lw=1)
-                if rows and "post" in rows[0][split]:
-                    post = [r[split]["post"][metric] for r in rows]
-                    ax.plot(steps, post, "o-", color=f"C{c}", ms=3, label=f"{recipe} s{seed}")
-                else:
-                    ax.plot(steps, raw, "o", color=f"C{c}", ms=3, label=f"{recipe} s{seed}")
-            for k, (name, scores) in enumerate(base.items()):
+            for c, recipe in enumerate(recipes):
+                runs = {s: rows for (r, s), rows in curves.items() if r == recipe}
+                by_step: dict[int, list[dict]] = {}
+                for rows in runs.values():
+                    for row in rows:
+                        if split in row:
+                            by_step.setdefault(row["step"], []).append(row[split])
+                steps = sorted(by_step)
+                name = f"{recipe} ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
+                for kind, style in (("raw", "--"), ("post", "o-")):
+                    if not steps or kind not in by_step[steps[0]][0]:
+                        continue
+                    stats = [_mean_sd([p[kind][metric] for p in by_step[t]]) for t in steps]
+                    mean = [m for m, _ in stats]
+                    labelled = kind == "post" or "post" not in by_step[steps[0]][0]
+                    width, alpha = (1.0, 0.12) if kind == "raw" else (1.5, 0.25)
+                    ax.plot(steps, mean, style, color=f"C{c}", ms=3, lw=width,
+                            label=name if labelled else None)  # fmt: skip
+                    if len(runs) > 1:
+                        low = [m - d for m, d in stats]
+                        high = [m + d for m, d in stats]
+                        ax.fill_between(steps, low, high, color=f"C{c}", alpha=alpha, lw=0)
+            for k, (bname, scores) in enumerate(base.items()):
                 if split in scores:
                     value, _ = _value(scores, split, metric)
-                    ax.axhline(value, color=f"C{len(curves) + k}", ls=":", lw=1.2, label=name)
+                    ax.axhline(value, color=f"C{len(recipes) + k}", ls=":", lw=1.2, label=bname)
             ax.set_title(f"{study.SPLIT_TITLES[split]}: {label}", fontsize=9)
             ax.grid(alpha=0.3)
             if i == 1:
                 ax.set_xlabel("optimizer steps")
     axes[0][0].legend(fontsize=7, loc="lower right")
-    fig.suptitle("learning curves (solid: post-processed, dashed: raw; dotted: baselines)",
-                 fontsize=9)  # fmt: skip
+    fig.suptitle("learning curves (solid: post-processed, dashed: raw, band: ± 1 sd over seeds; "
+                 "dotted: baselines)", fontsize=9)  # fmt: skip
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
@@ -194,6 +278,8 @@ def main() -> None:
     a = p.parse_args()
     curves: dict = {}
     base: dict = {}
+    base_by_seed: dict = {}
+    minutes: dict = {}
     for recipe in a.recipes:
         cfg = study._compose(recipe, a.overrides)
         data = study._data(cfg)
@@ -206,18 +292,26 @@ def main() -> None:
                 print(f"   score {recipe} seed {seed} step {step}", flush=True)
                 rows.append(score_checkpoint(path, step, cfg, data))
             curves[(recipe, seed)] = rows
-        if not base:
-            base = baselines(cfg, data, a.seeds[0], a.out)
+            minutes[(recipe, seed)] = _fit_minutes(run_dir)
+            base_by_seed.setdefault(seed, baselines(cfg, data, seed, a.out))
+        base = base or base_by_seed[a.seeds[0]]
     a.results.mkdir(parents=True, exist_ok=True)
-    payload = {"curves": [{"recipe": r, "seed": s, "points": rows} for (r, s), rows in
-                          curves.items()], "baselines": base}  # fmt: skip
+    payload = {"curves": [{"recipe": r, "seed": s, "points": rows, "fit_minutes": minutes[(r, s)]}
+                          for (r, s), rows in curves.items()], "baselines": base,
+               "baselines_by_seed": {str(s): v for s, v in base_by_seed.items()}}  # fmt: skip
     with atomic_path(a.results / "results.json") as tmp:
         tmp.write_text(json.dumps(payload, indent=2) + "\n")
     md = table(curves, base)
     with atomic_path(a.results / "results.md") as tmp:
         tmp.write_text(md + "\n")
-    plot(curves, base, a.results / "curves.png")
+    mean_base = {name: _mean_rows([rows[name] for rows in base_by_seed.values() if name in rows])
+                 for name in base}  # fmt: skip
+    plot(curves, mean_base, a.results / "curves.png")
+    text = summary(curves, base_by_seed, minutes)
+    with atomic_path(a.results / "summary.md") as tmp:
+        tmp.write_text(text + "\n")
     print(md)
+    print(text)
 
 
 if __name__ == "__main__":
