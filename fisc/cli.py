@@ -214,8 +214,12 @@ def _evaluate(args) -> None:
     from fisc.evaluation import evaluate, results_table
     from fisc.metrics.micro_ap import load_ground_truth
 
-    if args.json and Path(args.json).exists() and not args.overwrite:
-        raise FileExistsError(f"{args.json} exists (pass --overwrite to replace it)")
+    for out in (args.json, args.write_predictions):
+        if out and Path(out).exists() and not args.overwrite:
+            raise FileExistsError(f"{out} exists (pass --overwrite to replace it)")
+    if args.predictions:
+        _evaluate_predictions(args)
+        return
     if args.submission:
         if args.query or args.reference:
             raise ValueError("give either --submission or --query/--reference, not both")
@@ -227,11 +231,21 @@ def _evaluate(args) -> None:
     else:
         raise ValueError("give --submission FILE, or both --query FILE and --reference FILE")
     if args.postprocess:
+        if args.write_predictions:
+            raise ValueError("--write-predictions writes one system's list: not with --postprocess")
         _sweep(args, queries, references)
         return
     truth = load_ground_truth(args.gt, disc_ids=args.disc_ids)
-    result = evaluate(queries, references, truth, **_eval_options(args))
+    result = evaluate(
+        queries,
+        references,
+        truth,
+        predictions_path=args.write_predictions,
+        **_eval_options(args),
+    )
     print(results_table({name: result}))
+    if args.write_predictions:
+        print(f"written: {args.write_predictions} ({result.n_predictions} predictions)")
     if args.json:
         result.to_json(args.json)
         print(f"written: {args.json}")
@@ -250,6 +264,30 @@ def _evaluate(args) -> None:
             backend=args.backend,
         )
         print("report: " + ", ".join(str(p) for p in written.values()))
+
+
+def _evaluate_predictions(args) -> None:
+    """``fisc evaluate --predictions CSV``: a scored list, as isc2021's compute_metrics.py."""
+    from fisc.evaluation import evaluate_predictions, results_table
+    from fisc.metrics.micro_ap import load_ground_truth, load_predictions
+
+    given = [flag for flag, value in (
+        ("--submission", args.submission), ("--query", args.query),
+        ("--reference", args.reference), ("--train", args.train),
+        ("--postprocess", args.postprocess), ("--report", args.report),
+        ("--write-predictions", args.write_predictions),
+    ) if value]  # fmt: skip
+    if given:
+        raise ValueError(
+            f"--predictions is scored as given, without descriptors: not with {', '.join(given)}"
+        )
+    truth = load_ground_truth(args.gt, disc_ids=args.disc_ids)
+    q, r, s = load_predictions(args.predictions, disc_ids=args.disc_ids)
+    result = evaluate_predictions(q, r, s, truth, protocol=args.protocol, cap=args.cap)
+    print(results_table({Path(args.predictions).stem: result}))
+    if args.json:
+        result.to_json(args.json)
+        print(f"written: {args.json}")
 
 
 def _augment_gallery(args) -> None:
@@ -462,16 +500,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_extract)
 
-    p = sub.add_parser("evaluate", help="μAP, R@P90, recall@1/10 of descriptors")
+    p = sub.add_parser("evaluate", help="μAP, R@P90, recall@1/10 of descriptors or predictions")
     p.add_argument("--query", help="query descriptors (vectors, image_names)")
     p.add_argument("--reference", help="reference descriptors (vectors, image_names)")
     p.add_argument("--submission", help="or one submission file (query, reference, *_ids)")
+    p.add_argument(
+        "--predictions",
+        metavar="CSV",
+        help="or a scored list query_id,reference_id,score (isc2021's compute_metrics.py "
+        "input; higher = more confident), scored as given",
+    )
     p.add_argument("--gt", required=True, help="ground-truth CSV (query_id,reference_id)")
     p.add_argument(
         "--protocol", choices=("leaderboard", "isc2021", "per_query"), default="leaderboard"
     )
     p.add_argument("--k", type=int, default=10, help="per_query protocol: neighbours per query")
-    p.add_argument("--cap", type=int, default=None, help="isc2021 protocol: pooled pairs (500000)")
+    p.add_argument(
+        "--cap",
+        type=int,
+        default=None,
+        help="isc2021 protocol: pooled pairs (500000); with --predictions: the most accepted "
+        "(default: 500000 under isc2021, no limit otherwise)",
+    )
     p.add_argument("--backend", choices=("auto", "faiss", "torch"), default="auto")
     p.add_argument(
         "--disc-ids", action="store_true", help="require DISC21 ids (default: any unique ids)"
@@ -496,7 +546,17 @@ def build_parser() -> argparse.ArgumentParser:
         "; repeat to sweep several into one table",
     )
     p.add_argument("--json", help="also write the results here")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    p.add_argument(
+        "--write-predictions",
+        metavar="CSV",
+        help="also write the scored list (query_id,reference_id,score; score = -squared L2), "
+        "which --predictions scores to the same figures",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --json or --write-predictions file",
+    )
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("augment-gallery", help="PNG grids of every edit op and pipeline")

@@ -1,4 +1,5 @@
-"""Scoring descriptors against a ground truth, under the leaderboard protocol or its variants.
+"""Scoring descriptors, or a list of predictions, against a ground truth, under the
+leaderboard protocol or its variants.
 
 Protocols (see docs/protocol.md):
 - ``leaderboard`` (default): keep ground-truth queries, pool the ``10 x n_queries`` closest
@@ -6,7 +7,24 @@ Protocols (see docs/protocol.md):
 - ``isc2021``: isc2021's script: every query searched, a fixed cap (default 500,000),
   predictions for queries absent from the ground truth count as false positives;
 - ``per_query``: ``k`` neighbours per ground-truth query (SSCD's default, k = 10).
-Recall@1 and recall@10 always come from a per-query search of the ground-truth queries.
+
+:func:`evaluate_predictions` scores a ``query_id,reference_id,score`` list as given (isc2021's
+``compute_metrics.py``): the protocol only says what happens to predictions for queries absent
+from the ground truth (``isc2021``: false positives; otherwise left out) and, for ``isc2021``,
+refuses a list longer than the cap, as isc2021's script does.
+
+Two pairs of recalls at rank 1 and 10:
+- ``recall_at_1`` / ``recall_at_10``: from a separate per-query search of the ground-truth
+  queries (10 neighbours each), whatever the protocol; ``None`` for a predictions list, which
+  allows no search;
+- ``isc_recall_at_1`` / ``isc_recall_at_10``: isc2021's ``recall_at_rank1`` /
+  ``recall_at_rank10``, computed on the scored list itself (the protocol's capped list, or the
+  predictions file): a ground-truth query's rank is the number of its predictions in that list
+  scored at least as high as its true reference, minus one (ties count against it); R@k is the
+  share of the ground-truth queries with a match whose rank is below k, a query whose true
+  reference is not in the list counting as a miss. Under a global cap a query may keep fewer
+  than 10 of its neighbours, so these are at most the per-query figures; with ``per_query`` and
+  k = 10 the two pairs are equal.
 """
 
 from __future__ import annotations
@@ -21,11 +39,17 @@ import numpy as np
 from fisc.data.disc21 import check_ground_truth
 from fisc.data.ids import is_valid_id
 from fisc.descriptors.h5io import Descriptors, atomic_path
-from fisc.metrics.micro_ap import micro_average_precision, recall_at_rank
+from fisc.metrics.micro_ap import (
+    _as_str_array,
+    micro_average_precision,
+    recall_at_rank,
+    write_predictions,
+)
 from fisc.search.exact import global_capped_search, per_query_search
 
 PROTOCOLS = ("leaderboard", "isc2021", "per_query")
 MAX_DIMS = 256
+ISC2021_CAP = 500_000
 
 
 @dataclass
@@ -34,13 +58,16 @@ class EvalResult:
     micro_ap: float
     recall_at_p90: float
     threshold_at_p90: float | None
-    recall_at_1: float
-    recall_at_10: float
-    n_queries: int
-    n_references: int
+    recall_at_1: float | None  # per-query search; None for a predictions list
+    recall_at_10: float | None
+    isc_recall_at_1: float  # isc2021's, on the scored list (module docstring)
+    isc_recall_at_10: float
+    n_queries: int  # queries searched, or (predictions) distinct queries scored
+    n_references: int  # references searched, or (predictions) distinct references scored
     n_predictions: int
     n_gt_pairs: int
-    dims: int
+    dims: int | None  # None for a predictions list
+    source: str = "descriptors"  # or "predictions"
 
     def to_json(self, path: str | Path) -> None:
         with atomic_path(path) as tmp:
@@ -72,6 +99,19 @@ def check_submission_shape(
         )
 
 
+def _list_metrics(query_ids, reference_ids, scores, ground_truth, unknown: str):
+    """μAP and friends of a scored list, and isc2021's recalls at rank 1 and 10 on it."""
+    metrics = micro_average_precision(
+        query_ids, reference_ids, scores, ground_truth, unknown_queries=unknown
+    )
+    ranked = (query_ids, reference_ids, scores)
+    return (
+        metrics,
+        recall_at_rank(ranked, ground_truth, 1),
+        recall_at_rank(ranked, ground_truth, 10),
+    )
+
+
 def evaluate(
     queries: Descriptors,
     references: Descriptors,
@@ -82,8 +122,15 @@ def evaluate(
     backend: str = "auto",
     max_dims: int = MAX_DIMS,
     disc_ids: bool = False,
+    predictions_path: str | Path | None = None,
+    progress: bool | None = None,
 ) -> EvalResult:
-    """Score query/reference descriptors; see the module docstring for the protocols."""
+    """Score query/reference descriptors; see the module docstring for the protocols.
+
+    ``predictions_path``: also write the scored list (the protocol's search results, score =
+    -squared L2) as a ``query_id,reference_id,score`` CSV, which :func:`evaluate_predictions`
+    scores to the same figures. ``progress``: search progress bars (None: large searches only).
+    """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     check_submission_shape(queries, references, max_dims, disc_ids)
@@ -96,24 +143,26 @@ def evaluate(
     check_ground_truth(ground_truth, q_ids, r_ids)
     in_gt = np.isin(q_ids, list(ground_truth))
     gt_q = Descriptors(q_ids[in_gt], queries.vectors[in_gt])
+    search = {"backend": backend, "progress": progress}
 
     if protocol == "leaderboard":
         qi, ri, d2 = global_capped_search(
-            gt_q.vectors, references.vectors, 10 * len(gt_q.ids), backend=backend
+            gt_q.vectors, references.vectors, 10 * len(gt_q.ids), **search
         )
         searched, unknown = gt_q, "ignore"
     elif protocol == "isc2021":
         qi, ri, d2 = global_capped_search(
-            queries.vectors, references.vectors, cap or 500_000, backend=backend
+            queries.vectors, references.vectors, cap or ISC2021_CAP, **search
         )
         searched, unknown = queries, "false_positive"
     else:
-        qi, ri, d2 = per_query_search(gt_q.vectors, references.vectors, k, backend=backend)
+        qi, ri, d2 = per_query_search(gt_q.vectors, references.vectors, k, **search)
         searched, unknown = gt_q, "ignore"
-    metrics = micro_average_precision(
-        searched.ids[qi], r_ids[ri], -d2.astype(np.float64), ground_truth, unknown_queries=unknown
-    )
-    pq, pr, pd = per_query_search(gt_q.vectors, references.vectors, 10, backend=backend)
+    listed = (searched.ids[qi], r_ids[ri], -d2.astype(np.float64))
+    metrics, isc_r1, isc_r10 = _list_metrics(*listed, ground_truth, unknown)
+    if predictions_path is not None:
+        write_predictions(predictions_path, *listed)
+    pq, pr, pd = per_query_search(gt_q.vectors, references.vectors, 10, **search)
     ranked = (gt_q.ids[pq], r_ids[pr], -pd.astype(np.float64))
     return EvalResult(
         protocol=protocol,
@@ -122,6 +171,8 @@ def evaluate(
         threshold_at_p90=metrics.threshold_at_p90,
         recall_at_1=recall_at_rank(ranked, ground_truth, 1),
         recall_at_10=recall_at_rank(ranked, ground_truth, 10),
+        isc_recall_at_1=isc_r1,
+        isc_recall_at_10=isc_r10,
         n_queries=len(searched.ids),
         n_references=len(r_ids),
         n_predictions=metrics.n_predictions,
@@ -130,15 +181,71 @@ def evaluate(
     )
 
 
-def results_table(rows: Mapping[str, EvalResult]) -> str:
-    """A Markdown table, one row per system."""
+def evaluate_predictions(
+    query_ids,
+    reference_ids,
+    scores,
+    ground_truth: Mapping[str, str | None],
+    protocol: str = "leaderboard",
+    cap: int | None = None,
+) -> EvalResult:
+    """Score a list of (query, reference, score) predictions as given, higher score = more
+    confident (e.g. from :func:`fisc.metrics.micro_ap.load_predictions`).
+
+    ``protocol``: ``isc2021`` counts predictions for queries absent from the ground truth as
+    false positives and refuses more than ``cap`` (default 500,000) predictions, like isc2021's
+    ``compute_metrics.py``; ``leaderboard`` and ``per_query`` leave such predictions out and
+    refuse a list longer than ``cap`` only when one is given. Nothing is searched, so
+    ``recall_at_1``, ``recall_at_10`` and ``dims`` are None.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    q = _as_str_array(query_ids, "query_ids")
+    r = _as_str_array(reference_ids, "reference_ids")
+    limit = cap if cap is not None else (ISC2021_CAP if protocol == "isc2021" else None)
+    if limit is not None and q.size > limit:
+        raise ValueError(f"{q.size} predictions, more than the cap of {limit}")
+    unknown = "false_positive" if protocol == "isc2021" else "ignore"
+    metrics, isc_r1, isc_r10 = _list_metrics(q, r, scores, ground_truth, unknown)
+    scored = np.isin(q, list(ground_truth)) if unknown == "ignore" else np.ones(q.size, bool)
+    return EvalResult(
+        protocol=protocol,
+        micro_ap=metrics.micro_ap,
+        recall_at_p90=metrics.recall_at_p90,
+        threshold_at_p90=metrics.threshold_at_p90,
+        recall_at_1=None,
+        recall_at_10=None,
+        isc_recall_at_1=isc_r1,
+        isc_recall_at_10=isc_r10,
+        n_queries=int(np.unique(q[scored]).size),
+        n_references=int(np.unique(r[scored]).size),
+        n_predictions=metrics.n_predictions,
+        n_gt_pairs=metrics.n_gt_pairs,
+        dims=None,
+        source="predictions",
+    )
+
+
+def _cell(x, fmt: str = ".4f") -> str:
+    return "—" if x is None else format(x, fmt)
+
+
+def results_table(rows: Mapping[str, EvalResult], isc_recalls: bool = True) -> str:
+    """A Markdown table, one row per system; ``isc_recalls=False`` leaves out isc2021's
+    list-based recalls (the demo's table, as the README shows it)."""
+    head = ["system", "μAP", "R@P90", "R@1", "R@10"]
+    if isc_recalls:
+        head += ["isc R@1", "isc R@10"]
+    head += ["dims", "protocol"]
     lines = [
-        "| system | μAP | R@P90 | R@1 | R@10 | dims | protocol |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| " + " | ".join(head) + " |",
+        "|---|" + "---:|" * (len(head) - 2) + "---|",
     ]
     for name, r in rows.items():
-        lines.append(
-            f"| {name} | {r.micro_ap:.4f} | {r.recall_at_p90:.4f} | {r.recall_at_1:.4f} | "
-            f"{r.recall_at_10:.4f} | {r.dims} | {r.protocol} |"
-        )
+        cells = [name, _cell(r.micro_ap), _cell(r.recall_at_p90), _cell(r.recall_at_1),
+                 _cell(r.recall_at_10)]  # fmt: skip
+        if isc_recalls:
+            cells += [_cell(r.isc_recall_at_1), _cell(r.isc_recall_at_10)]
+        cells += [_cell(r.dims, "d"), r.protocol]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

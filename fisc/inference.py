@@ -3,7 +3,8 @@
 A :class:`DescriptorPipeline` is a descriptor model, its preprocessing (resolved once from the
 model's config by :func:`resolve_preprocess`) and an optional fitted post-processor. It has the
 two roles of the challenge, :meth:`~DescriptorPipeline.queries` and
-:meth:`~DescriptorPipeline.references` (``score_norm`` and ``stretch`` treat them differently).
+:meth:`~DescriptorPipeline.references` (``score_norm``, ``isc_norm`` and ``stretch`` treat them
+differently).
 Extraction, validation during training, the demo, the recipes study, ``fisc freeze``, the
 Phase 1 / Phase 2 exports and the runtime export checks all go through it, so what is evaluated
 is what is exported.

@@ -13,6 +13,7 @@ from fisc.postprocess import (
     NES,
     PCA,
     Center,
+    IscNorm,
     PCAWhiten,
     PostProcessor,
     ScoreNorm,
@@ -49,6 +50,8 @@ def _all_steps():
         NES(k=4, beta=0.35),
         ScoreNorm(k=3, lam=1.0, sides="qr"),
         ScoreNorm(k=3, lam=0.5, sides="q"),
+        IscNorm(k=3, factor=1.5, reduction="min"),
+        IscNorm(k=3, factor=0.5, reduction="mean"),
         Stretch(k=5, alpha=2.5),
     ]
 

@@ -76,6 +76,92 @@ def load_ground_truth(path: str | Path, disc_ids: bool = False) -> dict[str, str
     return gt
 
 
+PREDICTIONS_HEADER = ("query_id", "reference_id", "score")
+
+
+def load_predictions(
+    path: str | Path, disc_ids: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read a predictions CSV, isc2021's ``compute_metrics.py`` input: rows
+    ``query_id,reference_id,score``, higher score = more confident, header optional.
+
+    Returns ``(query ids, reference ids, scores float64)`` in file order. Names are normalised
+    like the ground truth's (:func:`fisc.data.ids.normalise_name`); ``disc_ids``: every id must
+    have DISC21's format. Blank lines are skipped. Errors name the file and line: a row
+    without exactly 3 fields, an empty id, a score that is not a finite number, and a
+    (query, reference) pair given twice (isc2021 refuses duplicates too; fisc does not pick one
+    of the two scores).
+    """
+    path = Path(path)
+    queries: list[str] = []
+    references: list[str] = []
+    scores: list[float] = []
+    first_line: dict[tuple[str, str], int] = {}
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        for row in reader:
+            line = reader.line_num
+            if not row or all(not c.strip() for c in row):
+                continue  # blank line
+            fields = [c.strip() for c in row]
+            if not queries and tuple(fields) == PREDICTIONS_HEADER:
+                continue  # the optional header
+            if len(fields) != 3:
+                raise ValueError(
+                    f"{path}:{line}: expected 3 fields (query_id,reference_id,score), "
+                    f"got {len(fields)}: {row!r}"
+                )
+            q, r = normalise_name(fields[0]), normalise_name(fields[1])
+            if not q or not r:
+                raise ValueError(f"{path}:{line}: empty {'query' if not q else 'reference'} id")
+            try:
+                score = float(fields[2])
+            except ValueError:
+                hint = " (header must be 'query_id,reference_id,score')" if line == 1 else ""
+                raise ValueError(
+                    f"{path}:{line}: score {fields[2]!r} is not a number{hint}"
+                ) from None
+            if not np.isfinite(score):
+                raise ValueError(f"{path}:{line}: score {fields[2]!r} is not finite")
+            try:
+                if disc_ids:
+                    check_id("query", q)
+                    check_id("reference", r)
+            except BadIdError as e:
+                raise ValueError(f"{path}:{line}: {e}") from None
+            if (q, r) in first_line:
+                raise ValueError(
+                    f"{path}:{line}: duplicate prediction ({q}, {r}) "
+                    f"(first on line {first_line[q, r]})"
+                )
+            first_line[q, r] = line
+            queries.append(q)
+            references.append(r)
+            scores.append(score)
+    return (
+        np.array(queries, dtype=str),
+        np.array(references, dtype=str),
+        np.array(scores, dtype=np.float64),
+    )
+
+
+def write_predictions(path: str | Path, query_ids, reference_ids, scores) -> None:
+    """Write ``query_id,reference_id,score`` rows (with that header), atomically, scores in
+    the shortest form that reads back as the same float64 (so a re-read list ranks and ties
+    exactly as the one written)."""
+    from fisc.descriptors.h5io import atomic_path
+
+    q = _as_str_array(query_ids, "query_ids")
+    r = _as_str_array(reference_ids, "reference_ids")
+    s = np.asarray(scores, dtype=np.float64)
+    if not (q.shape == r.shape == s.shape):
+        raise ValueError("query ids, reference ids and scores differ in length")
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(PREDICTIONS_HEADER)
+        writer.writerows(zip(q.tolist(), r.tolist(), map(repr, s.tolist()), strict=True))
+
+
 def predictions_to_arrays(
     predictions: Iterable[Prediction],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

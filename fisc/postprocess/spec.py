@@ -11,11 +11,13 @@ Grammar: ``spec := token ("," token)*``, ``token := name [int] (":" param)*``, n
 | ``dba{k}[:alpha]`` | database-side augmentation with training neighbours | k = 10, alpha = 3 |
 | ``nes{k}[:beta]`` | negative embedding subtraction | k = 10, beta = 0.35 |
 | ``score_norm{k}[:lam[:sides]]`` | score normalisation, sides ``qr`` or ``q`` | 3, 1.0, qr |
+| ``isc_norm{n}[:factor[:red]]`` | isc2021's score normalisation, ``min`` / ``mean`` | 10, 1, min |
 | ``stretch{k}[:alpha]`` | query stretching | k = 5, alpha = 2.5 |
 | ``maxdim{n}`` | allow n output dims (default 256); not a step | |
 
 Examples: ``"l2"``, ``"pca_whiten256,l2"``, ``"center,pca128,l2,nes10:0.35"``,
-``"pca_whiten254,l2,score_norm3:1.0"`` (score_norm adds 2 dims, 1 with ``:q``).
+``"pca_whiten254,l2,score_norm3:1.0"`` (score_norm adds 2 dims, 1 with ``:q``),
+``"pca255,l2,isc_norm10:2.0"`` (isc2021's ``--n 10 --factor 2``; adds 1 dim).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ _GRAMMAR: dict[str, tuple[str, int | None, list[tuple[str, type, object]]]] = {
     "dba": ("k", 10, [("alpha", float, 3.0)]),
     "nes": ("k", 10, [("beta", float, 0.35)]),
     "score_norm": ("k", 3, [("lam", float, 1.0), ("sides", str, "qr")]),
+    "isc_norm": ("k", 10, [("factor", float, 1.0), ("reduction", str, "min")]),
     "stretch": ("k", 5, [("alpha", float, 2.5)]),
 }
 _NAMES = sorted([*_GRAMMAR, "maxdim"], key=len, reverse=True)
@@ -80,6 +83,11 @@ def _parse_token(token: str, spec: str) -> tuple[str, dict]:
             kw[pname] = default
     if name == "score_norm" and kw["sides"] not in ("qr", "q"):
         raise bad("score_norm sides must be 'qr' or 'q'")
+    if name == "isc_norm" and kw["reduction"] not in ("min", "mean"):
+        raise bad("isc_norm reduction must be 'min' (the n-th similarity) or 'mean'")
+    for weight in ("lam", "factor"):
+        if kw.get(weight, 0.0) < 0:
+            raise bad(f"{weight} must be ≥ 0")
     if name == "pca_whiten" and kw["eps"] < 0:
         raise bad("eps must be ≥ 0")
     return name, kw

@@ -8,12 +8,13 @@ Row independence is made bit-exact: matrix products always run on blocks of exac
 rows (the last block is zero-padded), in float64, so a row goes through the same BLAS call
 whichever other rows share its set; the output is float32.
 
-Neighbour steps (``dba``, ``nes``, ``score_norm``, ``stretch``) use inner-product similarity to
-the stored training descriptors, so their inputs should be L2-normalised (put ``l2`` before).
+Neighbour steps (``dba``, ``nes``, ``score_norm``, ``isc_norm``, ``stretch``) use inner-product
+similarity to the stored training descriptors, so their inputs should be L2-normalised (put
+``l2`` before).
 
-Role-dependent steps (``score_norm``, ``stretch``) append coordinates that differ between queries
-and references (``role="query"`` or ``"reference"``); each side is still a function of the row
-alone. Why: with an identical map ``x -> [x, a(x)]`` on both sides,
+Role-dependent steps (``score_norm``, ``isc_norm``, ``stretch``) append coordinates that differ
+between queries and references (``role="query"`` or ``"reference"``); each side is still a
+function of the row alone. Why: with an identical map ``x -> [x, a(x)]`` on both sides,
 ``||q'-r'||² = ||q-r||² + (a(q)-a(r))²`` always has the cross term ``-2 a(q) a(r)``, and no finite
 symmetric embedding can add independent per-side offsets (the Gram matrix would need a full-rank
 diagonal part), so an exact L2-compatible score normalisation needs the sides to differ.
@@ -26,6 +27,17 @@ so that, for unit q and r,
     -||q'-r'||² = 2 (q·r - λ b(q) - λ b(r)) - 2 - 4λ        (sides="qr")
     -||q'-r'||² = 2 (q·r - λ b(q)) - 2 - 2λ                  (sides="q")
 i.e. the squared distance ranks pairs exactly by the normalised similarity.
+
+``isc_norm`` (n, factor, reduction; isc2021's ``scripts/score_normalization.py``): isc2021 scores
+a pair by the inner product ``q·r − factor · s_n(q)``, ``s_n(q)`` the n-th largest similarity of
+q to the training descriptors (reduction ``min``, isc2021's default; ``mean``: the mean of the
+top n), with no change on the reference side. fisc searches by L2, so the same score is made a
+distance as ``score_norm``'s ``sides="q"``: with ``a(q) = sqrt(2 · factor · (1 + s_n(q)))``
+    query      q' = [q, a(q)]           reference  r' = [r, 0]
+and, for unit q and r, ``-||q'-r'||² = 2 (q·r − factor · s_n(q)) − 2 − 2 factor``: an increasing
+affine map of isc2021's score with constants common to every pair, so every ranking (per query
+and pooled over queries, hence μAP) is isc2021's. ``isc_norm{n}:f:mean`` equals
+``score_norm{n}:f:q``.
 
 ``stretch`` (k, α; 3rd place): queries are scaled by ``1/β(q)``, ``β(q) = α max(b(q), 0.1)``,
 and get one coordinate ``sqrt(M - 1/β(q)²)`` with ``M = 1/(0.1 α)²`` (so every query has squared
@@ -291,6 +303,28 @@ class ScoreNorm(_Neighbours):
         return np.concatenate([np.asarray(x, np.float64), extra], axis=1).astype(np.float32)
 
 
+class IscNorm(_Neighbours):
+    """isc2021's score normalisation by the n-th (or mean top-n) training similarity of the
+    query; see the module docstring."""
+
+    name = "isc_norm"
+    params = ("k", "factor", "reduction")
+    role_dependent = True
+
+    def out_dims(self, d):
+        return d + 1
+
+    def transform(self, x, role=None):
+        role = _check_role(self, role)
+        x = np.asarray(x, np.float64)
+        if role == "reference":
+            return np.concatenate([x, np.zeros((len(x), 1))], axis=1).astype(np.float32)
+        sims, _ = self._topk(x)
+        s_n = sims[:, -1] if self.reduction == "min" else sims.mean(axis=1)
+        a = np.sqrt(2.0 * self.factor * (1.0 + np.maximum(s_n, -1.0)))
+        return np.concatenate([x, a[:, None]], axis=1).astype(np.float32)
+
+
 class Stretch(_Neighbours):
     """Query stretching by α · mean top-k training similarity; see the module docstring."""
 
@@ -315,5 +349,5 @@ class Stretch(_Neighbours):
 
 
 STEPS: dict[str, type[Step]] = {
-    cls.name: cls for cls in (Center, PCA, PCAWhiten, L2, DBA, NES, ScoreNorm, Stretch)
+    cls.name: cls for cls in (Center, PCA, PCAWhiten, L2, DBA, NES, ScoreNorm, IscNorm, Stretch)
 }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -14,6 +16,7 @@ def torch_knn(
     device: str | torch.device = "cpu",
     query_tile: int = 4096,
     ref_tile: int = 16384,
+    on_tile: Callable[[int], object] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``k`` nearest references of each query by squared L2; inputs already validated.
 
@@ -21,7 +24,8 @@ def torch_knn(
     ``query_tile × ref_tile`` block at a time (4 bytes each: 256 MiB with the defaults, beside
     the references themselves); a running top-k is merged over reference tiles.
     Returns numpy ``(dist2 float32 [n_q, k], idx int64 [n_q, k])``, rows sorted ascending
-    (ties in index order among the retained items).
+    (ties in index order among the retained items). ``on_tile(pairs)`` is called after each
+    block with its number of (query, reference) pairs (progress).
     """
     if query_tile < 1 or ref_tile < 1:
         raise ValueError("query_tile and ref_tile must be >= 1")
@@ -52,6 +56,8 @@ def torch_knn(
             if best_d.shape[1] > k:
                 best_d, sel = torch.topk(best_d, k, dim=1, largest=False, sorted=False)
                 best_i = torch.gather(best_i, 1, sel)
+            if on_tile is not None:
+                on_tile(qb.shape[0] * rb.shape[0])
         # sort by (distance, index): stable sort on index, then stable sort on distance
         best_i, perm = torch.sort(best_i, dim=1, stable=True)
         best_d = torch.gather(best_d, 1, perm)

@@ -151,7 +151,7 @@ class CopyDetectionModule(pl.LightningModule):
         if not any(r is not None for r in ground_truth.values()):
             log.warning("no matching query among the validated images: no validation score")
             return
-        result = evaluate(queries, references, ground_truth)
+        result = evaluate(queries, references, ground_truth, progress=False)  # Lightning: own bar
         images = dict(zip(v.queries.ids, v.queries.paths, strict=True))
         images.update(zip(v.references.ids, v.references.paths, strict=True))
         self.last_validation = (queries, references, ground_truth, images)  # for RunMedia
