@@ -1,4 +1,4 @@
-"""The ``fisc`` command: ``fisc {minidisc,extract,evaluate,demo} --help``.
+"""The ``fisc`` command: ``fisc {minidisc,train,extract,evaluate,demo} --help``.
 
 Convention: inputs and outputs are named options (``--images``, ``--out``, ``--gt``...);
 every command exits non-zero with a one-line error on bad input.
@@ -297,6 +297,7 @@ def _augment_gallery(args) -> None:
     from fisc.augment.gallery import ops_gallery, pipeline_gallery, save_png
     from fisc.augment.pipeline import AugmentConfig
     from fisc.data.procedural import load_photo, procedural_image
+    from fisc.paths import config_dir
 
     photo = load_photo("astronaut")
     sources = [
@@ -305,7 +306,7 @@ def _augment_gallery(args) -> None:
     ]
     out = Path(args.out)
     save_png(ops_gallery(sources), out / "augment_ops.png")
-    conf = Path(__file__).resolve().parent.parent / "conf" / "augment"
+    conf = config_dir() / "augment"
     names = args.pipelines or sorted(p.stem for p in conf.glob("*.yaml"))
     configs = {
         n: AugmentConfig(**OmegaConf.to_container(OmegaConf.load(conf / f"{n}.yaml")))
@@ -414,6 +415,10 @@ def _export(args) -> None:
 
     from fisc.export.phase2 import ExportConfig, export_phase1, run_export
 
+    if args.config is None:
+        from fisc.paths import config_dir
+
+        args.config = str(config_dir() / "export" / "default.yaml")
     merged = OmegaConf.merge(OmegaConf.load(args.config), OmegaConf.from_dotlist(args.set))
     values = OmegaConf.to_container(merged, resolve=True)
     known = {f.name for f in dataclasses.fields(ExportConfig)}
@@ -427,6 +432,14 @@ def _export(args) -> None:
     summary = run_export(ec)
     for key, value in summary.items():
         print(f"{key:>22}: {value}")
+
+
+def _train(args) -> None:
+    """Reached only after top-level options (``fisc -v train ...``); ``fisc train ...`` goes
+    straight to Hydra (see :func:`main`)."""
+    from fisc.train.app import main as train_main
+
+    train_main(args.overrides, prog="fisc train")
 
 
 def _demo(args) -> None:
@@ -455,6 +468,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=160)
     p.add_argument("--overwrite", action="store_true", help="replace an existing, different set")
     p.set_defaults(func=_minidisc)
+
+    p = sub.add_parser(
+        "train",
+        help="train a descriptor: the Hydra app of train.py ('fisc train --help' for its options)",
+        add_help=False,
+    )
+    p.add_argument("overrides", nargs=argparse.REMAINDER, help="[-m] [key=value ...]")
+    p.set_defaults(func=_train)
 
     p = sub.add_parser("extract", help="descriptors of a folder of images (HDF5 working format)")
     p.add_argument("--checkpoint", help="a fisc training checkpoint (.ckpt): raw descriptors")
@@ -624,7 +645,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("export-phase2", "freeze/Phase 1 if missing, then the Phase 2 submission"),
     ):
         p = sub.add_parser(name, help=what)
-        p.add_argument("--config", default="conf/export/default.yaml")
+        p.add_argument("--config", help="export config (default: fisc's conf/export/default.yaml)")
         p.add_argument(
             "--set",
             action="append",
@@ -655,6 +676,11 @@ def main(argv: list[str] | None = None) -> int:
         from fisc.export.validate import main as validate_main
 
         return validate_main(argv[1:]) or 0
+    if argv[:1] == ["train"]:  # Hydra's own parser: its options (-m, --cfg, --help) pass through
+        from fisc.train.app import main as train_main
+
+        train_main(argv[1:], prog="fisc train")  # exits non-zero itself on a failed run
+        return 0
     args = build_parser().parse_args(argv)
     if getattr(args, "device", None) == "auto":  # here, not in the parser: --help needs no torch
         args.device = "cuda" if _cuda() else "cpu"

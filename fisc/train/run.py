@@ -33,6 +33,7 @@ from fisc.checkpoints import (
 from fisc.descriptors.h5io import atomic_path
 from fisc.determinism import deterministic_kernels, fixed_threads
 from fisc.malloc import keep_freed_memory
+from fisc.paths import source_root
 from fisc.train.config import (
     SCHEMAS,
     ConfigError,
@@ -74,12 +75,17 @@ class TrainResult:
 
 
 def git_sha() -> str | None:
+    """The checkout's commit; ``None`` for an installed fisc (whose folder may sit inside some
+    other repository, e.g. a virtualenv in a project's tree)."""
+    root = source_root()
+    if root is None:
+        return None
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],
             capture_output=True,
             text=True,
-            cwd=Path(__file__).resolve().parent,
+            cwd=root,
             timeout=10,
         )
         return out.stdout.strip() or None
@@ -98,13 +104,16 @@ def package_versions() -> dict[str, str | None]:
 
 
 def git_dirty() -> bool | None:
+    root = source_root()
+    if root is None:
+        return None
     try:
         out = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
             capture_output=True,
             text=True,
             timeout=10,
-            cwd=Path(__file__).resolve().parent,
+            cwd=root,
         )
         return bool(out.stdout.strip()) if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
