@@ -222,6 +222,8 @@ class ResumeCheck(Callback):
         dm.resumed_at = None
         epoch, batches = at
         per_epoch = int(trainer.num_training_batches)
+        if batches >= per_epoch:  # the epoch had ended (limit_train_batches can end it early)
+            epoch, batches = epoch + 1, 0
         accumulate = max(1, int(trainer.accumulate_grad_batches))
         expected = (epoch * per_epoch + batches) // accumulate
         if trainer.current_epoch == epoch and trainer.global_step == expected:
