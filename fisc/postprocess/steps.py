@@ -303,6 +303,13 @@ class ScoreNorm(_Neighbours):
         return np.concatenate([np.asarray(x, np.float64), extra], axis=1).astype(np.float32)
 
 
+def _with_column(x: np.ndarray, column: np.ndarray | None = None) -> np.ndarray:
+    """``x`` with one more coordinate (zeros when ``column`` is None), as float32: how the
+    query-side score corrections (stretching, isc2021's normalisation) reach an L2 search."""
+    extra = np.zeros((len(x), 1)) if column is None else np.asarray(column)[:, None]
+    return np.concatenate([x, extra], axis=1).astype(np.float32)
+
+
 class IscNorm(_Neighbours):
     """isc2021's score normalisation by the n-th (or mean top-n) training similarity of the
     query; see the module docstring."""
@@ -318,11 +325,11 @@ class IscNorm(_Neighbours):
         role = _check_role(self, role)
         x = np.asarray(x, np.float64)
         if role == "reference":
-            return np.concatenate([x, np.zeros((len(x), 1))], axis=1).astype(np.float32)
+            return _with_column(x)
         sims, _ = self._topk(x)
         s_n = sims[:, -1] if self.reduction == "min" else sims.mean(axis=1)
         a = np.sqrt(2.0 * self.factor * (1.0 + np.maximum(s_n, -1.0)))
-        return np.concatenate([x, a[:, None]], axis=1).astype(np.float32)
+        return _with_column(x, a)
 
 
 class Stretch(_Neighbours):
@@ -340,12 +347,12 @@ class Stretch(_Neighbours):
         role = _check_role(self, role)
         x = np.asarray(x, np.float64)
         if role == "reference":
-            return np.concatenate([x, np.zeros((len(x), 1))], axis=1).astype(np.float32)
+            return _with_column(x)
         sims, _ = self._topk(x)
         beta = self.alpha * np.maximum(sims.mean(axis=1), self.floor)
         big_m = 1.0 / (self.floor * self.alpha) ** 2
         extra = np.sqrt(np.maximum(big_m - 1.0 / beta**2, 0.0))
-        return np.concatenate([x / beta[:, None], extra[:, None]], axis=1).astype(np.float32)
+        return _with_column(x / beta[:, None], extra)
 
 
 STEPS: dict[str, type[Step]] = {
