@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -51,13 +53,11 @@ ROOT = Path(__file__).resolve().parents[1]
 H100_RESNET50_VIEWS_S = 3659.0
 
 
-def build_disc21like(folder: Path, n: int, seed: int = 0) -> Path:
-    """``n`` JPEGs of DISC21-like sizes in ``folder`` (kept: a rerun reuses them)."""
+def _disc21like_chunk(folder: Path, seed: int, indices: list[int]) -> int:
     from fisc.data.minidisc import role_photos, source_image
 
-    folder.mkdir(parents=True, exist_ok=True)
     photos = role_photos(seed)
-    for i in range(n):
+    for i in indices:
         path = folder / f"T{i:06d}.jpg"
         if path.is_file():
             continue
@@ -66,6 +66,24 @@ def build_disc21like(folder: Path, n: int, seed: int = 0) -> Path:
         img = source_image(seed, "training", i, longest, photos)
         with atomic_path(path) as tmp:
             img.convert("RGB").save(tmp, format="JPEG", quality=90)
+    return len(indices)
+
+
+def build_disc21like(folder: Path, n: int, seed: int = 0, workers: int = 1) -> Path:
+    """``n`` JPEGs of DISC21-like sizes in ``folder`` (kept: a rerun reuses them), written by
+    ``workers`` spawned processes; each image has its own random stream, so the bytes do not
+    depend on ``workers``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    todo = [i for i in range(n) if not (folder / f"T{i:06d}.jpg").is_file()]
+    chunks = [todo[k : k + 16] for k in range(0, len(todo), 16)]
+    if workers <= 1 or len(chunks) <= 1:
+        for c in chunks:
+            _disc21like_chunk(folder, seed, c)
+        return folder
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        for f in [pool.submit(_disc21like_chunk, folder, seed, c) for c in chunks]:
+            f.result()
     return folder
 
 
@@ -207,7 +225,7 @@ def main() -> None:
             data_args = []
         else:
             folder = Path(data) if data != "disc21like" else build_disc21like(
-                a.disc21like_dir, a.disc21like_n)  # fmt: skip
+                a.disc21like_dir, a.disc21like_n, workers=max(1, a.workers))  # fmt: skip
             data_args = ["data=folder", f"data.root={folder}"]
         for augment in a.augment:
             cfg = compose_cfg([*data_args, f"augment={augment}", f"num_workers={a.workers}",

@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT / "experiments" / "recipes"))
 import study  # noqa: E402
 
 from fisc.baselines.phash import phash_descriptors  # noqa: E402
+from fisc.data.minidisc import MinidiscSpec, build_minidisc  # noqa: E402
 from fisc.descriptors.h5io import atomic_path  # noqa: E402
 
 TINY = {"n_train": 64, "size": 32, "eval_px": 32, "minutes": 1.0, "epochs": 1, "batch": 16,
@@ -44,6 +45,12 @@ def steps_done(run_dir: Path) -> int | None:
     import torch
 
     return int(torch.load(last, map_location="cpu", weights_only=True)["global_step"])
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def main() -> None:
@@ -90,11 +97,14 @@ def main() -> None:
     args = [f"experiment={a.recipe}", f"seed={a.seed}", *overrides, f"run_dir={run_dir}",
             "ckpt_path=auto", "logger.media=false"]  # fmt: skip
     command = f"python train.py {' '.join(args)}"
+    cfg = study._compose(a.recipe, overrides)
+    # the data set first, by every core (train.py would build it on one)
+    build_minidisc(cfg.data.root, MinidiscSpec(**cfg.data.minidisc), workers=os.cpu_count() or 1)
     minutes = None
     if not (run_dir / "train_result.json").is_file():
         minutes = study.launch(args, name)
-    scores = study._score_run(a.recipe, a.seed, overrides, run_dir, minutes)
-    cfg = study._compose(a.recipe, overrides)
+    device = "cuda" if a.trainer != "cpu" and cuda_available() else "cpu"
+    scores = study._score_run(a.recipe, a.seed, overrides, run_dir, minutes, device=device)
     _, truths, queries, references, _ = study._data(cfg)
     phash = study.score(None, phash_descriptors(queries, progress=False),
                         phash_descriptors(references, progress=False), truths)  # fmt: skip

@@ -74,9 +74,9 @@ def score(pipeline: DescriptorPipeline | None, queries, references, truths, pp=N
     return out
 
 
-def describe(pipeline: DescriptorPipeline, images) -> Descriptors:
+def describe(pipeline: DescriptorPipeline, images, device: str = "cpu") -> Descriptors:
     """The pipeline's raw (model) descriptors of ``images``."""
-    return pipeline.raw(images, batch_size=64, num_workers=2)[0]
+    return pipeline.raw(images, batch_size=64, num_workers=2, device=device)[0]
 
 
 def run(recipe: str, seed: int, extra: list[str], out_root: Path) -> dict:
@@ -115,9 +115,12 @@ def launch(args: list[str], label: str) -> float:
     return (time.perf_counter() - started) / 60
 
 
-def _score_run(recipe: str, seed: int, extra: list[str], run_dir: Path, minutes) -> dict:
+def _score_run(
+    recipe: str, seed: int, extra: list[str], run_dir: Path, minutes, device: str = "cpu"
+) -> dict:
     """Score a finished run on every split (its own post-processor for ``post``) and cache it;
-    ``minutes`` None keeps the training time an earlier scoring recorded."""
+    ``minutes`` None keeps the training time an earlier scoring recorded. ``device`` runs the
+    model (the GPU quality run scores on its GPU)."""
     cached = run_dir / "scores.json"
     if minutes is None and cached.is_file():
         minutes = json.loads(cached.read_text()).get("train_minutes")
@@ -134,7 +137,7 @@ def _score_run(recipe: str, seed: int, extra: list[str], run_dir: Path, minutes)
         if pp is None or pp.spec != cfg.postprocess:  # older fisc, or another spec: fit now
             pp = fit_run_postprocessor(last, train, cfg.postprocess)[1]
     pipeline = DescriptorPipeline.from_checkpoint(last)
-    q, r = describe(pipeline, queries), describe(pipeline, references)
+    q, r = describe(pipeline, queries, device), describe(pipeline, references, device)
     scores = {
         "recipe": recipe,
         "seed": seed,

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# What a session with a lent GPU runs, in one call of under 10 minutes, in the order of value
+# (each part under its own time limit, so a slow part cannot starve the next):
+#   1. make bench-train on the GPU: ResNet-50 at 224 px (random weights), batch 256, on the
+#      DISC21-like folder, pipelines basic and disc_full, all cores but two as loader workers;
+#   2. the GPU quality run of the generalisation issue (experiments/gpu/quality.py): the demo
+#      recipe at 224 px on a 50k-image minidisc for MINUTES of training, every split scored;
+#   3. the export's GPU tolerance (benchmarks/export_determinism.py --device cuda).
+# Results land in $OUT: train_gpu.json, the quality JSON, export_determinism.json, session.log.
+# Copy them to benchmarks/results/ and experiments/gpu/ and commit them.
+source "$(dirname "$0")/device_env.sh"
+exec > >(tee "$OUT/session.log") 2>&1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+python3 -c "import os, torch, timm, pytorch_lightning as pl; print(torch.__version__, timm.__version__, pl.__version__, os.cpu_count(), 'cores')"
+WORKERS=$(($(nproc) - 2))
+BARS='it/s\]$|s/it\]$|batch/s\]$|img/s\]$'
+echo "== 1. bench-train (GPU), $(date +%T)"
+timeout "${BENCH_S:-170}" python3 benchmarks/bench_train.py --data disc21like --augment basic disc_full \
+  --workers "$WORKERS" --device cuda --steps 32 --warmup 10 --disc21like-dir /tmp/disc21like \
+  --out "$OUT/train_gpu.json" -- model=resnet50 model.weights.source=none model.train_size=224 \
+  model.eval_size=224 trainer=gpu batch_size=256 2>&1 | tr '\r' '\n' | grep -vE "$BARS"
+echo "== 2. quality run, ${MINUTES:=3} min of training, $(date +%T)"
+timeout "${QUALITY_S:-300}" python3 experiments/gpu/quality.py --recipe demo --minutes "$MINUTES" \
+  --epochs "${EPOCHS:-4}" --n-train "${N_TRAIN:-50000}" --workers "$WORKERS" --data-dir /tmp/data \
+  --out /tmp/outputs --results "$OUT" -- deterministic=false 2>&1 | tr '\r' '\n' | grep -vE "$BARS" \
+  | grep -vE "^\s*$" | tail -40
+echo "== 3. export tolerance, $(date +%T)"
+timeout "${EXPORT_S:-80}" python3 benchmarks/export_determinism.py --device cuda \
+  --out "$OUT/export_determinism.json" 2>&1 | tail -30
+echo "== done $(date +%T)"
