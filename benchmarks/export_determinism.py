@@ -9,8 +9,8 @@ writes, as max |a - b| over unit-norm descriptors:
 - ``device_vs_cpu``: deterministic device output vs the CPU, one image at a time.
 
 On this repo's 2-core CPU (mobilenetv2, resnet50) reruns gave 0 and batch vs single ~2e-7,
-which is why exports run one image per pass. The GPU figures are what the README's "tolerance
-on GPU" needs (not measured yet: run benchmarks/gpu_check_export.sh on a lent GPU).
+which is why exports run one image per pass. The GPU figures (a lent H200, 2026-11-30) are in
+the README's "GPU tolerance" and benchmarks/results/h200_export_determinism_2026-11-30.json.
 Run: python benchmarks/export_determinism.py
 [--device cuda] [--out results.json]
 """

@@ -55,7 +55,7 @@ def cuda_available() -> bool:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--recipe", default="isc3rd_mini")
+    p.add_argument("--recipe", default="demo", help="the best CPU recipe")
     p.add_argument("--n-train", type=int, default=50_000)
     p.add_argument("--size", type=int, default=224, help="training image size")
     p.add_argument("--eval-size", dest="eval_px", type=int, default=224)
