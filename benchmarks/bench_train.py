@@ -11,7 +11,9 @@ For each data set and ``augment`` pipeline, three measurements of the training d
    tensor conversion, the per-sample GPU stage where it runs on CPU, collation, and the model's
    training step (forward, backward, optimizer) per view;
 2. **loader**: views/s the training DataLoader delivers with ``--workers`` workers (no model),
-   and per CPU-core-second (divided by the cores the workers use);
+   and per CPU-core-second (divided by the cores the workers use); side by side, the same
+   loader with OpenCV's default threads in each worker (what fisc did before it pinned one
+   thread per worker; ``--no-opencv-ab`` skips it);
 3. **end to end**: ``pytorch_lightning.Trainer.fit`` for ``--steps`` steps after ``--warmup``,
    views/s and the **data wait**: the share of the time the training loop waits between one
    step's end and the next step's start (fetching the batch, transfer, the GPU stage).
@@ -94,6 +96,9 @@ def compose_cfg(overrides: list[str]):
 
 def stage_times(dm, module, device: str, n: int) -> dict[str, float]:
     """Milliseconds per view of each stage, in this process (one core)."""
+    import cv2
+
+    cv2.setNumThreads(1)  # one core, as in a loader worker
     ds = dm.train_set
     per = {k: [] for k in ("decode", "cpu_edits", "to_tensor", "gpu_stage")}
     views = []
@@ -151,21 +156,25 @@ def model_step_ms(module, size: int, batch: int, device: str, steps: int = 3) ->
 
 
 def loader_rate(dm, batches: int) -> float:
-    """Views/s the training DataLoader delivers (after its first batch)."""
+    """Views/s the training DataLoader delivers, timed after each worker's first batch (the
+    workers start together, so their first batches arrive together and would flatter the
+    rate)."""
     loader = dm.train_dataloader()
     it = iter(loader)
-    next(it)
-    t = time.perf_counter()
-    n = done = 0
-    while done < batches:
+    warm = max(1, dm.num_workers)
+    t = n = done = 0
+    while done < warm + batches:
         try:
             a, b, *_ = next(it)
         except StopIteration:  # a small data set: the next epoch
             dm.sampler.set_epoch(dm.sampler.epoch + 1)
             it = iter(loader)
             continue
-        n += len(a) + len(b)
         done += 1
+        if done == warm:
+            t = time.perf_counter()
+        elif done > warm:
+            n += len(a) + len(b)
     return n / (time.perf_counter() - t)
 
 
@@ -216,6 +225,12 @@ def main() -> None:
     p.add_argument("--disc21like-dir", type=Path, default=ROOT / "data" / "disc21like")
     p.add_argument("--disc21like-n", type=int, default=2000)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "train_cpu.json")
+    p.add_argument(
+        "--no-opencv-ab",
+        dest="opencv_ab",
+        action="store_false",
+        help="skip the loader rerun with OpenCV's default threads in each worker",
+    )
     p.add_argument("overrides", nargs="*", help="Hydra overrides (after --)")
     a = p.parse_args()
     keep_freed_memory()  # as train.py does (fisc/malloc.py); workers forked later inherit it
@@ -239,6 +254,16 @@ def main() -> None:
             dm.train_dataloader()  # builds the training set
             ms = stage_times(dm, module, a.device, a.stage_samples)
             loader = loader_rate(dm, a.steps)
+            loader_cv2 = None
+            if a.opencv_ab and a.workers > 0:  # the same loader, OpenCV's default threads
+                import cv2
+
+                cv2.setNumThreads(-1)  # OpenCV's default: one thread per core, in each worker
+                dm_cv2 = build_datamodule(cfg, groups, train_images, None)
+                dm_cv2.pin_opencv_threads = False
+                dm_cv2.train_dataloader()
+                loader_cv2 = loader_rate(dm_cv2, a.steps)
+                del dm_cv2
             cores = max(1, a.workers)
             e2e = end_to_end(cfg, groups, dm, build_module(cfg, groups, len(train_images)),
                              a.steps, a.warmup)  # fmt: skip
@@ -254,6 +279,9 @@ def main() -> None:
                 "stage_ms_per_view": {k: round(v, 3) for k, v in ms.items()},
                 "loader_views_per_s": round(loader, 1),
                 "loader_views_per_core_s": round(loader / cores, 1),
+                "loader_views_per_s_opencv_default_threads": (
+                    round(loader_cv2, 1) if loader_cv2 is not None else None
+                ),
                 "cores_for_target": round(a.target / (loader / cores), 1),
                 "train_views_per_s": round(e2e["views_per_s"], 1),
                 "data_wait": round(e2e["data_wait"], 3),
@@ -272,6 +300,7 @@ def main() -> None:
 def table(rows: list[dict], target: float) -> str:
     stages = list(rows[0]["stage_ms_per_view"]) if rows else []
     head = ["data (median width)", "augment", "loader views/s", "per core-s",
+            "loader, OpenCV default threads",
             f"cores for {target:.0f} views/s", "train views/s", "data wait",
             *[f"{s} ms/view" for s in stages]]  # fmt: skip
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -279,6 +308,8 @@ def table(rows: list[dict], target: float) -> str:
         out.append("| " + " | ".join([
             f"{r['data']} ({r['median_width_px']:.0f} px)", r["augment"],
             f"{r['loader_views_per_s']:.0f}", f"{r['loader_views_per_core_s']:.0f}",
+            "-" if r.get("loader_views_per_s_opencv_default_threads") is None
+            else f"{r['loader_views_per_s_opencv_default_threads']:.0f}",
             f"{r['cores_for_target']:.1f}", f"{r['train_views_per_s']:.1f}",
             f"{r['data_wait']:.0%}", *[f"{r['stage_ms_per_view'][s]:.2f}" for s in stages],
         ]) + " |")  # fmt: skip

@@ -400,3 +400,76 @@ def test_conf_local_overrides_the_defaults_and_is_ignored_by_git(tmp_path):
         ignored = subprocess.run(["git", "check-ignore", "-q", "conf/local/default.yaml"],
                                  cwd=repo, check=False)  # fmt: skip
         assert ignored.returncode == 0, "conf/local/ must be git-ignored (machine settings)"
+
+
+
+def _cv2_threads() -> int:
+    import cv2
+
+    return cv2.getNumThreads()
+
+
+class _Cv2Threads:
+    """A training set whose items report the OpenCV thread count where they are made."""
+
+    def __len__(self):
+        return 64
+
+    def __getitem__(self, key):
+        return _cv2_threads()
+
+
+def _eval_images_reporting_threads():
+    from fisc.data.datasets import EvalImageDataset
+
+    class ThreadImages(EvalImageDataset):
+        def __getitem__(self, i):
+            pixels, index, ok = super().__getitem__(i)
+            return pixels.new_full(pixels.shape, _cv2_threads()), index, ok
+
+    return ThreadImages
+
+
+def test_loader_workers_compute_on_one_opencv_thread(compose_cfg, tiny_minidisc, monkeypatch):
+    """OpenCV starts a thread per core in each worker unless told otherwise: with N workers on N
+    cores that is N x N threads. Training, validation and extraction loaders with workers pin
+    it to one (set before the fork: setting it in a forked worker deadlocks OpenCV); without
+    workers the process keeps its own setting."""
+    import cv2
+    import numpy as np
+    import torch
+
+    import fisc.descriptors.extract as extract_mod
+    import fisc.train.datamodule as datamodule_mod
+    from fisc.train.run import build_datamodule
+    from fisc.train.sources import resolve_data
+
+    images = _eval_images_reporting_threads()
+    monkeypatch.setattr(datamodule_mod, "EvalImageDataset", images)
+    monkeypatch.setattr(extract_mod, "EvalImageDataset", images)
+    saved = cv2.getNumThreads()
+
+    class FirstPixel(torch.nn.Module):  # extraction: the "descriptor" is a worker's count
+        def forward(self, x):
+            return x.flatten(1)[:, :2].float()
+
+    try:
+        for workers, expected in ((0, 3), (1, 1)):
+            cv2.setNumThreads(3)
+            # OpenCV's pool running in this process before the workers fork
+            cv2.resize(np.zeros((1500, 1500, 3), np.uint8), (700, 700))
+            cfg = compose_cfg(*tiny_data(tiny_minidisc), f"num_workers={workers}", "batch_size=8")
+            groups = check_config(cfg)
+            train_images, validation = resolve_data(groups["data"])
+            dm = build_datamodule(cfg, groups, train_images, validation)
+            dm.train_set = _Cv2Threads()
+            assert next(iter(dm.train_dataloader())).tolist() == [expected] * 8
+            pixels, _, _ = next(iter(dm.val_dataloader()[0]))
+            assert set(pixels.unique().tolist()) == {expected}
+            cv2.setNumThreads(3)
+            seen = [v for _, vec in extract_mod.iter_descriptors(
+                FirstPixel(), validation.references, dm.preprocess, num_workers=workers,
+                progress=False) for v in vec[:, 0]]  # fmt: skip
+            assert seen and set(seen) == {float(expected)}
+    finally:
+        cv2.setNumThreads(saved)

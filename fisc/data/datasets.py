@@ -19,6 +19,20 @@ from fisc.data.preprocess import Preprocess
 log = logging.getLogger(__name__)
 
 
+def one_opencv_thread_per_worker(num_workers: int) -> None:
+    """Call before a DataLoader with ``num_workers`` forks its workers: with workers, OpenCV is
+    set to one thread in this process, which the forked workers inherit. Left alone, OpenCV
+    would run a pool of one thread per core in every worker (N workers x N threads on N cores).
+    It cannot be set in the worker instead: ``cv2.setNumThreads`` in a process forked after
+    OpenCV's pool started deadlocks. fisc's training process does no OpenCV work of its own when
+    it has workers; without workers (``num_workers=0``) nothing is changed. Outputs do not
+    depend on it (OpenCV splits work by rows, each row computed alike)."""
+    if num_workers > 0:
+        import cv2
+
+        cv2.setNumThreads(1)
+
+
 class TwoViewDataset(Dataset):
     """Item ``i``: ``(view_a, view_b, gpu_seeds, i)`` with uint8 ``3 x size x size`` views and
     the per-sample seeds of their GPU stage. View ``v``'s randomness is keyed by

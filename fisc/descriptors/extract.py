@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from fisc.data.datasets import EvalImageDataset
+from fisc.data.datasets import EvalImageDataset, one_opencv_thread_per_worker
 from fisc.data.disc21 import ImageSet
 from fisc.data.preprocess import Preprocess
 from fisc.descriptors.h5io import Descriptors
@@ -52,6 +52,7 @@ def iter_descriptors(
     dataset = EvalImageDataset(images, prep, on_error=on_error)
     if indices is not None:
         dataset = Subset(dataset, list(indices))
+    one_opencv_thread_per_worker(num_workers)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
     was_training = model.training
     model.eval().to(device)

@@ -13,7 +13,7 @@ from pytorch_lightning.callbacks import Callback
 from torch.utils.data import DataLoader, Sampler
 
 from fisc.augment.pipeline import AugmentConfig
-from fisc.data.datasets import EvalImageDataset, TwoViewDataset
+from fisc.data.datasets import EvalImageDataset, TwoViewDataset, one_opencv_thread_per_worker
 from fisc.data.disc21 import ImageSet
 from fisc.inference import resolve_preprocess
 from fisc.models.descriptor import ModelConfig
@@ -30,6 +30,10 @@ class ValidationSet:
 
 class CopyDetectionDataModule(pl.LightningDataModule):
     """``batch_size`` is the global batch: each of the ``world_size`` devices gets its share."""
+
+    # workers compute on one OpenCV thread each (see one_opencv_thread_per_worker); a
+    # benchmark turns it off to measure what it buys
+    pin_opencv_threads = True
 
     def __init__(
         self,
@@ -118,6 +122,8 @@ class CopyDetectionDataModule(pl.LightningDataModule):
             self.resumed_at = (saved_epoch, batches)
             self.sampler.set_epoch(saved_epoch)
             self.sampler.skip = batches * per_device
+        if self.pin_opencv_threads:
+            one_opencv_thread_per_worker(self.num_workers)
         # persistent workers: forked once, not at every epoch (a fork shares the training
         # process's memory copy-on-write, so each page the step then writes is copied; kernel
         # time of a 3-epoch demo 86 s -> 58 s, weights bit-identical). The sampler yields the
@@ -163,6 +169,8 @@ class CopyDetectionDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> list[DataLoader]:
         if self.validation is None:
             return []
+        if self.pin_opencv_threads:
+            one_opencv_thread_per_worker(self.num_workers)
         return [
             DataLoader(
                 EvalImageDataset(images, self.preprocess),
