@@ -402,7 +402,6 @@ def test_conf_local_overrides_the_defaults_and_is_ignored_by_git(tmp_path):
         assert ignored.returncode == 0, "conf/local/ must be git-ignored (machine settings)"
 
 
-
 def _cv2_threads() -> int:
     import cv2
 
