@@ -3,9 +3,9 @@ install of it runs from any directory, with no checkout beside it.
 
 The wheel is built from a copy of the package's sources (setuptools reuses a ``build/``
 folder, which would let stale files into the wheel), with no network (``--no-build-isolation``,
-the environment's setuptools). The slow test installs it into a temporary target and runs
-``fisc minidisc``, ``fisc train``, ``fisc export-phase2`` and ``fisc augment-gallery`` in a
-temporary directory with only that target on ``PYTHONPATH``.
+the environment's setuptools). The slow tests install it into a temporary target and run
+``fisc minidisc``, ``fisc train``, ``fisc export-phase2``, ``fisc augment-gallery`` and the
+demo's config composition in a temporary directory with only that target on ``PYTHONPATH``.
 """
 
 from __future__ import annotations
@@ -17,11 +17,13 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+import yaml
 
+REPO = Path(__file__).resolve().parent.parent  # (not conftest's: these tests import no torch)
 SOURCES = ("pyproject.toml", "README.md", "fisc", "conf")  # what the build reads
 
 
@@ -107,7 +109,10 @@ def test_fisc_train_is_the_app_of_train_py(tmp_path):
     repo_entry = _hydra_cfg([sys.executable, "train.py", *overrides], REPO)
     cli = _hydra_cfg([sys.executable, "-m", "fisc.cli", "train", *overrides], REPO)
     assert cli == repo_entry
-    assert f"dir: {tmp_path}/run" in cli and "name: train" in cli and "limit_train_batches" in cli
+    cfg = yaml.safe_load(cli)
+    assert cfg["hydra"]["run"]["dir"] == "${run_dir}" and cfg["run_dir"] == f"{tmp_path}/run"
+    assert cfg["hydra"]["job"]["name"] == "train"  # train.log, whichever entry point
+    assert cfg["trainer"]["limit_train_batches"] == 2  # experiment=smoke composed
     helped = _hydra_cfg([sys.executable, "-m", "fisc.cli", "--help"], REPO)
     assert "train" in helped.split("{", 1)[1].split("}", 1)[0]  # listed as a subcommand
 
@@ -119,59 +124,97 @@ def _run(command: list[str], cwd: Path, env: dict, timeout: int = 600) -> str:
     return done.stdout + done.stderr
 
 
-@pytest.mark.slow
-def test_installed_wheel_runs_outside_the_repo(wheel, tmp_path):
-    site = tmp_path / "site"
+@dataclass
+class Installed:
+    site: Path  # the pip --target folder: the only fisc on PYTHONPATH
+    work: Path  # the directory the commands run in, outside the repo
+    env: dict
+
+    def run(self, *command: str, timeout: int = 900) -> str:
+        return _run(list(command), self.work, self.env, timeout)
+
+    def fisc(self, *args: str) -> str:
+        return self.run(str(self.site / "bin" / "fisc"), *args)
+
+
+@pytest.fixture(scope="module")
+def installed(wheel, tmp_path_factory) -> Installed:
+    root = tmp_path_factory.mktemp("installed")
+    if shutil.which("git"):  # inside another repository: fisc must not record its commit
+        subprocess.run(["git", "init", "-q", str(root)], check=True)
+    site = root / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target",
          str(site), str(wheel)],
         check=True, capture_output=True, text=True,
     )  # fmt: skip
-    work = tmp_path / "work"  # outside the repo: nothing here but what the commands write
+    work = root / "work"
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env.update(PYTHONPATH=str(site), WANDB_MODE="disabled", HF_HUB_OFFLINE="1")
-    fisc, fisc_train = str(site / "bin" / "fisc"), str(site / "bin" / "fisc-train")
-
+    inst = Installed(site, work, env)
     probe = "import fisc, fisc.paths; print(fisc.__file__); print(fisc.paths.config_dir())"
-    where = _run([sys.executable, "-c", probe], work, env).split()
+    where = inst.run(sys.executable, "-c", probe).split()
     assert Path(where[0]).is_relative_to(site), where  # the installed wheel, not the checkout
     assert Path(where[1]) == site / "fisc" / "conf"
+    return inst
 
-    for command in ([fisc_train, "--help"], [fisc, "train", "--help"]):
-        assert "train is powered by Hydra" in _run(command, work, env)
 
-    _run([fisc, "minidisc", "--root", "data/mini", "--n-train", "24", "--n-reference", "16",
-          "--n-dev-queries", "12", "--n-phase2-queries", "12", "--n-novel-queries", "0",
-          "--image-size", "64"], work, env)  # fmt: skip
-    _run([fisc, "train", "experiment=smoke", "data.root=data/mini", "data.build_if_missing=false",
-          "run_dir=runs/smoke", "trainer.limit_train_batches=1"], work, env)  # fmt: skip
-    run = work / "runs" / "smoke"
-    assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "train.log").is_file()
-    hydra = (run / ".hydra" / "hydra.yaml").read_text()
-    assert f"path: {site / 'fisc' / 'conf'}" in hydra  # composed from the packaged configs
-    assert json.loads((run / "run_info.json").read_text())["launches"][0]["git_sha"] is None
+@pytest.fixture(scope="module")
+def trained(installed) -> Path:
+    """``fisc minidisc`` (relative root) and ``fisc train experiment=smoke`` on it."""
+    installed.fisc("minidisc", "--root", "data/mini", "--n-train", "24", "--n-reference", "16",
+                   "--n-dev-queries", "12", "--n-phase2-queries", "12", "--n-novel-queries", "0",
+                   "--image-size", "64")  # fmt: skip
+    installed.fisc("train", "experiment=smoke", "data.root=data/mini",
+                   "data.build_if_missing=false", "run_dir=runs/smoke",
+                   "trainer.limit_train_batches=1")  # fmt: skip
+    return installed.work / "runs" / "smoke"
 
-    summary = _run([fisc, "export-phase2", "--set", f"checkpoint={run}/checkpoints/last.ckpt",
-                    "--set", "artifact=export/artifact", "--set", "data_root=data/mini",
-                    "--set", "phase1_dir=export/phase1",
-                    "--set", "phase2_submission=export/phase2/submission.h5",
-                    "--set", "runtime_dir=export/runtime",
-                    "--set", "runtime_formats=[torchscript]"], work, env)  # fmt: skip
-    assert (work / "export" / "phase2" / "submission.h5").is_file(), summary
-    assert (work / "export" / "runtime").is_dir() and "runtime" in summary
 
-    _run([fisc, "augment-gallery", "--out", "gallery"], work, env)
-    assert (work / "gallery" / "augment_pipelines.png").stat().st_size > 0
+@pytest.mark.slow
+def test_installed_train_commands(installed, trained):
+    for command in (
+        [str(installed.site / "bin" / "fisc-train")],
+        [str(installed.site / "bin" / "fisc"), "train"],
+    ):
+        assert "train is powered by Hydra" in installed.run(*command, "--help")
+    assert (trained / "checkpoints" / "last.ckpt").is_file() and (trained / "train.log").is_file()
+    hydra = (trained / ".hydra" / "hydra.yaml").read_text()
+    assert f"path: {installed.site / 'fisc' / 'conf'}" in hydra  # the packaged configs
+    assert (installed.work / "data" / "mini" / "dev_ground_truth.csv").is_file()
+    info = json.loads((trained / "run_info.json").read_text())["launches"][0]
+    assert info["git_sha"] is None and info["git_dirty"] is None
 
-    # fisc demo composes its config from the packaged copy too (its training is stopped here)
-    demo = (
+
+@pytest.mark.slow
+def test_installed_export_phase2(installed, trained):
+    """Its default --config is the packaged conf/export/default.yaml."""
+    summary = installed.fisc(
+        "export-phase2", "--set", f"checkpoint={trained}/checkpoints/last.ckpt",
+        "--set", "artifact=export/artifact", "--set", "data_root=data/mini",
+        "--set", "phase1_dir=export/phase1", "--set", "phase2_submission=export/phase2/sub.h5",
+        "--set", "runtime_dir=export/runtime", "--set", "runtime_formats=[torchscript]",
+    )  # fmt: skip
+    assert (installed.work / "export" / "phase2" / "sub.h5").is_file(), summary
+    assert (installed.work / "export" / "runtime").is_dir() and "runtime" in summary
+
+
+@pytest.mark.slow
+def test_installed_augment_gallery(installed):
+    """Every packaged augment pipeline (none given: all of conf/augment)."""
+    out = installed.fisc("augment-gallery", "--out", "gallery")
+    assert (installed.work / "gallery" / "augment_pipelines.png").stat().st_size > 0, out
+
+
+@pytest.mark.slow
+def test_installed_demo_composes_the_packaged_config(installed):
+    demo = (  # fisc demo up to its training, which is stopped here
         "import fisc.demo as d\n"
         "class Composed(Exception): pass\n"
         "def train(cfg): raise Composed(cfg.run_dir)\n"
         "d.train = train\n"
-        "try: d.run_demo(['paths.output_dir=out'])\n"
+        "try: d.run_demo(['paths.output_dir=demo_out'])\n"
         "except Composed as e: print('composed', e)\n"
     )
-    assert "composed out/demo/train" in _run([sys.executable, "-c", demo], work, env)
-    assert sorted(p.name for p in work.iterdir()) == ["data", "export", "gallery", "runs"]
+    assert "composed demo_out/demo/train" in installed.run(sys.executable, "-c", demo)
