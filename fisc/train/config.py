@@ -98,6 +98,9 @@ class OptimConfig:
     min_lr_ratio: float = 0.01  # cosine decays to lr * min_lr_ratio
 
 
+WATCH_LOG = (None, "gradients", "parameters", "all")  # wandb.watch(log=...)
+
+
 @dataclass
 class LoggerConfig:
     kind: str = "csv"  # csv | wandb
@@ -107,6 +110,20 @@ class LoggerConfig:
     tags: list[str] = field(default_factory=list)
     media: bool = True  # val_reports/epochNNN (PR curve, gallery); W&B: also as media
     gallery: int = 8  # false positives and missed matches shown per validation
+    # W&B only. log_model: checkpoints as W&B artifacts, as Lightning's WandbLogger does it:
+    # false | true (when training ends) | "all" (each checkpoint as it is written)
+    log_model: Any = False
+    watch: str | None = None  # W&B only: wandb.watch the model: gradients | parameters | all
+    watch_log_freq: int = 100  # with watch: every N training batches
+
+    def __post_init__(self) -> None:
+        if self.log_model not in (False, True, "all"):
+            raise ValueError(f"log_model must be false | true | all, got {self.log_model!r}")
+        if self.watch not in WATCH_LOG:
+            options = "null | gradients | parameters | all"
+            raise ValueError(f"watch must be {options}, got {self.watch!r}")
+        if self.watch_log_freq < 1:
+            raise ValueError(f"watch_log_freq must be >= 1, got {self.watch_log_freq}")
 
 
 SCHEMAS = {

@@ -221,32 +221,26 @@ def write_run_info(run_dir: Path, cfg: DictConfig, data: str | None = None) -> N
         tmp.write_text(json.dumps({"launches": launches}, indent=2) + "\n")
 
 
-WANDB_ID_FILE = "wandb_run_id"
 SKIPPED_IMAGES = "skipped_images.txt"  # training images that could not be decoded
 
 
-def wandb_run_id(run_dir: Path) -> str:
-    """The W&B run id of this run dir: made on the first launch, reused by every resume, so
-    a restarted run continues the same W&B run."""
-    path = run_dir / WANDB_ID_FILE
-    if path.is_file():
-        return path.read_text().strip()
-    import secrets
-
-    run_id = secrets.token_hex(6)  # W&B ids: lower-case letters and digits
-    with atomic_path(path) as tmp:
-        tmp.write_text(run_id + "\n")
-    return run_id
-
-
-def make_logger(cfg: LoggerConfig, run_dir: Path, run_name: str):
+def make_logger(
+    cfg: LoggerConfig,
+    run_dir: Path,
+    run_name: str,
+    run_config: dict | None = None,
+    fresh: bool = False,
+):
+    """The run's Lightning logger. W&B: ``run_config`` (the resolved config) becomes the run's
+    config; the run id is kept in the run dir and reused unless ``fresh`` (training starts
+    from scratch), so a resumed run continues its W&B run."""
     if cfg.kind == "csv":
         from pytorch_lightning.loggers import CSVLogger
 
         # a new version_N per launch: a resumed run never overwrites earlier metrics
         return CSVLogger(save_dir=str(run_dir), name="csv")
     if cfg.kind == "wandb":
-        from pytorch_lightning.loggers import WandbLogger
+        from fisc.train.wandb_run import RunWandbLogger, wandb_run_id
 
         if cfg.mode not in ("offline", "online", "disabled"):
             raise ValueError(f"logger.mode must be offline | online | disabled, got {cfg.mode!r}")
@@ -258,15 +252,18 @@ def make_logger(cfg: LoggerConfig, run_dir: Path, run_name: str):
             )
         if sweep:  # the agent picks the run id (W&B ignores ours): a relaunch is a new W&B run
             log.info("W&B sweep %s: the agent assigns the run id", sweep)
-        return WandbLogger(
+        return RunWandbLogger(
+            run_config=run_config,
             project=cfg.project,
             name=run_name,
             save_dir=str(run_dir),
             group=cfg.group,
             tags=list(cfg.tags),
+            # offline stays W&B's mode, not Lightning's ``offline=True``, which refuses
+            # log_model: offline artifacts are kept with the run and uploaded by `wandb sync`
             mode=cfg.mode,
-            offline=cfg.mode == "offline",
-            id=None if sweep else wandb_run_id(run_dir),
+            log_model=cfg.log_model,
+            id=None if sweep else wandb_run_id(run_dir, fresh=fresh),
             resume=None if sweep else "allow",
         )
     raise ValueError(f"logger.kind must be csv | wandb, got {cfg.kind!r}")
@@ -565,7 +562,19 @@ def _train_one(cfg: DictConfig, groups: dict, lr_scale: float = 1.0) -> TrainRes
                 save_on_train_epoch_end=True,  # without waiting for a validation epoch
             )
         ]
-    logger = make_logger(groups["logger"], run_dir, cfg.run_name)
+    logger = make_logger(
+        groups["logger"],
+        run_dir,
+        cfg.run_name,
+        run_config=OmegaConf.to_container(cfg, resolve=True),
+        fresh=resume is None,
+    )
+    wandb_extras = []
+    if groups["logger"].kind == "wandb":
+        from fisc.train.wandb_run import BestScoreSummary, watch
+
+        watch(logger, module, groups["logger"].watch, groups["logger"].watch_log_freq)
+        wandb_extras = [BestScoreSummary(logger, checkpoint)] if monitor else []
     trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
     if cfg.get("deterministic"):  # Lightning would otherwise switch deterministic algorithms off
         trainer_args["deterministic"] = True
@@ -586,6 +595,7 @@ def _train_one(cfg: DictConfig, groups: dict, lr_scale: float = 1.0) -> TrainRes
             *history,
             TQDMProgressBar(refresh_rate=max(1, cfg.progress_refresh)),
             *([RunMedia(run_dir, groups["logger"].gallery)] if groups["logger"].media else []),
+            *wandb_extras,
         ],
     )
     started = time.perf_counter()
