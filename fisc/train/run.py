@@ -596,6 +596,7 @@ def _train_one(cfg: DictConfig, groups: dict, lr_scale: float = 1.0) -> TrainRes
             TQDMProgressBar(refresh_rate=max(1, cfg.progress_refresh)),
             *([RunMedia(run_dir, groups["logger"].gallery)] if groups["logger"].media else []),
             *wandb_extras,
+            *groups.get("callbacks", []),  # the callbacks group's (conf/callbacks/)
         ],
     )
     started = time.perf_counter()
