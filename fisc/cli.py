@@ -38,7 +38,7 @@ def _minidisc(args) -> None:
 def _extract_source(args):
     """``(pipeline or None, role)`` for ``fisc extract``: a checkpoint (raw, or with
     ``--postprocess``), a frozen artifact (final descriptors), or a baseline."""
-    from fisc.inference import DescriptorPipeline
+    from fisc.inference import load_pipeline
 
     sources = [bool(args.checkpoint), bool(args.artifact)]
     if args.baseline == "phash":
@@ -63,22 +63,13 @@ def _extract_source(args):
             )
         cfg = checkpoint_model_config(args.checkpoint)
         return untrained_pipeline(cfg, args.seed, size=args.size), args.role or "reference"
-    if args.artifact:
-        if args.postprocess or args.size:
-            raise ValueError(
-                "an artifact is frozen: its preprocessing and post-processor are its own "
-                "(no --size, no --postprocess)"
-            )
-        pipeline = DescriptorPipeline.from_artifact(args.artifact, device=args.device)
-    else:
-        if args.postprocess and args.size:
-            raise ValueError(
-                "--size changes the descriptors a fitted post-processor was fitted on: "
-                "give --postprocess or --size, not both"
-            )
-        pipeline = DescriptorPipeline.from_checkpoint(
-            args.checkpoint, postprocess=args.postprocess, size=args.size
-        )
+    pipeline = load_pipeline(
+        args.checkpoint or None,
+        args.artifact or None,
+        postprocess=args.postprocess,
+        size=args.size,
+        device=args.device,
+    )
     role = args.role or (args.split if args.split in ("query", "reference") else None)
     if pipeline.postprocessor is not None and pipeline.postprocessor.role_dependent and not role:
         raise ValueError(
@@ -210,8 +201,7 @@ def _fit_postprocess(args) -> None:
 
 
 def _evaluate(args) -> None:
-    from fisc.descriptors.h5io import read_submission, read_vectors
-    from fisc.evaluation import evaluate, results_table
+    from fisc.evaluation import evaluate, read_inputs, results_table
     from fisc.metrics.micro_ap import load_ground_truth
 
     for out in (args.json, args.write_predictions):
@@ -220,16 +210,9 @@ def _evaluate(args) -> None:
     if args.predictions:
         _evaluate_predictions(args)
         return
-    if args.submission:
-        if args.query or args.reference:
-            raise ValueError("give either --submission or --query/--reference, not both")
-        queries, references = read_submission(args.submission)
-        name = Path(args.submission).stem
-    elif args.query and args.reference:
-        queries, references = read_vectors(args.query), read_vectors(args.reference)
-        name = Path(args.query).stem
-    else:
-        raise ValueError("give --submission FILE, or both --query FILE and --reference FILE")
+    queries, references, name = read_inputs(
+        args.query or None, args.reference or None, args.submission or None
+    )
     if args.postprocess:
         if args.write_predictions:
             raise ValueError("--write-predictions writes one system's list: not with --postprocess")

@@ -230,6 +230,35 @@ def _cell(x, fmt: str = ".4f") -> str:
     return "—" if x is None else format(x, fmt)
 
 
+def read_inputs(
+    queries: Descriptors | str | Path | None = None,
+    references: Descriptors | str | Path | None = None,
+    submission: str | Path | None = None,
+) -> tuple[Descriptors, Descriptors, str]:
+    """The descriptors ``fisc evaluate`` scores: ``(queries, references, name)`` from a
+    submission file, or from query and reference descriptors (per-set ``.h5`` files, as
+    ``fisc extract`` writes them, or :class:`~fisc.descriptors.h5io.Descriptors`). ``name``
+    (the file's stem) labels the results."""
+    from fisc.descriptors.h5io import read_submission, read_vectors
+
+    if submission is not None:
+        if queries is not None or references is not None:
+            raise ValueError(
+                "give either a submission file or query and reference descriptors, not both"
+            )
+        return (*read_submission(submission), Path(submission).stem)
+    if queries is None or references is None:
+        raise ValueError(
+            "give a submission file, or both query descriptors and reference descriptors"
+        )
+
+    def read(d):
+        return d if isinstance(d, Descriptors) else read_vectors(d)
+
+    name = "queries" if isinstance(queries, Descriptors) else Path(queries).stem
+    return read(queries), read(references), name
+
+
 def results_table(rows: Mapping[str, EvalResult], isc_recalls: bool = True) -> str:
     """A Markdown table, one row per system; ``isc_recalls=False`` leaves out isc2021's
     list-based recalls (the demo's table, as the README shows it)."""

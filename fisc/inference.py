@@ -15,6 +15,9 @@ Where a pipeline comes from:
   the run's fitted one (``postprocess="run"``: ``<checkpoint>.postprocess.npz`` beside it, fitted
   at the end of training or by ``fisc fit-postprocess``) or a given ``.npz`` file;
 - :meth:`DescriptorPipeline.from_artifact`: a frozen artifact (``fisc freeze``), verified;
+- :func:`load_pipeline`: either of those, with the checks ``fisc extract`` makes on its
+  options (``fisc extract`` and ``fisc.load`` both use it; :func:`source_kind` tells which
+  kind a path is);
 - :func:`fit_run_postprocessor`: fit a spec on a run's training images and save it beside
   the checkpoint.
 """
@@ -68,7 +71,8 @@ class DescriptorPipeline:
     post-processing; ``finalize`` applies it to raw descriptors computed earlier (one
     extraction scored with and without post-processing). Extraction options
     (``batch_size``, ``num_workers``, ``device``, ``on_error``, ``progress``, ``per_image``)
-    pass through to :func:`fisc.descriptors.extract.extract_descriptors`.
+    pass through to :func:`fisc.descriptors.extract.extract_descriptors`; ``device`` defaults
+    to where the model is (:attr:`device`, :meth:`to`).
     """
 
     def __init__(
@@ -137,6 +141,18 @@ class DescriptorPipeline:
             tolerance = golden_tolerance(device)
         return load_artifact(root, verify=verify, tolerance=tolerance, device=device)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model is: extraction runs there unless it is given ``device=``."""
+        param = next(self.model.parameters(), None)
+        return param.device if param is not None else torch.device("cpu")
+
+    def to(self, device: str | torch.device) -> DescriptorPipeline:
+        """Move the model to ``device`` (where extraction then runs by default); returns
+        ``self``."""
+        self.model.to(device)
+        return self
+
     def with_postprocessor(self, postprocessor: PostProcessor | None) -> DescriptorPipeline:
         """The same model and preprocessing with another (or no) post-processor."""
         return DescriptorPipeline(
@@ -167,6 +183,7 @@ class DescriptorPipeline:
         """Model descriptors before post-processing, and the ids skipped as undecodable
         (``on_error="skip"``)."""
         extract.setdefault("progress", False)
+        extract.setdefault("device", self.device)
         return extract_descriptors(self.model, images, self.preprocess, **extract)
 
     def finalize(self, raw: Descriptors, role: str) -> Descriptors:
@@ -224,6 +241,75 @@ class DescriptorPipeline:
             f"DescriptorPipeline({self.model_cfg.name}, {self.preprocess}, "
             f"postprocess={self.postprocess_spec!r})"
         )
+
+
+# --- where a pipeline comes from ---------------------------------------------------------
+
+
+def source_kind(path: str | Path) -> str:
+    """``"artifact"`` for a frozen artifact folder (``fisc freeze``), ``"checkpoint"`` for
+    anything else, whose loading then says what is wrong with it (a missing file, a run
+    folder, a file that is not a fisc training checkpoint). A TorchScript/ONNX export folder
+    and an artifact's weights file alone are refused here, with what to load instead."""
+    from fisc.export.freeze import CARD_FILE, MANIFEST_FILE, MODEL_FILE
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} does not exist (give a fisc training checkpoint .ckpt or a frozen "
+            "artifact folder)"
+        )
+    if path.is_dir():
+        if (path / "runtime.json").is_file():
+            raise ValueError(
+                f"{path} is a TorchScript/ONNX export (fisc export-runtime): load the artifact "
+                "it was exported from, or the export with "
+                "fisc.export.runtime.load_runtime_pipeline"
+            )
+        if (path / MANIFEST_FILE).is_file() or (path / CARD_FILE).is_file():
+            return "artifact"
+    elif path.suffix == ".safetensors":
+        where = path.parent
+        hint = (
+            f"load the artifact folder that holds it ({where})"
+            if path.name == MODEL_FILE and (where / CARD_FILE).is_file()
+            else "give a fisc training checkpoint .ckpt or a frozen artifact folder"
+        )
+        raise ValueError(
+            f"{path} holds model weights only (no preprocessing, post-processor or golden "
+            f"check): {hint}"
+        )
+    return "checkpoint"
+
+
+def load_pipeline(
+    checkpoint: str | Path | None = None,
+    artifact: str | Path | None = None,
+    postprocess: str | Path | None = None,
+    size: int | None = None,
+    device: str | torch.device = "cpu",
+) -> DescriptorPipeline:
+    """The pipeline of a training checkpoint (raw descriptors, or with ``postprocess``:
+    ``"run"`` or a fitted ``.npz``; ``size`` overrides the eval size) or of a frozen artifact
+    (verified on ``device``; its preprocessing and post-processor are its own), with its
+    model on ``device``. What ``fisc extract --checkpoint/--artifact`` and ``fisc.load``
+    run."""
+    if (checkpoint is None) == (artifact is None):
+        raise ValueError("give one of a checkpoint or an artifact")
+    if artifact is not None:
+        if postprocess or size:
+            raise ValueError(
+                "an artifact is frozen: its preprocessing and post-processor are its own "
+                "(no size, no postprocess)"
+            )
+        return DescriptorPipeline.from_artifact(artifact, device=device)
+    if postprocess and size:
+        raise ValueError(
+            "size changes the descriptors a fitted post-processor was fitted on: give "
+            "postprocess or size, not both"
+        )
+    pipeline = DescriptorPipeline.from_checkpoint(checkpoint, postprocess=postprocess, size=size)
+    return pipeline.to(device)
 
 
 # --- the run's fitted post-processor ------------------------------------------------------

@@ -3,6 +3,9 @@
 An artifact directory holds
 
 - ``model.safetensors``: the DescriptorModel state dict (backbone + pooling + head) only;
+  its metadata (:func:`weights_metadata`) names the timm model, the head, the input and the
+  post-processing, so the file says what it is without fisc, and loading checks it against
+  the model card;
 - ``model_card.json``: what is needed to rebuild the model and its input preprocessing
   (timm name and version, ModelConfig, resize policy, mean/std, dims, pooling), the
   post-processor if any, the training config the checkpoint carries, git SHA, torch version;
@@ -214,6 +217,79 @@ def _golden(pipeline: DescriptorPipeline, probe: ImageSet, device="cpu") -> dict
     return out
 
 
+def _head(model: DescriptorModel, cfg: ModelConfig) -> str:
+    """The head in words, e.g. ``gem(p=3.0) -> linear(1280->256) -> l2``."""
+    pool = {
+        "gem": f"gem(p={cfg.gem_p}{', learnable' if cfg.gem_learnable else ''})",
+        "avg": "avg",
+        "cls": "cls token",
+        "mean_tokens": "mean of tokens",
+    }.get(cfg.pooling, cfg.pooling)
+    linear = f"linear({model.projection.in_features}->{model.projection.out_features})"
+    return " -> ".join([pool, linear, *(["batchnorm"] if cfg.projection_bn else []), "l2"])
+
+
+def _model_config_json(cfg: ModelConfig) -> str:
+    """The ModelConfig, weights source aside (the weights are the file's), as sorted JSON."""
+    model = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "weights"}
+    return json.dumps(_jsonable(model), sort_keys=True)
+
+
+def weights_metadata(
+    model: DescriptorModel, cfg: ModelConfig, postprocess: str | None
+) -> dict[str, str]:
+    """The safetensors metadata of an artifact's ``model.safetensors`` (strings only): what
+    the weights are, readable by any safetensors reader (``safe_open(f).metadata()``).
+
+    ``timm.model`` / ``timm.version`` / ``timm.model_kwargs``: the backbone;
+    ``descriptor.head``: pooling -> projection -> normalisation; ``descriptor.dims`` and
+    ``descriptor.pooling``; ``input``: the preprocessing (JSON); ``fisc.postprocess``: the
+    spec the artifact applies after the model (``postprocess.npz``; ``none``: none);
+    ``fisc.model_config``: the full ModelConfig (JSON), which :func:`load_artifact` checks
+    against the model card."""
+    from fisc.inference import resolve_preprocess
+
+    return {
+        "format": "pt",
+        "fisc.format": FORMAT,
+        "fisc.model_config": _model_config_json(cfg),
+        "fisc.postprocess": postprocess or "none",
+        "timm.model": cfg.name,
+        "timm.version": timm.__version__,
+        "timm.model_kwargs": json.dumps(_jsonable(cfg.model_kwargs), sort_keys=True),
+        "descriptor.head": _head(model, cfg),
+        "descriptor.dims": str(cfg.dims),
+        "descriptor.pooling": cfg.pooling,
+        "input": json.dumps(resolve_preprocess(cfg).card(), sort_keys=True),
+    }
+
+
+def _check_weights_metadata(weights: Path, cfg: ModelConfig, postprocess: str | None) -> None:
+    """Weights whose metadata names another model or post-processing than the model card
+    are refused; files without fisc metadata (frozen before it was written) pass."""
+    from safetensors import safe_open
+
+    with safe_open(str(weights), framework="pt") as f:
+        meta = f.metadata() or {}
+    saved = meta.get("fisc.model_config")
+    try:
+        saved = json.loads(saved) if saved is not None else None
+    except ValueError as e:
+        raise ArtifactError(f"{weights.name}: metadata fisc.model_config is not JSON ({e})") from e
+    if saved is not None and saved != json.loads(_model_config_json(cfg)):
+        raise ArtifactError(
+            f"{weights.name}: its metadata describes another model ({meta.get('timm.model')}, "
+            f"{meta.get('descriptor.dims')}-d, {meta.get('descriptor.pooling')}) than the model "
+            f"card ({cfg.name}, {cfg.dims}-d, {cfg.pooling}) (metadata check)"
+        )
+    saved_pp = meta.get("fisc.postprocess")
+    if saved_pp is not None and saved_pp != (postprocess or "none"):
+        raise ArtifactError(
+            f"{weights.name}: its metadata says post-processing {saved_pp!r}, the model card "
+            f"{postprocess or 'none'!r} (metadata check)"
+        )
+
+
 def _git_sha() -> str | None:
     from fisc.train.run import git_sha
 
@@ -272,7 +348,8 @@ def freeze(
     with manifested_dir(out_dir) as tmp:
         from safetensors.torch import save_file
 
-        save_file(_state_dict(model), str(tmp / MODEL_FILE), metadata={"format": "pt"})
+        metadata = weights_metadata(model, cfg, pp.spec if pp is not None else None)
+        save_file(_state_dict(model), str(tmp / MODEL_FILE), metadata=metadata)
         if probe_images is None:
             probe = synthetic_probe_images(tmp / PROBE_DIR)
         else:
@@ -327,15 +404,16 @@ def freeze(
 # --- load ---------------------------------------------------------------------------------
 
 
-def _rebuild(cfg: ModelConfig, weights: Path) -> DescriptorModel:
+def _rebuild(cfg: ModelConfig, weights: Path, postprocess: str | None = None) -> DescriptorModel:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    model = build_descriptor_model(dataclasses.replace(cfg, weights=WeightsConfig(source="none")))
     try:
+        _check_weights_metadata(weights, cfg, postprocess)
         state = load_file(str(weights))
     except (SafetensorError, OSError) as e:
         raise ArtifactError(f"{weights.name}: unreadable safetensors file ({e})") from e
+    model = build_descriptor_model(dataclasses.replace(cfg, weights=WeightsConfig(source="none")))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
@@ -359,7 +437,8 @@ def _pipeline(cfg: ModelConfig, root: Path, pp_card: dict | None) -> DescriptorP
                 f"{pp_card['file']}: spec {pp.spec!r} ({pp.dims}-d) differs from the model "
                 f"card's {pp_card['spec']!r} ({pp_card['dims']}-d)"
             )
-    return DescriptorPipeline(_rebuild(cfg, root / MODEL_FILE), cfg, pp)
+    model = _rebuild(cfg, root / MODEL_FILE, pp_card["spec"] if pp_card else None)
+    return DescriptorPipeline(model, cfg, pp)
 
 
 def read_card(root: str | Path) -> dict:
@@ -464,5 +543,5 @@ def load_artifact(
     pipeline.artifact_hash = digest
     if verify:
         check_golden(pipeline, root, tolerance, device)
-    pipeline.model.to(device).eval()
+    pipeline.to(device).model.eval()
     return pipeline
