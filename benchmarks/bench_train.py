@@ -288,13 +288,18 @@ def main() -> None:
             }
             rows.append(row)
             print(json.dumps(row), flush=True)
+            write_results(a.out, rows, a.target)  # after each row: a run cut short keeps them
+    print(table(rows, a.target))
+
+
+def write_results(out: Path, rows: list[dict], target: float) -> None:
     info = {"machine": platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "load_avg": os.getloadavg(),
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-            "target_views_per_s": a.target}  # fmt: skip
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps({"info": info, "rows": rows}, indent=2) + "\n")
-    print(table(rows, a.target))
+            "target_views_per_s": target}  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps({"info": info, "rows": rows}, indent=2) + "\n")
 
 
 def table(rows: list[dict], target: float) -> str:

@@ -6,6 +6,7 @@
 #   2. the GPU quality run of the generalisation issue (experiments/gpu/quality.py): the demo
 #      recipe at 224 px on a 50k-image minidisc for MINUTES of training, every split scored;
 #   3. the export's GPU tolerance (benchmarks/export_determinism.py --device cuda).
+# PARTS picks them (default "bench quality": the export tolerance was recorded on 2026-11-30).
 # Results land in $OUT: train_gpu.json, the quality JSON, export_determinism.json, session.log.
 # Copy them to benchmarks/results/ and experiments/gpu/ and commit them.
 source "$(dirname "$0")/device_env.sh"
@@ -14,17 +15,24 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import os, torch, timm, pytorch_lightning as pl; print(torch.__version__, timm.__version__, pl.__version__, os.cpu_count(), 'cores')"
 WORKERS=$(($(nproc) - 2))
 BARS='it/s\]$|s/it\]$|batch/s\]$|img/s\]$'
+PARTS=${PARTS:-bench quality}
+if [[ " $PARTS " == *" bench "* ]]; then
 echo "== 1. bench-train (GPU), $(date +%T)"
-timeout "${BENCH_S:-170}" python3 benchmarks/bench_train.py --data disc21like --augment basic disc_full \
+timeout "${BENCH_S:-250}" python3 benchmarks/bench_train.py --data disc21like --augment basic disc_full \
   --workers "$WORKERS" --device cuda --steps 32 --warmup 10 --disc21like-dir /tmp/disc21like \
   --out "$OUT/train_gpu.json" -- model=resnet50 model.weights.source=none model.train_size=224 \
   model.eval_size=224 trainer=gpu batch_size=256 2>&1 | tr '\r' '\n' | grep -vE "$BARS"
+fi
+if [[ " $PARTS " == *" quality "* ]]; then
 echo "== 2. quality run, ${MINUTES:=3} min of training, $(date +%T)"
 timeout "${QUALITY_S:-300}" python3 experiments/gpu/quality.py --recipe demo --minutes "$MINUTES" \
   --epochs "${EPOCHS:-4}" --n-train "${N_TRAIN:-50000}" --workers "$WORKERS" --data-dir /tmp/data \
   --out /tmp/outputs --results "$OUT" -- deterministic=false 2>&1 | tr '\r' '\n' | grep -vE "$BARS" \
   | grep -vE "^\s*$" | tail -40
+fi
+if [[ " $PARTS " == *" export "* ]]; then
 echo "== 3. export tolerance, $(date +%T)"
 timeout "${EXPORT_S:-80}" python3 benchmarks/export_determinism.py --device cuda \
   --out "$OUT/export_determinism.json" 2>&1 | tail -30
+fi
 echo "== done $(date +%T)"
