@@ -197,10 +197,23 @@ def test_last_checkpoint_is_the_final_state_and_a_finished_run_trains_nothing(
     last = torch.load(first.last_checkpoint, map_location="cpu", weights_only=True)
     assert (last["global_step"], last["epoch"]) == (6, 2)
     assert first.best_checkpoint and "epoch001" in first.best_checkpoint
+    # the training launch's time is what the run reports; a relaunch that trains nothing keeps
+    # it (a sentinel stands in for it, so that a rewrite shows)
+    result_file = tmp_path / "run" / "train_result.json"
+    recorded = json.loads(result_file.read_text())
+    assert recorded["fit_minutes"] == first.fit_minutes and first.fit_minutes >= 0
+    result_file.write_text(json.dumps({**recorded, "fit_minutes": 123.45}))
     again = train(cfg)
     after = torch.load(again.last_checkpoint, map_location="cpu", weights_only=True)
     assert after["global_step"] == 6
     assert all(torch.equal(after["state_dict"][k], v) for k, v in last["state_dict"].items())
+    assert again.fit_minutes == 123.45
+    assert json.loads(result_file.read_text())["fit_minutes"] == 123.45
+    longer = train(compose_cfg(*tiny_data(tiny_minidisc), *SMALL, f"run_dir={tmp_path / 'run'}",
+                               "ckpt_path=auto", "trainer.max_epochs=4",
+                               "trainer.limit_train_batches=2",
+                               "trainer.check_val_every_n_epoch=2"))  # fmt: skip
+    assert longer.fit_minutes != 123.45  # it trained: its own time
 
 
 def test_deterministic_reruns_are_bit_identical(compose_cfg, tiny_minidisc, tmp_path):

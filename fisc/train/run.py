@@ -71,7 +71,9 @@ class TrainResult:
     last_checkpoint: str | None
     best_score: float | None
     postprocess: dict | None = None  # the recipe's post-processor, fitted for last_checkpoint
-    fit_minutes: float | None = None  # wall time of the launch that finished the run (fit only)
+    # wall time of the launch that finished the run (fit only); a relaunch of a finished run,
+    # which trains no step, keeps the figure of the launch that did
+    fit_minutes: float | None = None
 
 
 def git_sha() -> str | None:
@@ -429,6 +431,28 @@ def check_postprocess_fit_set(cfg: DictConfig, groups: dict) -> None:
         )
 
 
+class StepSpan(pl.Callback):
+    """The optimizer step a launch started training from (after any resume); none when the
+    run was already finished (Lightning then skips the fit loop, and this hook)."""
+
+    def __init__(self):
+        self.first: int | None = None
+
+    def on_train_start(self, trainer, pl_module):
+        self.first = trainer.global_step
+
+    def trained(self, trainer) -> bool:
+        return self.first is not None and trainer.global_step > self.first
+
+
+def _recorded_fit_minutes(run_dir: Path, default: float) -> float:
+    try:
+        recorded = json.loads((run_dir / "train_result.json").read_text()).get("fit_minutes")
+    except (OSError, ValueError, AttributeError):
+        return default
+    return recorded if isinstance(recorded, (int, float)) else default
+
+
 def fit_postprocess(cfg: DictConfig, groups: dict, checkpoint: str | None) -> dict | None:
     """The recipe's ``postprocess`` fitted on the training split's descriptors of
     ``checkpoint`` and saved beside it (``last.postprocess.npz`` + ``.json``); reused when one
@@ -578,6 +602,7 @@ def _train_one(cfg: DictConfig, groups: dict, lr_scale: float = 1.0) -> TrainRes
     trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
     if cfg.get("deterministic"):  # Lightning would otherwise switch deterministic algorithms off
         trainer_args["deterministic"] = True
+    span = StepSpan()
     trainer = pl.Trainer(
         **trainer_args,
         default_root_dir=str(run_dir),
@@ -587,6 +612,7 @@ def _train_one(cfg: DictConfig, groups: dict, lr_scale: float = 1.0) -> TrainRes
             checkpoint,
             LastCheckpoint(ckpt_dir, cfg.get("checkpoint_every_n_steps")),
             ResumeCheck(),
+            span,
             *(
                 [SkippedImages(skip_log, len(train_images), groups["data"].max_bad_fraction)]
                 if skip_log is not None
@@ -624,6 +650,8 @@ def _train_one(cfg: DictConfig, groups: dict, lr_scale: float = 1.0) -> TrainRes
     if best is not None and not Path(best).is_file():
         best, score = _moved_best(ckpt_dir, Path(best), score)
     minutes = round((time.perf_counter() - started) / 60, 2)
+    if not span.trained(trainer):  # a finished run relaunched: keep the training launch's time
+        minutes = _recorded_fit_minutes(run_dir, minutes)
     result = TrainResult(str(run_dir), best, last, score, fit_minutes=minutes)
     with atomic_path(run_dir / "train_result.json") as tmp:
         tmp.write_text(json.dumps(asdict(result), indent=2) + "\n")
