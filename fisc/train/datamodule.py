@@ -117,7 +117,7 @@ class CopyDetectionDataModule(pl.LightningDataModule):
         if self._resume is not None:  # a run resumed mid-epoch: where its epoch stopped
             saved_epoch, batches = self._resume
             self._resume = None
-            if batches * per_device >= len(self.sampler):  # saved at the epoch's end
+            if batches >= len(self.sampler) // per_device:  # saved at the epoch's end (drop_last)
                 saved_epoch, batches = saved_epoch + 1, 0
             self.resumed_at = (saved_epoch, batches)
             self.sampler.set_epoch(saved_epoch)
