@@ -38,8 +38,11 @@ RESUME = [
 STEPS = 12
 
 
-def launch(root: Path, run_dir: Path, *extra: str, workers: int = 0) -> subprocess.Popen:
+def launch(
+    root: Path, run_dir: Path, *extra: str, workers: int = 0, batch: int = 8
+) -> subprocess.Popen:
     settings = [f"num_workers={workers}" if a.startswith("num_workers=") else a for a in RESUME]
+    settings = [f"batch_size={batch}" if a.startswith("batch_size=") else a for a in settings]
     args = [sys.executable, str(ROOT / "train.py"), f"data.root={root}",
             "data.build_if_missing=false", *settings, f"run_dir={run_dir}", *extra]  # fmt: skip
     env = {**os.environ, "WANDB_MODE": "disabled"}
@@ -118,6 +121,39 @@ def test_a_kill_then_relaunch_gives_the_uninterrupted_weights(
     out = finish(launch(tiny_minidisc, run_dir, workers=workers))
     assert "Restoring states from the checkpoint" in out or "Restored all states" in out
     assert same_weights(final_state(run_dir), uninterrupted), f"killed after step {step}"
+
+
+def test_an_epoch_end_kill_resumes_exactly_when_the_epoch_leaves_a_remainder(
+    tiny_minidisc, tmp_path
+):
+    """24 images in batches of 10: each epoch trains 2 batches and drops 4 images. Stopped
+    right after the end-of-epoch-0 checkpoint and relaunched with 2 DataLoader workers, the
+    run starts epoch 1 afresh and ends with the uninterrupted run's weights (it once took
+    that checkpoint for a mid-epoch one, because 2 x 10 < 24, and trained on stale views)."""
+    whole = tmp_path / "whole"
+    finish(launch(tiny_minidisc, whole, "trainer.max_epochs=3", workers=2, batch=10))
+    expected = torch.load(whole / "checkpoints" / "last.ckpt", weights_only=True)
+
+    run_dir = tmp_path / "run"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    seen: set[tuple[int, int]] = set()
+
+    def saved_epoch_end() -> bool:  # saves: step 1, step 2 (= end of epoch 0), ...
+        try:
+            st = last.stat()
+            seen.add((st.st_ino, st.st_mtime_ns))
+        except FileNotFoundError:
+            pass
+        return len(seen) >= 2
+
+    proc = launch(tiny_minidisc, run_dir, "trainer.max_epochs=3", workers=2, batch=10)
+    kill_when(proc, saved_epoch_end)
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 2 and ckpt["epoch"] == 0, (ckpt["global_step"], ckpt["epoch"])
+    out = finish(launch(tiny_minidisc, run_dir, "trainer.max_epochs=3", workers=2, batch=10))
+    got = torch.load(last, map_location="cpu", weights_only=True)
+    assert got["global_step"] == expected["global_step"] == 6, out[-2000:]
+    assert same_weights(got["state_dict"], expected["state_dict"])
 
 
 def test_a_checkpoint_whose_epoch_disagrees_with_its_data_position_is_refused(
