@@ -63,8 +63,8 @@ endif
 study: setup  ## the recipes study: every *_mini recipe x 3 seeds + baselines on minidisc (75-120 min on 2 cores)
 	$(PY) experiments/recipes/study.py
 
-curves: setup  ## learning curves: demo + isc3rd_mini to 20x the demo's steps, every split (hours on 2 cores)
-	$(PY) experiments/curves/curves.py
+curves: setup  ## the README's learning curves: `long` (1,200 steps), 3 seeds, every split (3-4 h on 2 cores)
+	$(PY) experiments/curves/curves.py --recipes long --seeds 0 1 2 --every 10
 
 bench-train: setup  ## end-to-end training views/s on the real data path (minidisc + a DISC21-like folder), data wait, stage shares
 	$(PY) benchmarks/bench_train.py
