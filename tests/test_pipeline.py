@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -11,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from fisc.augment.gpu_ops import build_gpu_pipeline
 from fisc.augment.ops import OpConfigError
-from fisc.augment.pipeline import AugmentConfig
+from fisc.augment.pipeline import AugmentConfig, shrink_to_short_side
 from fisc.data.datasets import TwoViewDataset
 from fisc.data.disc21 import Disc21
 from fisc.train.config import ConfigError, check_config
@@ -129,3 +130,39 @@ def test_excluded_ops_never_run():
     assert len(views[0].view.stages) == 1  # the crop-only stage is gone
     with pytest.raises(OpConfigError, match="exclude_ops"):
         AugmentConfig(views=cfg.views, exclude_ops=["nope"])
+
+
+def test_work_side_shrinks_after_the_first_stage_only():
+    """``work_side``: the first stage (the crop) edits the source's pixels, the later stages a
+    copy whose shorter side is work_side x the view size (aspect kept, area interpolation)."""
+    img = np.random.default_rng(1).integers(0, 255, (90, 120, 3), np.uint8)
+    two_flips = {"stages": [{"ops": {"hflip": {"p": 1.0}}}, {"ops": {"hflip": {"p": 1.0}}}]}
+    seen = []
+
+    class Recorder:  # passes the image through the op it wraps, noting the shape it got
+        def __init__(self, op):
+            self.op, self.p, self.needs_other = op, op.p, False
+
+        def __call__(self, x, rng, other):
+            seen.append(x.shape[:2])
+            return self.op(x, rng, other)
+
+    view = AugmentConfig(views=[two_flips], work_side=1.5).build(32)[0]
+    for stage in view.view.stages:
+        stage.ops = [Recorder(op) for op in stage.ops]
+    out, _ = view(img, np.random.default_rng(0))
+    assert seen == [(90, 120), (48, 64)]  # 90 x 120 -> shorter side 1.5 x 32 = 48
+    area = cv2.INTER_AREA
+    expected = cv2.resize(
+        cv2.resize(img, (64, 48), interpolation=area), (32, 32), interpolation=area
+    )
+    assert np.array_equal(out, expected)
+    # tall images keep their aspect too; images already small enough are left alone
+    assert shrink_to_short_side(img.transpose(1, 0, 2).copy(), 48).shape == (64, 48, 3)
+    assert shrink_to_short_side(img, 90) is img
+
+    plain, _ = AugmentConfig(views=[two_flips]).build(32)[0](img, np.random.default_rng(0))
+    assert np.array_equal(plain, cv2.resize(img, (32, 32), interpolation=area))
+    for bad in (0.5, "big"):
+        with pytest.raises(OpConfigError, match="work_side"):
+            AugmentConfig(views=[two_flips], work_side=bad)
