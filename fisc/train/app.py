@@ -47,6 +47,21 @@ def task(cfg: DictConfig) -> float | None:
     return result.best_score
 
 
+def _other_rank_overrides(args: list[str]) -> list[str]:
+    """A rank other than 0 started by torchrun or srun (each rank composes the config itself):
+    Hydra would write its ``.hydra/`` files and ``train.log`` into the run dir that rank 0 also
+    writes (on a shared filesystem, the same files); this rank logs to ``train_rank<N>.log``
+    there and keeps no ``.hydra/``. Nothing when Lightning's own launcher already set these
+    (its workers get ``hydra.job.name=train_ddp_process_<N>``), or for rank 0."""
+    from fisc.train.lock import launch_rank
+
+    rank = launch_rank()
+    if rank == 0 or any(a.lstrip("+").startswith(("hydra.job.name=", "hydra.output_subdir="))
+                        for a in args):  # fmt: skip
+        return []
+    return ["hydra.output_subdir=null", f"hydra.job.name=train_rank{rank}"]
+
+
 def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     """Run the Hydra app on ``argv`` (default: the command line), named ``prog`` in its help.
     Hydra reads ``sys.argv``, so it is set for the call and restored after."""
@@ -54,11 +69,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     import hydra
 
     app = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")(task)
-    if argv is None:
+    if argv is None and not _other_rank_overrides(sys.argv[1:]):
         app()
         return
     saved = sys.argv
-    sys.argv = [prog or saved[0], *argv]
+    args = saved[1:] if argv is None else list(argv)
+    sys.argv = [prog or saved[0], *args, *_other_rank_overrides(args)]
     try:
         app()
     finally:

@@ -95,5 +95,25 @@ class RunLock:
 
 
 def is_rank_zero_process() -> bool:
-    """Not a worker process that Lightning's DDP launcher started (those share rank 0's dir)."""
-    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+    """The global rank 0 of a launch, or a launch of one process: the one process that locks
+    the run dir and writes the run's records. Read from the launcher's environment, so that it
+    holds before the process group exists; every other rank, on this node or another, shares
+    rank 0's run dir and writes nothing of its own there."""
+    return launch_rank() == 0
+
+
+def launch_rank() -> int:
+    """This process's rank as its launcher tells it: 0 for the first process of a distributed
+    launch or for a plain one, else a positive number (the global rank where it is known).
+
+    torchrun sets ``RANK`` (the global rank; with a c10d rendezvous it need not follow SLURM's
+    task order, so it decides when set). Otherwise srun's ``SLURM_PROCID`` is the global rank
+    (Lightning's SLURM environment reads it), and Lightning's own launcher marks its workers
+    with ``LOCAL_RANK`` and the other machines with ``NODE_RANK``."""
+    env = os.environ
+    if env.get("RANK", "").strip().isdigit():
+        return int(env["RANK"])
+    others = [env.get(k, "0").strip() or "0" for k in ("SLURM_PROCID", "LOCAL_RANK", "NODE_RANK")]
+    if all(v == "0" for v in others):
+        return 0
+    return int(others[0]) if others[0].isdigit() and int(others[0]) > 0 else 1

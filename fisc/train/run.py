@@ -364,8 +364,8 @@ def _train(cfg: DictConfig) -> TrainResult:
     groups = check_config(cfg)
     check_postprocess_fit_set(cfg, groups)
     run_dir = Path(cfg.run_dir)
-    if not is_rank_zero_process():  # a DDP worker: rank 0's launch holds the run dir
-        return _train_stages(cfg, groups)
+    if not is_rank_zero_process():  # a DDP worker, on this node or another: rank 0 holds the
+        return _train_stages(cfg, groups)  # run dir (on a shared filesystem: one lock in all)
     with RunLock(run_dir):
         remove_stale_partials(run_dir)
         return _train_stages(cfg, groups)
@@ -555,7 +555,8 @@ def _train_one(cfg: DictConfig, groups: dict, lr_scale: float = 1.0) -> TrainRes
     fingerprint = data_fingerprint(train_images, validation)
     if resume is not None:
         check_same_data(run_dir, fingerprint)
-    write_run_info(run_dir, cfg, fingerprint)
+    if is_rank_zero_process():  # one record per launch, however many ranks and nodes
+        write_run_info(run_dir, cfg, fingerprint)
     skip_log = run_dir / SKIPPED_IMAGES if groups["data"].skip_bad_images else None
     datamodule = build_datamodule(cfg, groups, train_images, validation, skip_log)
     module = build_module(cfg, groups, len(train_images), lr_scale)
@@ -653,6 +654,7 @@ def _train_one(cfg: DictConfig, groups: dict, lr_scale: float = 1.0) -> TrainRes
     if not span.trained(trainer):  # a finished run relaunched: keep the training launch's time
         minutes = _recorded_fit_minutes(run_dir, minutes)
     result = TrainResult(str(run_dir), best, last, score, fit_minutes=minutes)
-    with atomic_path(run_dir / "train_result.json") as tmp:
-        tmp.write_text(json.dumps(asdict(result), indent=2) + "\n")
+    if trainer.is_global_zero:  # the other ranks (other nodes too) share rank 0's run dir
+        with atomic_path(run_dir / "train_result.json") as tmp:
+            tmp.write_text(json.dumps(asdict(result), indent=2) + "\n")
     return result
