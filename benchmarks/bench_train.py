@@ -231,8 +231,22 @@ def main() -> None:
         action="store_false",
         help="skip the loader rerun with OpenCV's default threads in each worker",
     )
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL=OVERRIDES",
+        help="a further row per data set and pipeline with these comma-separated Hydra "
+        "overrides, e.g. 'fast=augment.work_side=1,data.decode_min_side=224' (repeatable)",
+    )
     p.add_argument("overrides", nargs="*", help="Hydra overrides (after --)")
     a = p.parse_args()
+    variants = [("default", [])]
+    for v in a.variant:
+        label, sep, overrides = v.partition("=")
+        if not sep or not label:
+            p.error(f"--variant {v!r}: expected LABEL=OVERRIDE[,OVERRIDE...]")
+        variants.append((label, [o for o in overrides.split(",") if o]))
     keep_freed_memory()  # as train.py does (fisc/malloc.py); workers forked later inherit it
     rows = []
     for data in a.data:
@@ -242,9 +256,9 @@ def main() -> None:
             folder = Path(data) if data != "disc21like" else build_disc21like(
                 a.disc21like_dir, a.disc21like_n, workers=max(1, a.workers))  # fmt: skip
             data_args = ["data=folder", f"data.root={folder}"]
-        for augment in a.augment:
+        for augment, (variant, extra) in ((g, v) for g in a.augment for v in variants):
             cfg = compose_cfg([*data_args, f"augment={augment}", f"num_workers={a.workers}",
-                               "logger.media=false", *a.overrides])  # fmt: skip
+                               "logger.media=false", *a.overrides, *extra])  # fmt: skip
             if a.device == "cuda":
                 cfg.trainer.accelerator = "gpu"
             groups = check_config(cfg)
@@ -271,6 +285,8 @@ def main() -> None:
             row = {
                 "data": data,
                 "augment": augment,
+                "variant": variant,
+                "overrides": extra,
                 "median_width_px": px,
                 "train_size": groups["model"].train_size,
                 "model": groups["model"].name,
@@ -311,7 +327,8 @@ def table(rows: list[dict], target: float) -> str:
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         out.append("| " + " | ".join([
-            f"{r['data']} ({r['median_width_px']:.0f} px)", r["augment"],
+            f"{r['data']} ({r['median_width_px']:.0f} px)",
+            r["augment"] + ("" if r.get("variant") in (None, "default") else f" ({r['variant']})"),
             f"{r['loader_views_per_s']:.0f}", f"{r['loader_views_per_core_s']:.0f}",
             "-" if r.get("loader_views_per_s_opencv_default_threads") is None
             else f"{r['loader_views_per_s_opencv_default_threads']:.0f}",

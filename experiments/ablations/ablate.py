@@ -90,6 +90,11 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "milder edits: chains of 1-2 edits instead of 1-4",
         [*epochs(BUDGET_STEPS), "augment=disc_light"],
     ),
+    "work_side1": (
+        "the edits after the first crop run at the view size (augment.work_side=1), not at the "
+        "image's (what makes DISC21-sized images cheap to edit)",
+        [*epochs(BUDGET_STEPS), "augment.work_side=1"],
+    ),
     "edits_asym": (
         "one view near-pristine (like a reference), the other fully edited (like a query)",
         [*epochs(BUDGET_STEPS), "augment=disc_asym"],
