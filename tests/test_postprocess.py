@@ -99,6 +99,17 @@ def test_dba_by_hand():
     np.testing.assert_allclose(out[0], expect, rtol=1e-6)
 
 
+@pytest.mark.parametrize("alpha", [2.0, 3.0])
+def test_dba_negative_similarities_get_zero_weight(alpha):
+    # k = 4 takes every training row: similarities 1, 0.6, 0, -1. The weights are
+    # max(s, 0)^alpha = 1, 0.6^alpha, 0, 0: t1 (s=0) and t3 (s=-1) add nothing, even where
+    # (-1)^alpha would be +1 (alpha=2) or -1 (alpha=3).
+    out = DBA(k=4, alpha=alpha).fit(TRAIN2).transform(X2)
+    w2 = 0.6**alpha
+    expect = (np.array([1.0, 0.0]) + np.array([1.0, 0.0]) + w2 * np.array([0.6, 0.8])) / (2 + w2)
+    np.testing.assert_allclose(out[0], expect, rtol=1e-6)
+
+
 def test_nes_by_hand():
     # top-2 neighbours t0, t2; mean (0.8, 0.4); x - 0.5*mean = (0.6, -0.2) -> normalised
     out = NES(k=2, beta=0.5).fit(TRAIN2).transform(X2)
