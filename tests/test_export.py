@@ -634,3 +634,32 @@ def test_run_export_makes_runtime_once_for_its_artifact(tmp_path, checkpoint, ti
     (tmp_path / "runtime" / "runtime.json").write_text("{}")  # altered: its manifest catches it
     with pytest.raises(ArtifactError, match="runtime.json: sha256 differs"):
         run_export(dataclasses.replace(ec, phase2_submission=str(tmp_path / "again.h5")))
+
+
+def test_phase2_recheck_catches_references_that_changed_under_intact_phase1_files(
+    tmp_path, checkpoint, tiny_minidisc
+):
+    """The sha256 check guards the Phase 1 files; the recomputation guards what they were made
+    from. Reference images edited after Phase 1 (1 grey level brighter, re-encoded) leave
+    every Phase 1 file, stamp and hash intact, so only the element-wise comparison of the
+    recomputed reference descriptors can refuse the Phase 2 export."""
+    import dataclasses
+    import shutil
+
+    import cv2
+
+    from fisc.export.freeze import artifact_hash
+    from fisc.export.phase2 import ExportError, check_phase1, export_phase2, run_export
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_minidisc, root)
+    ec = _export_config(tmp_path, checkpoint, root, reference_check_sample=16)
+    run_export(ec)
+    for path in sorted((root / "images" / "reference").glob("*.jpg")):
+        img = cv2.imread(str(path))
+        cv2.imwrite(str(path), np.clip(img.astype(np.int16) + 1, 0, 255).astype(np.uint8))
+    check_phase1(tmp_path / "phase1", artifact_hash(ec.artifact))  # passes: files untouched
+    again = dataclasses.replace(ec, phase2_submission=str(tmp_path / "again.h5"))
+    with pytest.raises(ExportError, match="recomputed reference descriptors differ from Phase 1"):
+        export_phase2(again)
+    assert not (tmp_path / "again.h5").exists()

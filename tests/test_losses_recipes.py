@@ -56,6 +56,34 @@ def test_mixed_positives_match_reference():
     assert float(out.infonce) == pytest.approx(mixed_reference(x, ids, partner, lam, 0.1), 1e-9)
 
 
+def test_koleo_only_over_the_real_descriptors():
+    """KoLeo: for each unmixed row, the distance to the nearest unmixed row of another
+    instance; mixed rows are neither anchors nor candidates, even when they sit right next to
+    a real row."""
+    x = _unit(10, 6, seed=3)
+    ids = [0, 1, 2, 3, 0, 1, 2, 3, 1, 2]
+    partner = [-1] * 8 + [2, 3]
+    lam = [1.0] * 8 + [0.6, 0.3]
+    x[8] = F.normalize(x[0] + 1e-3 * x[5], dim=0)  # mixed, id 1, almost on row 0 (id 0)
+    x[9] = F.normalize(x[3] + 1e-3 * x[6], dim=0)  # mixed, id 2, almost on row 3 (id 3)
+    eps = 1e-8
+
+    def koleo(rows):
+        terms = []
+        for i in rows:
+            nearest = min(float((x[i] - x[j]).norm()) for j in rows if ids[j] != ids[i])
+            terms.append(-math.log(math.sqrt(nearest**2 + eps**2) + eps))
+        return sum(terms) / len(terms)
+
+    out = InfoNCEKoLeoLoss(0.1, 2.0, eps=eps)(
+        x, torch.tensor(ids), torch.tensor(partner), torch.tensor(lam, dtype=torch.float64)
+    )
+    real = [i for i in range(10) if partner[i] < 0]
+    assert float(out.koleo) == pytest.approx(koleo(real), rel=1e-9)
+    assert koleo(range(10)) > koleo(real) + 1.0  # the mixed rows would change it a lot
+    assert float(out.loss) == pytest.approx(float(out.infonce) + 2.0 * koleo(real), rel=1e-9)
+
+
 def test_infonce_memory_adds_remembered_negatives():
     """Batch t's softmax also holds the unmixed rows of the batches before it (newest first,
     the oldest dropped past memory_size), except views of the row's own instance or partner;

@@ -166,3 +166,59 @@ def test_work_side_shrinks_after_the_first_stage_only():
     for bad in (0.5, "big"):
         with pytest.raises(OpConfigError, match="work_side"):
             AugmentConfig(views=[two_flips], work_side=bad)
+
+
+class _Tag:
+    """A stand-in op that leaves the image alone and notes in ``log`` that it ran."""
+
+    needs_other = False
+
+    def __init__(self, name, log, p=1.0):
+        self.name, self.log, self.p = name, log, p
+
+    def edit(self, img, rng, other=None):
+        self.log[-1].append(self.name)
+        return img
+
+    def __call__(self, img, rng, other=None):
+        if rng.random() < self.p:
+            return self.edit(img, rng, other)
+        return img
+
+
+def _runs(stage, log, n=600):
+    """The names of the ops each of ``n`` calls of ``stage`` ran, in order."""
+    img = np.zeros((4, 4, 3), np.uint8)
+    rng = np.random.default_rng(0)
+    for _ in range(n):
+        log.append([])
+        assert stage(img, rng, None) is img
+    return log
+
+
+@pytest.mark.parametrize("lo,hi", [(1, 3), (0, 2), (2, 2), (3, 5)])
+def test_chain_lengths_cover_min_to_max(lo, hi):
+    """``select: [lo, hi]``: every chain length lo..hi occurs, none outside, distinct ops."""
+    from fisc.augment.pipeline import Stage
+
+    log = []
+    stage = Stage([_Tag(c, log) for c in "abcdef"], (lo, hi), random_order=False)
+    runs = _runs(stage, log)
+    assert {len(r) for r in runs} == set(range(lo, hi + 1))
+    assert all(len(set(r)) == len(r) for r in runs)
+
+
+@pytest.mark.parametrize("select", [(2, 2), None])
+def test_random_order_shuffles_and_fixed_order_does_not(select):
+    """``order: random``: both orders of a 2-op stage occur (chain or every op); ``fixed``:
+    always the configured order."""
+    from fisc.augment.pipeline import Stage
+
+    for random_order, expected in ((True, {"ab", "ba"}), (False, {"ab"})):
+        log = []
+        stage = Stage([_Tag("a", log), _Tag("b", log)], select, random_order)
+        assert {"".join(r) for r in _runs(stage, log, n=200)} == expected
+    # three ops in a random chain of 3: all 6 orders
+    log = []
+    stage = Stage([_Tag(c, log) for c in "abc"], (3, 3) if select else None, True)
+    assert len({"".join(r) for r in _runs(stage, log)}) == 6

@@ -99,6 +99,17 @@ def test_dba_by_hand():
     np.testing.assert_allclose(out[0], expect, rtol=1e-6)
 
 
+@pytest.mark.parametrize("alpha", [2.0, 3.0])
+def test_dba_negative_similarities_get_zero_weight(alpha):
+    # k = 4 takes every training row: similarities 1, 0.6, 0, -1. The weights are
+    # max(s, 0)^alpha = 1, 0.6^alpha, 0, 0: t1 (s=0) and t3 (s=-1) add nothing, even where
+    # (-1)^alpha would be +1 (alpha=2) or -1 (alpha=3).
+    out = DBA(k=4, alpha=alpha).fit(TRAIN2).transform(X2)
+    w2 = 0.6**alpha
+    expect = (np.array([1.0, 0.0]) + np.array([1.0, 0.0]) + w2 * np.array([0.6, 0.8])) / (2 + w2)
+    np.testing.assert_allclose(out[0], expect, rtol=1e-6)
+
+
 def test_nes_by_hand():
     # top-2 neighbours t0, t2; mean (0.8, 0.4); x - 0.5*mean = (0.6, -0.2) -> normalised
     out = NES(k=2, beta=0.5).fit(TRAIN2).transform(X2)
@@ -231,6 +242,39 @@ def _planted(rng, n, d, prefix, common):
     """Unit-ish descriptors with a strong shared 'distractor' direction of random strength."""
     x = rng.standard_normal((n, d)) + np.outer(rng.normal(4.0, 1.5, n), common)
     return _descs(x.astype(np.float32), prefix)
+
+
+def test_sweep_fits_on_the_training_set_only():
+    """A sweep row is the evaluation of descriptors transformed with parameters fitted on the
+    training set. References and queries vary mostly in dims 0-7, the training set only in
+    dims 8-15: ``pca8`` fitted on it projects on dims 8-15 (any orthonormal basis of them gives
+    the same distances, so the expectation is just those columns, centred), where matches are
+    lost; fitted on the references it would keep dims 0-7, where they are found."""
+    from fisc.evaluation import evaluate
+
+    rng = np.random.default_rng(5)
+    scale = np.r_[np.ones(8), np.full(8, 0.3)]
+    refs = _descs((rng.standard_normal((150, 16)) * scale).astype(np.float32), "R")
+    qv = rng.standard_normal((60, 16)) * scale
+    qv[:40] = refs.vectors[:40] + 0.3 * rng.standard_normal((40, 16))  # edited copies
+    queries = _descs(qv.astype(np.float32), "Q")
+    gt = {q: (refs.ids[i] if i < 40 else None) for i, q in enumerate(queries.ids)}
+    t = np.zeros((300, 16))
+    t[:, 8:] = 3.0 * rng.standard_normal((300, 8)) + 1.0
+    train = _descs(t.astype(np.float32), "T")
+
+    def projected(dims, mean):
+        def f(x):
+            return Descriptors(x.ids, (x.vectors[:, dims] - mean[dims]).astype(np.float32))
+
+        return evaluate(f(queries), f(refs), gt, backend="torch").micro_ap
+
+    on_train = projected(slice(8, 16), train.vectors.mean(0))
+    on_refs = projected(slice(0, 8), refs.vectors.mean(0))
+    assert on_refs > on_train + 0.5  # the data tell the two fits apart
+    (row,) = sweep(["pca8"], train, queries, refs, gt, backend="torch")
+    assert row["dims"] == 8
+    assert row["micro_ap"] == pytest.approx(on_train, abs=1e-6)
 
 
 def test_sweep_postprocessing_beats_plain_l2(monkeypatch):

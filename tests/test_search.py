@@ -139,6 +139,39 @@ def test_global_cap_ties_and_everything(backend):
     assert as_pairs(qi, ri) == [(i, j) for i in range(3) for j in range(4)]
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("oversample", [1, 4])
+def test_global_cap_grows_a_query_whose_kth_distance_ties_the_cap(backend, oversample):
+    # 8 identical queries at the origin; 2 references at squared distance 4, then 10 at exactly
+    # 1. With cap < 10 every cap-th pool distance t is 1, equal to every query's k-th distance:
+    # query 0 owns the whole cap (ties go to the lower query), which it can only get by being
+    # searched again although its k-th distance is not below t, only equal to it.
+    eye = np.eye(5, dtype=np.float32)
+    r = np.concatenate([2 * eye[:2], eye, -eye])
+    q = np.zeros((8, 5), np.float32)
+    for cap in (8, 10, 12, 25):
+        qi, ri, dist = global_capped_search(q, r, cap, backend=backend, oversample=oversample)
+        expected = brute_pairs(q, r, cap)
+        assert as_pairs(qi, ri) == [(i, j) for _, i, j in expected], cap
+        np.testing.assert_array_equal(dist, [d for d, _, _ in expected])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("n_q", [1, 30])  # faiss: a plain scan below 20 queries, BLAS above
+def test_knn_exact_duplicate_references_keep_the_lower_indices(backend, n_q):
+    """Tie rule, on both backends and any tiling: among references at the same distance, the
+    lower index comes first, and when k cuts through a tie the lower indices are retained."""
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal((4, 16)).astype(np.float32)
+    r = base[rng.integers(0, 4, 90)]  # 90 references, each an exact copy of one of 4 vectors
+    q = rng.standard_normal((n_q, 16)).astype(np.float32)
+    expected = np.argsort(brute_dist2(q, r), axis=1, kind="stable")  # stable: lower index first
+    for k in (1, 5, 23, 89):
+        for tiles in ({}, {"query_tile": 7, "ref_tile": 13}):
+            _, idx = knn(q, r, k, backend=backend, **tiles)
+            np.testing.assert_array_equal(idx, expected[:, :k], err_msg=f"k={k} {tiles}")
+
+
 def test_torch_tensor_inputs(data):
     torch = pytest.importorskip("torch")
     q, r = data

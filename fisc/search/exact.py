@@ -196,9 +196,11 @@ def knn(
     """Exact ``k`` nearest references (squared L2) of every query.
 
     Returns ``(dist2 float32 [n_q, k], idx int64 [n_q, k])``, each row ascending by distance
-    then index. ``k`` larger than the number of references is clamped to it. ``device`` and the
-    tile sizes apply to the torch backend, ``query_tile`` to faiss too; ``progress``: a bar on
-    stderr (None: only for large searches, see the module docstring).
+    then index. Tie rule, on both backends: when ``k`` cuts through references at the same
+    ranking distance (exact duplicates), the lower indices are the ones kept. ``k`` larger
+    than the number of references is clamped to it. ``device`` and the tile sizes apply to the
+    torch backend, ``query_tile`` to faiss too; ``progress``: a bar on stderr (None: only for
+    large searches, see the module docstring).
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")

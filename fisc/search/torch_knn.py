@@ -8,6 +8,27 @@ import numpy as np
 import torch
 
 
+def _k_smallest(d: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row, the ``k`` smallest values of ``d`` and their column positions, in position
+    order; among values equal to the k-th smallest, the lowest positions are kept (torch.topk
+    picks any of them). ``d`` has no NaN."""
+    n, m = d.shape
+    if k >= m:
+        return d, torch.arange(m, device=d.device).expand(n, m)
+    td, ti = torch.topk(d, k, dim=1, largest=False, sorted=False)
+    kth = td.max(dim=1, keepdim=True).values
+    # only rows with more than k values <= their k-th smallest have a choice among ties
+    tied = torch.nonzero((d <= kth).sum(dim=1) > k).flatten()
+    if tied.numel():
+        sub, sub_kth = d[tied], kth[tied]
+        below, equal = sub < sub_kth, sub == sub_kth
+        room = k - below.sum(dim=1, keepdim=True)
+        keep = below | (equal & (torch.cumsum(equal, dim=1) <= room))
+        ti[tied] = keep.nonzero()[:, 1].view(-1, k)  # exactly k per row, in row-major order
+    ti, _ = torch.sort(ti, dim=1)
+    return torch.gather(d, 1, ti), ti
+
+
 @torch.no_grad()
 def torch_knn(
     q: np.ndarray,
@@ -23,9 +44,10 @@ def torch_knn(
     Distances are ``||q||² + ||r||² − 2 q·r`` clamped at 0, computed in float32 one
     ``query_tile × ref_tile`` block at a time (4 bytes each: 256 MiB with the defaults, beside
     the references themselves); a running top-k is merged over reference tiles.
-    Returns numpy ``(dist2 float32 [n_q, k], idx int64 [n_q, k])``, rows sorted ascending
-    (ties in index order among the retained items). ``on_tile(pairs)`` is called after each
-    block with its number of (query, reference) pairs (progress).
+    Returns numpy ``(dist2 float32 [n_q, k], idx int64 [n_q, k])``, rows sorted ascending by
+    distance then index; among references at the same distance the lower indices are the ones
+    retained (as faiss's flat index does), whatever the tiling. ``on_tile(pairs)`` is called
+    after each block with its number of (query, reference) pairs (progress).
     """
     if query_tile < 1 or ref_tile < 1:
         raise ValueError("query_tile and ref_tile must be >= 1")
@@ -46,15 +68,11 @@ def torch_knn(
             # d = ||r||² − 2 q·r + ||q||², one allocation per tile
             d = torch.addmm(r_norm[r0 : r0 + ref_tile].unsqueeze(0), qb, rb.T, beta=1.0, alpha=-2.0)
             d.add_(q_norm).clamp_(min=0.0)
-            kk = min(k, d.shape[1])
-            if kk < d.shape[1]:
-                td, ti = torch.topk(d, kk, dim=1, largest=False, sorted=False)
-            else:
-                td, ti = d, torch.arange(d.shape[1], device=device).expand_as(d)
+            td, ti = _k_smallest(d, k)
             best_d = torch.cat([best_d, td], dim=1)
-            best_i = torch.cat([best_i, ti + r0], dim=1)
+            best_i = torch.cat([best_i, ti + r0], dim=1)  # ascending: earlier tiles first
             if best_d.shape[1] > k:
-                best_d, sel = torch.topk(best_d, k, dim=1, largest=False, sorted=False)
+                best_d, sel = _k_smallest(best_d, k)
                 best_i = torch.gather(best_i, 1, sel)
             if on_tile is not None:
                 on_tile(qb.shape[0] * rb.shape[0])
