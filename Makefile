@@ -7,7 +7,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 
-.PHONY: help setup demo test test-all lint format clean bench-augment bench-train bench-startup augment-gallery bench-search export-phase2 study curves
+.PHONY: help setup demo test test-all lint format clean bench-augment bench-train bench-startup bench-views augment-gallery bench-search export-phase2 study curves
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -65,6 +65,9 @@ study: setup  ## the recipes study: every *_mini recipe x 3 seeds + baselines on
 
 curves: setup  ## the README's learning curves: `long` (1,200 steps), 3 seeds, every split (3-4 h on 2 cores)
 	$(PY) experiments/curves/curves.py --recipes long --seeds 0 1 2 --every 10
+
+bench-views: setup  ## per-view CPU cost on the DISC21-like folder, settings interleaved (working resolution, JPEG decode scale)
+	$(PY) benchmarks/bench_views.py
 
 bench-train: setup  ## end-to-end training views/s on the real data path (minidisc + a DISC21-like folder), data wait, stage shares
 	$(PY) benchmarks/bench_train.py

@@ -1,0 +1,128 @@
+"""Per-view CPU cost of the training data path, variants interleaved: what one DataLoader
+worker does for one view (decode at the configured draft scale, the pipeline's CPU edits,
+tensor conversion), on one core, in this process.
+
+    python benchmarks/bench_views.py                       # DISC21-like folder, 224 px
+    python benchmarks/bench_views.py --augment disc_full --variant fast=augment.work_side=1
+
+Each round times every variant on the same ``--items`` images (the same views: the per-sample
+randomness is keyed), one variant after the other, and ``--rounds`` rounds alternate them, so a
+machine whose pace drifts over minutes slows every variant alike; the figure is each variant's
+median views/s over the rounds, its spread (min-max), and the median over rounds of its ratio
+to the first variant. ``make bench-train`` measures the whole loader and training loop; this
+measures the part the working resolution and the decode scale change, side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+
+from fisc.data.datasets import TwoViewDataset  # noqa: E402
+from fisc.data.disc21 import list_images  # noqa: E402
+from fisc.descriptors.h5io import atomic_path  # noqa: E402
+from fisc.malloc import keep_freed_memory  # noqa: E402
+from fisc.train.config import check_config  # noqa: E402
+
+DEFAULT_VARIANTS = [
+    "work_side1=augment.work_side=1",
+    "work_side1_draft=augment.work_side=1,data.decode_min_side=224",
+]
+
+
+def dataset(folder: Path, augment: str, overrides: list[str], size: int) -> TwoViewDataset:
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        overrides = [f"augment={augment}", f"model.train_size={size}", "data=folder",
+                     f"data.root={folder}", *overrides]  # fmt: skip
+        cfg = compose("train", overrides=overrides)
+    groups = check_config(cfg)
+    min_side = groups["data"].decode_min_side
+    min_side = 2 * size if min_side is None else (min_side or None)
+    return TwoViewDataset(list_images(folder), groups["augment"].build(size), seed=0,
+                          min_side=min_side)  # fmt: skip
+
+
+def views_per_s(ds: TwoViewDataset, items: list[int]) -> float:
+    start = time.perf_counter()
+    for i in items:
+        ds[i]  # decode + two views + tensors
+    return 2 * len(items) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--folder", type=Path, default=ROOT / "data" / "disc21like")
+    p.add_argument("--augment", nargs="+", default=["basic", "disc_full"])
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--items", type=int, default=60)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--variant", action="append", default=None, metavar="LABEL=OVERRIDES",
+                   help="comma-separated Hydra overrides; default: work_side=1, and with the "
+                   "JPEG decode scale lowered to the view size too")  # fmt: skip
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "views_cpu.json")
+    a = p.parse_args()
+    if not a.folder.is_dir():
+        sys.exit(f"{a.folder} is missing: `make bench-train` writes the DISC21-like folder once")
+    keep_freed_memory()
+    cv2.setNumThreads(1)  # as in a DataLoader worker
+    torch.set_num_threads(1)
+    variants = [("default", [])]
+    for v in a.variant or DEFAULT_VARIANTS:
+        label, sep, overrides = v.partition("=")
+        if not sep or not label:
+            p.error(f"--variant {v!r}: expected LABEL=OVERRIDE[,OVERRIDE...]")
+        variants.append((label, [o for o in overrides.split(",") if o]))
+    rng = np.random.default_rng(0)
+    rows = []
+    for augment in a.augment:
+        sets = {label: dataset(a.folder, augment, o, a.size) for label, o in variants}
+        items = rng.choice(len(next(iter(sets.values()))), a.items, replace=False).tolist()
+        for ds in sets.values():
+            views_per_s(ds, items[:5])  # warm caches, fonts, lazy imports
+        rates: dict[str, list[float]] = {label: [] for label in sets}
+        for _ in range(a.rounds):
+            for label, ds in sets.items():
+                rates[label].append(views_per_s(ds, items))
+        base = rates["default"]
+        for label, r in rates.items():
+            row = {
+                "augment": augment,
+                "variant": label,
+                "overrides": dict(variants)[label],
+                "views_per_s_median": round(statistics.median(r), 1),
+                "views_per_s_min_max": [round(min(r), 1), round(max(r), 1)],
+                "ratio_to_default_median": round(
+                    statistics.median(x / b for x, b in zip(r, base, strict=True)), 3
+                ),
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    info = {"machine": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "load_avg": os.getloadavg(), "folder": str(a.folder), "size": a.size,
+            "items": a.items, "rounds": a.rounds}  # fmt: skip
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(a.out) as tmp:
+        tmp.write_text(json.dumps({"info": info, "rows": rows}, indent=2) + "\n")
+    print("| augment | variant | views/s on one core (median, min-max) | x default (median) |")
+    print("|---|---|---:|---:|")
+    for r in rows:
+        lo, hi = r["views_per_s_min_max"]
+        rate = f"{r['views_per_s_median']:.0f} ({lo:.0f}-{hi:.0f})"
+        print(f"| {r['augment']} | {r['variant']} | {rate} | {r['ratio_to_default_median']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
