@@ -94,6 +94,17 @@ def compose_cfg(overrides: list[str]):
         return compose("train", overrides=overrides)
 
 
+def parse_variants(specs: list[str]) -> list[tuple[str, list[str]]]:
+    """``("default", [])`` then one ``(label, overrides)`` per ``LABEL=OVERRIDE[,...]``."""
+    variants = [("default", [])]
+    for v in specs:
+        label, sep, overrides = v.partition("=")
+        if not sep or not label:
+            raise ValueError(f"--variant {v!r}: expected LABEL=OVERRIDE[,OVERRIDE...]")
+        variants.append((label, [o for o in overrides.split(",") if o]))
+    return variants
+
+
 def stage_times(dm, module, device: str, n: int) -> dict[str, float]:
     """Milliseconds per view of each stage, in this process (one core)."""
     import cv2
@@ -241,12 +252,10 @@ def main() -> None:
     )
     p.add_argument("overrides", nargs="*", help="Hydra overrides (after --)")
     a = p.parse_args()
-    variants = [("default", [])]
-    for v in a.variant:
-        label, sep, overrides = v.partition("=")
-        if not sep or not label:
-            p.error(f"--variant {v!r}: expected LABEL=OVERRIDE[,OVERRIDE...]")
-        variants.append((label, [o for o in overrides.split(",") if o]))
+    try:
+        variants = parse_variants(a.variant)
+    except ValueError as e:
+        p.error(str(e))
     keep_freed_memory()  # as train.py does (fisc/malloc.py); workers forked later inherit it
     rows = []
     for data in a.data:

@@ -27,16 +27,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
+from bench_train import compose_cfg, parse_variants
+
+from fisc.data.datasets import TwoViewDataset
+from fisc.descriptors.h5io import atomic_path
+from fisc.malloc import keep_freed_memory
+from fisc.train.config import check_config
+from fisc.train.run import build_datamodule
+from fisc.train.sources import resolve_data
 
 ROOT = Path(__file__).resolve().parents[1]
-
-from fisc.data.datasets import TwoViewDataset  # noqa: E402
-from fisc.data.disc21 import list_images  # noqa: E402
-from fisc.descriptors.h5io import atomic_path  # noqa: E402
-from fisc.malloc import keep_freed_memory  # noqa: E402
-from fisc.train.config import check_config  # noqa: E402
-
 DEFAULT_VARIANTS = [
     "work_side1=augment.work_side=1",
     "work_side1_draft=augment.work_side=1,data.decode_min_side=224",
@@ -44,15 +44,14 @@ DEFAULT_VARIANTS = [
 
 
 def dataset(folder: Path, augment: str, overrides: list[str], size: int) -> TwoViewDataset:
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        overrides = [f"augment={augment}", f"model.train_size={size}", "data=folder",
-                     f"data.root={folder}", *overrides]  # fmt: skip
-        cfg = compose("train", overrides=overrides)
+    """The training set as ``train.py`` builds it (decode scale, pipelines), no workers."""
+    cfg = compose_cfg([f"augment={augment}", f"model.train_size={size}", "data=folder",
+                       f"data.root={folder}", "num_workers=0", *overrides])  # fmt: skip
     groups = check_config(cfg)
-    min_side = groups["data"].decode_min_side
-    min_side = 2 * size if min_side is None else (min_side or None)
-    return TwoViewDataset(list_images(folder), groups["augment"].build(size), seed=0,
-                          min_side=min_side)  # fmt: skip
+    train_images, _ = resolve_data(groups["data"])
+    dm = build_datamodule(cfg, groups, train_images, None)
+    dm.train_dataloader()  # builds the training set
+    return dm.train_set
 
 
 def views_per_s(ds: TwoViewDataset, items: list[int]) -> float:
@@ -79,12 +78,10 @@ def main() -> None:
     keep_freed_memory()
     cv2.setNumThreads(1)  # as in a DataLoader worker
     torch.set_num_threads(1)
-    variants = [("default", [])]
-    for v in a.variant or DEFAULT_VARIANTS:
-        label, sep, overrides = v.partition("=")
-        if not sep or not label:
-            p.error(f"--variant {v!r}: expected LABEL=OVERRIDE[,OVERRIDE...]")
-        variants.append((label, [o for o in overrides.split(",") if o]))
+    try:
+        variants = parse_variants(a.variant or DEFAULT_VARIANTS)
+    except ValueError as e:
+        p.error(str(e))
     rng = np.random.default_rng(0)
     rows = []
     for augment in a.augment:

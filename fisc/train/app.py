@@ -69,12 +69,13 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     import hydra
 
     app = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")(task)
-    if argv is None and not _other_rank_overrides(sys.argv[1:]):
-        app()
-        return
     saved = sys.argv
     args = saved[1:] if argv is None else list(argv)
-    sys.argv = [prog or saved[0], *args, *_other_rank_overrides(args)]
+    extra = _other_rank_overrides(args)
+    if argv is None and not extra:
+        app()
+        return
+    sys.argv = [prog or saved[0], *args, *extra]
     try:
         app()
     finally:
