@@ -313,6 +313,33 @@ def test_a_second_launch_into_a_busy_run_dir_is_refused_and_a_stale_lock_taken_o
         RunLock(run_dir).__enter__()
 
 
+def test_a_killed_launch_s_forked_children_do_not_keep_its_run_dir_locked(tmp_path):
+    """A launch holding the lock forks a child (as DataLoader workers are forked) and is
+    killed; the child lives on. The run dir is free at once: the child shares the lock's open
+    file only until the fork, not the lock (the relaunch of a killed demo was refused as busy
+    for the seconds its orphaned workers took to exit)."""
+    from fisc.train.lock import RunLock
+
+    code = (
+        "import os, sys, time\nfrom fisc.train.lock import RunLock\n"
+        "with RunLock(sys.argv[1]):\n"
+        "    child = os.fork()\n"
+        "    if child == 0:\n        time.sleep(120)\n        os._exit(0)\n"
+        "    print(child, flush=True)\n    time.sleep(600)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    child = int(holder.stdout.readline())
+    try:
+        holder.kill()
+        holder.wait()
+        os.kill(child, 0)  # the forked child is still alive
+        with RunLock(tmp_path):
+            pass
+    finally:
+        os.kill(child, signal.SIGKILL)
+
+
 # -- broken images --------------------------------------------------------------------------
 
 

@@ -20,6 +20,22 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".lock"
+_HELD: set[int] = set()  # this process's lock fds
+
+
+def _close_in_child() -> None:
+    # a forked child (a DataLoader worker) shares the lock's open file, and an flock lasts
+    # until every descriptor of it is closed: without this, a launch killed by SIGKILL kept its
+    # run dir locked until its orphaned workers noticed and exited, seconds later
+    for fd in _HELD:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_in_child)
 
 
 class RunDirBusyError(RuntimeError):
@@ -75,6 +91,7 @@ class RunLock:
         os.pwrite(fd, (json.dumps(_holder()) + "\n").encode(), 0)
         os.fsync(fd)
         self._fd = fd
+        _HELD.add(fd)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -83,6 +100,7 @@ class RunLock:
         try:  # empty it first: a reader never sees our name once we have let go
             os.ftruncate(self._fd, 0)
         finally:
+            _HELD.discard(self._fd)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
