@@ -55,6 +55,12 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # its seed spread (`--variants demo --seeds 0 1 2`)
     "demo": ("the current demo recipe, as `make demo` trains it", []),
     "base": ("the demo recipe at the ablation budget", epochs(BUDGET_STEPS)),
+    # like `demo` (today's recipe and budget, no BASE): what augment.work_side=1 costs in quality
+    "demo_work_side1": (
+        "the current demo recipe with its edits after the first crop at the view size "
+        "(augment.work_side=1), for its quality cost",
+        ["augment.work_side=1"],
+    ),
     "lr4x": ("4x the learning rate (1e-3 at batch 64)", [*epochs(BUDGET_STEPS), "optim.lr=4e-3"]),
     "lr_half": ("half the learning rate", [*epochs(BUDGET_STEPS), "optim.lr=5e-4"]),
     "tau0.1_nokoleo": (
@@ -102,6 +108,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 }
 
 
+# variants on today's demo recipe at its own budget (no BASE)
+FULL_DEMO = {"demo", "demo_work_side1"}
+
+
 def pos_top1(run_dir: Path, last: int = 3) -> float | None:
     """Mean of the last ``last`` logged ``train/pos_top1`` values of the run."""
     values = []
@@ -114,7 +124,7 @@ def pos_top1(run_dir: Path, last: int = 3) -> float | None:
 
 def run(name: str, seed: int, extra: list[str], out: Path) -> dict:
     run_dir = out / name / f"seed{seed}"
-    overrides = [*(BASE if name != "demo" else []), *VARIANTS[name][1], *extra]
+    overrides = [*(BASE if name not in FULL_DEMO else []), *VARIANTS[name][1], *extra]
     cached = run_dir / "scores.json"
     if (run_dir / "config.yaml").is_file():  # e.g. `demo` after its epochs changed
         from omegaconf import OmegaConf
