@@ -16,9 +16,11 @@ measures the part the working resolution and the decode scale change, side by si
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
 import platform
+import pstats
 import statistics
 import sys
 import time
@@ -61,6 +63,32 @@ def views_per_s(ds: TwoViewDataset, items: list[int]) -> float:
     return 2 * len(items) / (time.perf_counter() - start)
 
 
+# where a view's CPU time goes: profiler entries (file or function name substrings) -> stage
+STAGES = {
+    "JPEG/PNG decode and file read": ("ImagingDecoder", "imdecode", "BufferedReader", "_io.open",
+                                      "PIL/Image.py", "PIL/JpegImagePlugin.py", "ImageFile.py"),
+    "resize": ("<resize>",),
+    "text and emoji rendering": ("Font", "getfont", "ImageDraw", "overlay"),
+    "to tensor": ("torch.", "TensorBase"),
+}
+
+
+def stage_shares(ds: TwoViewDataset, items: list[int]) -> dict[str, float]:
+    """One profiled pass: each stage's share of the pass's own (exclusive) CPU time."""
+    prof = cProfile.Profile()
+    prof.enable()
+    views_per_s(ds, items)
+    prof.disable()
+    totals: dict[str, float] = dict.fromkeys([*STAGES, "edits and the rest"], 0.0)
+    for (path, _line, name), (_cc, _nc, tottime, _ct, _callers) in pstats.Stats(prof).stats.items():
+        where = f"{path}:{name}"
+        stage = next((s for s, keys in STAGES.items() if any(k in where for k in keys)),
+                     "edits and the rest")  # fmt: skip
+        totals[stage] += tottime
+    whole = sum(totals.values()) or 1.0
+    return {s: round(t / whole, 3) for s, t in totals.items()}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--folder", type=Path, default=ROOT / "data" / "disc21like")
@@ -72,6 +100,9 @@ def main() -> None:
                    help="comma-separated Hydra overrides; default: work_side=1, and with the "
                    "JPEG decode scale lowered to the view size too")  # fmt: skip
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "views_cpu.json")
+    p.add_argument("--profile", action="store_true",
+                   help="also profile one pass per variant: each stage's share of its CPU time "
+                   "(decode, resize, text rendering, tensors, edits)")  # fmt: skip
     a = p.parse_args()
     if not a.folder.is_dir():
         sys.exit(f"{a.folder} is missing: `make bench-train` writes the DISC21-like folder once")
@@ -105,6 +136,8 @@ def main() -> None:
                     statistics.median(x / b for x, b in zip(r, base, strict=True)), 3
                 ),
             }
+            if a.profile:
+                row["cpu_share"] = stage_shares(sets[label], items)
             rows.append(row)
             print(json.dumps(row), flush=True)
     info = {"machine": platform.processor() or platform.machine(), "cores": os.cpu_count(),
