@@ -65,8 +65,15 @@ def views_per_s(ds: TwoViewDataset, items: list[int]) -> float:
 
 # where a view's CPU time goes: profiler entries (file or function name substrings) -> stage
 STAGES = {
-    "JPEG/PNG decode and file read": ("ImagingDecoder", "imdecode", "BufferedReader", "_io.open",
-                                      "PIL/Image.py", "PIL/JpegImagePlugin.py", "ImageFile.py"),
+    "JPEG/PNG decode and file read": (
+        "ImagingDecoder",
+        "imdecode",
+        "BufferedReader",
+        "_io.open",
+        "PIL/Image.py",
+        "PIL/JpegImagePlugin.py",
+        "ImageFile.py",
+    ),
     "resize": ("<resize>",),
     "text and emoji rendering": ("Font", "getfont", "ImageDraw", "overlay"),
     "to tensor": ("torch.", "TensorBase"),
