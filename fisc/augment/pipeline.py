@@ -10,7 +10,7 @@ A view config::
       - select: [1, 4]            # a chain of 1-4 distinct ops, drawn with weights p,
         order: random             # applied in random order (each always fires)
         ops: {text: {p: 1.0}, emoji: {p: 1.0}, jpeg: {p: 0.5}}
-    gpu: {color_jitter: {p: 0.8}, blur: {p: 0.3}}   # batched ops (fisc.augment.gpu_ops)
+    gpu: {color_jitter: {p: 0.8}, blur: {p: 0.3}}   # batched ops (fisc.augment.gpu)
 
 Every random choice of sample ``i``'s view ``v`` in epoch ``e`` comes from
 ``numpy.random.default_rng([seed, e, i, v])``, including the per-sample seed handed to the GPU
@@ -108,7 +108,7 @@ class View:
         ]
         gpu = dict(cfg.get("gpu") or {})
         if gpu:
-            from fisc.augment.gpu_ops import build_gpu_pipeline
+            from fisc.augment.gpu import build_gpu_pipeline
 
             try:
                 build_gpu_pipeline(gpu)  # validate now, not mid-epoch
