@@ -26,7 +26,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from fisc.augment.ops import OpConfigError, build_op
+from fisc.augment.ops import OPS, OpConfigError, build_op
 from fisc.augment.ops.base import Op, OtherProvider
 
 SELECT_ALL = "all"
@@ -49,7 +49,7 @@ class Stage:
         ops = []
         for name, op_cfg in ops_cfg.items():
             try:
-                ops.append(build_op(name, op_cfg))
+                ops.append(_build_cpu_op(name, op_cfg))
             except OpConfigError as e:
                 raise OpConfigError(f"{where}: {e}") from e
         select = cfg.get("select", SELECT_ALL)
@@ -90,6 +90,16 @@ class Stage:
         for i in chosen:
             img = self.ops[i].edit(img, rng, other)
         return img
+
+
+def _build_cpu_op(name: str, cfg: Mapping[str, Any] | None) -> Op:
+    """:func:`build_op`; for a name with no CPU op, the GPU side of the registry is loaded
+    first (torch, kornia: on this error path only), so that the error says if it has a GPU
+    op."""
+    if name not in OPS:
+        import fisc.augment.gpu  # noqa: F401
+
+    return build_op(name, cfg)
 
 
 @dataclass
@@ -208,8 +218,6 @@ class AugmentConfig:
                 f"augment.work_side must be null or a number >= 1 (x the view size), "
                 f"got {self.work_side!r}"
             )
-        from fisc.augment.ops import OPS
-
         unknown = sorted(set(self.exclude_ops) - set(OPS))
         if unknown:
             raise OpConfigError(f"augment.exclude_ops: unknown ops {unknown}")
