@@ -60,7 +60,7 @@ def load_pipeline(name: str) -> AugmentConfig:
 
 
 def pipeline_fn(cfg: AugmentConfig, imgs):
-    from fisc.augment.gpu_ops import build_gpu_pipeline
+    from fisc.augment.gpu import build_gpu_pipeline
 
     views = cfg.build(SIZE)
     gpus = [build_gpu_pipeline(v.view.gpu) if v.view.gpu else None for v in views]
@@ -133,7 +133,7 @@ def augly_comparison(imgs, seconds: float) -> dict:
 
 
 def gpu_rates(pipelines, batch: int = 256) -> dict:
-    from fisc.augment.gpu_ops import build_gpu_pipeline
+    from fisc.augment.gpu import build_gpu_pipeline
 
     out = {}
     x = torch.rand(batch, 3, SIZE, SIZE, device="cuda")

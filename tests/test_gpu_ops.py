@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fisc.augment.gpu_ops import CPU_CHUNK, GPU_OPS, GpuPipeline, build_gpu_op, build_gpu_pipeline
+from fisc.augment.gpu import CPU_CHUNK, GPU_OPS, GpuPipeline, build_gpu_op, build_gpu_pipeline
 from fisc.augment.ops.base import OpConfigError
 
 # each op with strong parameters: it must visibly change any textured image

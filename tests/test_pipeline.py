@@ -10,7 +10,7 @@ from conftest import CONF
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
-from fisc.augment.gpu_ops import build_gpu_pipeline
+from fisc.augment.gpu import build_gpu_pipeline
 from fisc.augment.ops import OpConfigError
 from fisc.augment.pipeline import AugmentConfig, shrink_to_short_side
 from fisc.data.datasets import TwoViewDataset

@@ -74,7 +74,7 @@ def pipeline_gallery(
     seed: int = 0,
 ) -> Image.Image:
     """For each pipeline and view, ``samples`` views of one source (GPU stage applied on CPU)."""
-    from fisc.augment.gpu_ops import build_gpu_pipeline
+    from fisc.augment.gpu import build_gpu_pipeline
 
     def other(rng):
         return others[int(rng.integers(len(others)))]

@@ -10,7 +10,7 @@ A view config::
       - select: [1, 4]            # a chain of 1-4 distinct ops, drawn with weights p,
         order: random             # applied in random order (each always fires)
         ops: {text: {p: 1.0}, emoji: {p: 1.0}, jpeg: {p: 0.5}}
-    gpu: {color_jitter: {p: 0.8}, blur: {p: 0.3}}   # batched ops (fisc.augment.gpu_ops)
+    gpu: {color_jitter: {p: 0.8}, blur: {p: 0.3}}   # batched ops (fisc.augment.gpu)
 
 Every random choice of sample ``i``'s view ``v`` in epoch ``e`` comes from
 ``numpy.random.default_rng([seed, e, i, v])``, including the per-sample seed handed to the GPU
@@ -26,7 +26,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from fisc.augment.ops import OpConfigError, build_op
+from fisc.augment.ops import OPS, OpConfigError, build_op
 from fisc.augment.ops.base import Op, OtherProvider
 
 SELECT_ALL = "all"
@@ -49,7 +49,7 @@ class Stage:
         ops = []
         for name, op_cfg in ops_cfg.items():
             try:
-                ops.append(build_op(name, op_cfg))
+                ops.append(_build_cpu_op(name, op_cfg))
             except OpConfigError as e:
                 raise OpConfigError(f"{where}: {e}") from e
         select = cfg.get("select", SELECT_ALL)
@@ -92,6 +92,16 @@ class Stage:
         return img
 
 
+def _build_cpu_op(name: str, cfg: Mapping[str, Any] | None) -> Op:
+    """:func:`build_op`; for a name with no CPU op, the GPU side of the registry is loaded
+    first (torch, kornia: on this error path only), so that the error says if it has a GPU
+    op."""
+    if name not in OPS:
+        import fisc.augment.gpu  # noqa: F401
+
+    return build_op(name, cfg)
+
+
 @dataclass
 class View:
     stages: list[Stage]
@@ -108,7 +118,7 @@ class View:
         ]
         gpu = dict(cfg.get("gpu") or {})
         if gpu:
-            from fisc.augment.gpu_ops import build_gpu_pipeline
+            from fisc.augment.gpu import build_gpu_pipeline
 
             try:
                 build_gpu_pipeline(gpu)  # validate now, not mid-epoch
@@ -208,8 +218,6 @@ class AugmentConfig:
                 f"augment.work_side must be null or a number >= 1 (x the view size), "
                 f"got {self.work_side!r}"
             )
-        from fisc.augment.ops import OPS
-
         unknown = sorted(set(self.exclude_ops) - set(OPS))
         if unknown:
             raise OpConfigError(f"augment.exclude_ops: unknown ops {unknown}")

@@ -296,6 +296,6 @@ class SkippedImages(Callback):
 def _gpu_pipeline(cfg: dict) -> torch.nn.Module | None:
     if not cfg:
         return None
-    from fisc.augment.gpu_ops import build_gpu_pipeline
+    from fisc.augment.gpu import build_gpu_pipeline
 
     return build_gpu_pipeline(cfg)

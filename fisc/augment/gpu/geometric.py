@@ -1,4 +1,5 @@
-"""Batched geometric GPU ops: affine, perspective, resized crop (see :mod:`.gpu_ops`).
+"""Batched geometric GPU ops: flips, affine, perspective, resized crop (the GPU counterparts
+of :mod:`fisc.augment.ops.geometric`; protocol in :mod:`.base`).
 
 Transform matrices are built per sample on the CPU in float64 (so they are the same on every
 device) and the batch is warped at once with kornia, output size = input size.
@@ -18,8 +19,8 @@ from kornia.geometry.transform import (
 )
 from torch import Tensor
 
-from fisc.augment.gpu_ops import GpuOp, _lerp, register
-from fisc.augment.ops.base import Param
+from fisc.augment.gpu.base import GpuOp, lerp
+from fisc.augment.registry import Param, register
 
 
 def _fill(x: Tensor, value: float) -> Tensor:
@@ -30,6 +31,22 @@ def _corners(h: int, w: int, n: int) -> Tensor:
     """(n, 4, 2) pixel corners (x, y): top-left, top-right, bottom-right, bottom-left."""
     c = torch.tensor([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], dtype=torch.float64)
     return c.expand(n, 4, 2)
+
+
+@register
+class HFlip(GpuOp):
+    name = "hflip"
+
+    def apply(self, x, prm, keys):
+        return torch.flip(x, dims=(-1,))
+
+
+@register
+class VFlip(GpuOp):
+    name = "vflip"
+
+    def apply(self, x, prm, keys):
+        return torch.flip(x, dims=(-2,))
 
 
 @register
@@ -52,11 +69,11 @@ class Affine(GpuOp):
         h, w = size
         v = self.values
         n = u.shape[0]
-        scale = _lerp(u[:, 1], v["scale"])[:, None].expand(n, 2)
+        scale = lerp(u[:, 1], v["scale"])[:, None].expand(n, 2)
         center = torch.tensor([(w - 1) / 2, (h - 1) / 2], dtype=torch.float64).expand(n, 2)
-        shear = torch.deg2rad(_lerp(u[:, 2:4], v["shear"]))
-        shift = _lerp(u[:, 4:6], v["translate"]) * torch.tensor([w, h], dtype=torch.float64)
-        angle = -_lerp(u[:, 0], v["rotation"])  # kornia's positive angle turns clockwise on screen
+        shear = torch.deg2rad(lerp(u[:, 2:4], v["shear"]))
+        shift = lerp(u[:, 4:6], v["translate"]) * torch.tensor([w, h], dtype=torch.float64)
+        angle = -lerp(u[:, 0], v["rotation"])  # kornia's positive angle turns clockwise on screen
         m = get_affine_matrix2d(shift, center, scale, angle, shear[:, 0], shear[:, 1])
         return {"matrix": m[:, :2]}
 
@@ -87,7 +104,7 @@ class Perspective(GpuOp):
     def sample(self, u, size):
         h, w = size
         n = u.shape[0]
-        mag = _lerp(u[:, 0], self.values["jitter"]).view(n, 1, 1)
+        mag = lerp(u[:, 0], self.values["jitter"]).view(n, 1, 1)
         offset = (2 * u[:, 1:9].view(n, 4, 2) - 1) * mag
         src = _corners(h, w, n)
         dst = src + offset * torch.tensor([w - 1, h - 1], dtype=torch.float64)
@@ -122,8 +139,8 @@ class ResizedCrop(GpuOp):
     def sample(self, u, size):
         h_img, w_img = size
         t = self.tries
-        area = _lerp(u[:, :t], self.values["area"]) * h_img * w_img
-        log_ratio = _lerp(u[:, t : 2 * t], tuple(math.log(r) for r in self.values["ratio"]))
+        area = lerp(u[:, :t], self.values["area"]) * h_img * w_img
+        log_ratio = lerp(u[:, t : 2 * t], tuple(math.log(r) for r in self.values["ratio"]))
         ratio = log_ratio.exp()
         w = (area * ratio).sqrt()
         h = (area / ratio).sqrt()
