@@ -11,7 +11,7 @@ the README shows that is not checkout-only (the README lists those): ``fisc mini
 the options of both (sharded extraction under torchrun included), ``fisc fit-postprocess``,
 ``fisc freeze``, ``fisc export-runtime``, ``fisc export-phase1`` / ``export-phase2``,
 ``fisc validate-submission``, ``fisc augment-gallery``, ``python -m fisc.cli`` and the Python
-API (``fisc.load``, ``fisc.list_images``, ``fisc.evaluate``). About 4 minutes on the 2-core
+API (``fisc.load``, ``fisc.list_images``, ``fisc.evaluate``). About 3.5 minutes on the 2-core
 build machine under load; the fast tier only builds the wheel and reads it.
 """
 
