@@ -42,8 +42,10 @@ Tested here: two "nodes" on localhost over gloo only; no two real machines, no G
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -236,3 +238,113 @@ def test_only_the_first_process_of_a_launch_is_rank_zero(monkeypatch, env, rank)
     assert bool(_other_rank_overrides([])) == (rank > 0)
     # Lightning's launcher names its workers' logs itself
     assert _other_rank_overrides(["hydra.job.name=train_ddp_process_1"]) == []
+
+
+def _resume_worker(rank: int, init_file: str, cases: dict, out_dir: str) -> None:
+    """Each case: this rank's resolved checkpoint and run dir; records the guard's verdict."""
+    import torch.distributed as dist
+
+    from fisc.train.resume_guard import ResumeDisagreementError, agree_on_resume
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        verdicts = {}
+        for name, per_rank in cases.items():
+            resume, run_dir = per_rank[rank]
+            try:
+                agree_on_resume(resume, run_dir, "auto")
+                verdicts[name] = None
+            except ResumeDisagreementError as e:
+                verdicts[name] = str(e)
+        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(verdicts))
+    finally:
+        dist.destroy_process_group()
+
+
+def _checkpoint(path: Path, step: int) -> str:
+    """A small Lightning-like checkpoint at ``step``; returns its sha256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"global_step": step, "state_dict": {"w": torch.full((4,), float(step))}}, path)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.ddp
+def test_ranks_that_resolve_different_checkpoints_all_refuse_naming_each_choice(tmp_path):
+    """Two gloo ranks, each with its own run dir (node-local disks): a copy of one checkpoint
+    on each agrees, as do two fresh starts; a node without the checkpoint, or with an older
+    one, stops both ranks with one error naming what each resolved."""
+    node0, node1 = tmp_path / "node0" / "run", tmp_path / "node1" / "run"
+    last0, last1 = node0 / "checkpoints" / "last.ckpt", node1 / "checkpoints" / "last.ckpt"
+    sha5 = _checkpoint(last0, 5)
+    older = node1 / "checkpoints" / "older" / "last.ckpt"
+    sha3 = _checkpoint(older, 3)
+    last1.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(last0, last1)  # a byte copy, newer mtime: the same checkpoint
+    cases = {
+        "copies": [(str(last0), str(node0)), (str(last1), str(node1))],
+        "fresh": [(None, str(node0)), (None, str(node1))],
+        "missing": [(str(last0), str(node0)), (None, str(node1))],
+        "older": [(str(last0), str(node0)), (str(older), str(node1))],
+    }
+    torch.multiprocessing.spawn(
+        _resume_worker, args=(str(tmp_path / "init"), cases, str(tmp_path)), nprocs=2
+    )
+    verdicts = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert verdicts[0] == verdicts[1]  # every rank stops alike (none is left waiting)
+    verdict = verdicts[0]
+    assert verdict["copies"] is None and verdict["fresh"] is None
+    host = socket.gethostname()
+    rank0 = f"rank 0 on {host}: checkpoints/last.ckpt (step 5, {last0.stat().st_size} bytes, "
+    rank0 += f"sha256 {sha5[:16]})"
+    for case, rank1 in (
+        ("missing", f"rank 1 on {host}: no checkpoint (starts afresh)"),
+        ("older", f"rank 1 on {host}: checkpoints/older/last.ckpt (step 3, "
+                  f"{older.stat().st_size} bytes, sha256 {sha3[:16]})"),
+    ):  # fmt: skip
+        error = verdict[case]
+        assert error is not None and "resolved different checkpoints" in error, case
+        assert rank0 in error and rank1 in error, error
+        assert "ckpt_path=auto" in error and "filesystem all nodes share" in error
+
+
+@pytest.mark.ddp
+@pytest.mark.slow  # about a minute on the 2-core build machine: one training, then two ranks
+def test_two_nodes_that_see_different_checkpoints_stop_before_training(tiny_minidisc, tmp_path):
+    """End to end: node 0's run dir holds the checkpoint of a finished first epoch, node 1's
+    (a node-local disk) holds none. Both torchrun ranks stop with the guard's error, and the
+    checkpoint is left as it was."""
+    data = [f"data.root={tiny_minidisc}", "data.build_if_missing=false"]
+    settings = [s for s in SETTINGS if not s.startswith(("ckpt_path=", "+callbacks.probe"))]
+    shared, local = tmp_path / "node0" / "run", tmp_path / "node1" / "run"
+    first = tmp_path / "first.log"
+    command = [sys.executable, str(REPO / "train.py"), *data, *settings, "trainer=cpu"]
+    wait_all({"first epoch": (start([*command, f"run_dir={shared}"], first), first)})
+    last = shared / "checkpoints" / "last.ckpt"
+    before = hashlib.sha256(last.read_bytes()).hexdigest()
+
+    port, procs = free_port(), {}
+    for node, run_dir in ((0, shared), (1, local)):
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
+                    "--node_rank", str(node), "--nproc_per_node", "1",
+                    "--master_addr", "127.0.0.1", "--master_port", str(port)]  # fmt: skip
+        log = tmp_path / f"node{node}.log"
+        procs[node] = (start([*torchrun, str(REPO / "train.py"), *data, *settings, *TWO_NODES,
+                              f"run_dir={run_dir}", "ckpt_path=auto", "trainer.max_epochs=2"],
+                             log), log)  # fmt: skip
+    deadline = time.monotonic() + 180  # refused within seconds (a hang without the guard)
+    try:
+        codes = [p.wait(timeout=max(1.0, deadline - time.monotonic())) for p, _ in procs.values()]
+    finally:
+        for proc, _ in procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    host = socket.gethostname()
+    for (_, log), code in zip(procs.values(), codes, strict=True):
+        text = log.read_text()
+        assert code != 0, text[-3000:]
+        assert "resolved different checkpoints" in text, text[-3000:]
+        assert f"rank 0 on {host}: checkpoints/last.ckpt (step {STEPS}," in text
+        assert f"rank 1 on {host}: no checkpoint (starts afresh)" in text
+    assert hashlib.sha256(last.read_bytes()).hexdigest() == before  # nothing trained or saved
+    assert not (local / "checkpoints" / "last.ckpt").exists()

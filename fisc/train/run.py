@@ -45,6 +45,7 @@ from fisc.train.lock import RunLock, is_rank_zero_process
 from fisc.train.media import RunMedia
 from fisc.train.module import CopyDetectionModule
 from fisc.train.resolvers import RESUMABLE_CHANGES
+from fisc.train.resume_guard import ResumeAgreement
 from fisc.train.sources import resolve_data
 
 log = logging.getLogger(__name__)
@@ -610,6 +611,7 @@ def _train_one(cfg: DictConfig, groups: dict, lr_scale: float = 1.0) -> TrainRes
         logger=logger,
         plugins=[atomic_checkpoint_io()],
         callbacks=[
+            ResumeAgreement(resume, run_dir, cfg.ckpt_path),  # DDP: every rank, one checkpoint
             checkpoint,
             LastCheckpoint(ckpt_dir, cfg.get("checkpoint_every_n_steps")),
             ResumeCheck(),
