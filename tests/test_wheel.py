@@ -259,6 +259,26 @@ def test_installed_multirun_debug_and_optuna_search(installed, data):
     assert len(list((installed.work / "optuna" / "runs").iterdir())) == 2
 
 
+@pytest.mark.slow
+def test_installed_training_under_torchrun(installed, data):
+    """The README's installed form of a multi-process launch: ``torchrun ... -m fisc.cli train``
+    (2 gloo processes on CPU, one step): one run, rank 0's records, rank 1's own log."""
+    installed.run(sys.executable, "-m", "torch.distributed.run", "--standalone",
+                  "--nproc_per_node", "2", "-m", "fisc.cli", "train", "experiment=smoke", *DATA,
+                  "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+                  "trainer.sync_batchnorm=false", "trainer.precision=32-true",
+                  "trainer.limit_train_batches=1", "run_dir=runs/ddp")  # fmt: skip
+    run = installed.work / "runs" / "ddp"
+    result = json.loads((run / "train_result.json").read_text())
+    assert Path(result["last_checkpoint"]).name == "last.ckpt"
+    import torch
+
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 1  # one step of the 2-process job
+    assert (run / "train_rank1.log").is_file() and not (run / "train_rank0.log").exists()
+    assert len(json.loads((run / "run_info.json").read_text())["launches"]) == 1  # rank 0 only
+
+
 @pytest.fixture(scope="module")
 def demo(installed, data) -> Path:
     """``fisc demo`` at a tiny size: the demo recipe (its weights package when installed)."""
