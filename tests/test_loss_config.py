@@ -101,6 +101,7 @@ def test_a_run_saved_without_loss_target_resumes(compose_cfg, tiny_minidisc, tmp
     assert len(launches) == 2
     assert torch.load(resumed.last_checkpoint, weights_only=True)["epoch"] == 1
     saved.write_text(OmegaConf.to_yaml(old))  # again without _target_
+    other = f"loss._target_={__name__}.RenamedInfoNCE"
     with pytest.raises(ValueError, match=r"loss\._target_: '\(absent\)' -> 'test_loss_config"):
-        train(compose_cfg(*args, "trainer.max_epochs=3", f"loss._target_={__name__}.RenamedInfoNCE"))
+        train(compose_cfg(*args, "trainer.max_epochs=3", other))
     assert Path(saved).is_file()
