@@ -362,3 +362,20 @@ def test_two_gloo_ranks_equal_single_process(kind, tmp_path):
         assert [float(v) for v in result["losses"]] == pytest.approx(expected, rel=1e-10)
         for got, want in zip(result["grads"], [p.grad for p in both.parameters()], strict=True):
             torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+
+
+def test_infonce_extra_views_are_the_mixed_images_and_their_targets():
+    """mix_fraction: round(fraction x n) images from mix_images (same draws), and keyword
+    arguments that mark only those rows as mixed; none at mix_fraction 0."""
+    g = torch.Generator().manual_seed(2)
+    view_b, index = torch.rand(6, 3, 8, 8, generator=g), torch.tensor([4, 9, 1, 7, 3, 0])
+    assert InfoNCEKoLeoLoss(mix_fraction=0.0).extra_views(view_b, index) is None
+    torch.manual_seed(5)
+    images, primary, partner, lam = mix_images(view_b, index, 2, 0.5, 0.3)  # round(0.3 * 6)
+    torch.manual_seed(5)
+    extra = InfoNCEKoLeoLoss(mix_fraction=0.3, mix_alpha=0.5, cutmix_prob=0.3).extra_views(
+        view_b, index
+    )
+    assert torch.equal(extra.images, images) and torch.equal(extra.ids, primary)
+    assert extra.loss_kwargs["mix_partner"].tolist() == [-1] * 12 + partner.tolist()
+    assert extra.loss_kwargs["mix_lam"].tolist() == [1.0] * 12 + lam.float().tolist()

@@ -16,7 +16,9 @@ import yaml
 from conftest import CONF, tiny_overrides
 from omegaconf import OmegaConf
 
-from fisc.train.config import ConfigError, check_config
+from fisc.models.descriptor import ModelConfig
+from fisc.models.weights import WeightsConfig
+from fisc.train.config import ConfigError, OptimConfig, check_config, typed
 from fisc.train.run import train
 
 ROOT = CONF.parent
@@ -51,9 +53,9 @@ def test_progressive_stages_chain_and_resume(compose_cfg, tiny_minidisc, tmp_pat
     w0 = _state(c1.init_from, "loss.")["weight"]
     assert w0.shape[0] == 12 and _state(result.last_checkpoint, "loss.")["weight"].shape[0] == 24
     module = CopyDetectionModule(
-        model=OmegaConf.to_container(c1.model),
+        model=typed(c1, "model"),
         loss=OmegaConf.to_container(c1.loss),
-        optim=OmegaConf.to_container(c1.optim),
+        optim=typed(c1, "optim"),
         batch_size=8,
         num_classes=24,
         load_weights=False,
@@ -74,9 +76,9 @@ def test_lr_scaling_rules():
 
     def lr(rule, batch, scale=1.0):
         m = CopyDetectionModule(
-            model={"name": "resnet18", "dims": 8, "weights": {"source": "none"}},
-            loss={"name": "infonce_koleo"},
-            optim={"name": "sgd", "lr": 0.1, "base_batch": 256, "lr_scaling": rule},
+            model=ModelConfig(name="resnet18", dims=8, weights=WeightsConfig(source="none")),
+            loss={"_target_": "fisc.losses.infonce_koleo.InfoNCEKoLeoLoss"},
+            optim=OptimConfig(name="sgd", lr=0.1, base_batch=256, lr_scaling=rule),
             batch_size=batch,
             lr_scale=scale,
         )

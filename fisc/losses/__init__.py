@@ -1,30 +1,125 @@
-"""The training losses, built by name from a LossConfig (see conf/loss/)."""
+"""The training losses, each built from its config group ``conf/loss/<name>.yaml``.
+
+A loss yaml names its class with ``_target_``; its other keys, but ``name`` (the option's label,
+shown in messages), are keyword arguments of the class's constructor. The constructor's typed
+signature is the loss's schema: :func:`loss_fields` rejects a key it does not take and a value of
+the wrong type, naming the loss and the key, when the config is checked at start-up.
+:func:`build_loss` then builds it with ``hydra.utils.instantiate``. A constructor parameter
+named in :data:`RUNTIME_ARGS` is filled in by the run, never by the yaml. There is no table of
+losses: a new one is its module, its yaml and its tests (``docs/architecture.md``).
+"""
 
 from __future__ import annotations
 
-from torch import nn
+import dataclasses
+import inspect
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+from fisc.losses.base import ExtraViews, TrainingLoss
+
+__all__ = ["RUNTIME_ARGS", "ExtraViews", "TrainingLoss", "build_loss", "loss_class", "loss_fields"]
+
+# constructor parameters the run provides (a loss asks for one by naming it)
+RUNTIME_ARGS = {
+    "dims": "the descriptor size, model.dims",
+    "num_classes": "the number of training images",
+}
+LABEL_KEYS = ("_target_", "name")  # keys of a loss yaml that are not constructor arguments
 
 
-def build_loss(cfg, dims: int, num_classes: int | None = None) -> nn.Module:
-    """``cfg`` is a :class:`fisc.train.config.LossConfig`; ``num_classes`` (the number of
-    training images) is needed by ``arcface`` only."""
-    if cfg.name == "infonce_koleo":
-        from fisc.losses.infonce_koleo import InfoNCEKoLeoLoss
+class LossConfigError(ValueError):
+    """A loss config that cannot build its loss (the message names the loss and the key)."""
 
-        return InfoNCEKoLeoLoss(
-            cfg.temperature, cfg.entropy_weight, memory_size=cfg.memory_size,
-            memory_warmup=cfg.memory_warmup,
-        )  # fmt: skip
-    if cfg.name == "contrastive_xbm":
-        from fisc.losses.contrastive_xbm import ContrastiveXBMLoss
 
-        return ContrastiveXBMLoss(
-            cfg.pos_margin, cfg.neg_margin, cfg.memory_size, cfg.memory_warmup
+def _label(cfg: Mapping) -> str:
+    return f"loss {cfg.get('name') or cfg.get('_target_') or '(unnamed)'}"
+
+
+def loss_class(cfg: Mapping) -> type[TrainingLoss]:
+    """The class ``cfg["_target_"]`` names; it must be a :class:`TrainingLoss`."""
+    target = cfg.get("_target_")
+    if not isinstance(target, str) or not target:
+        raise LossConfigError(
+            f"{_label(cfg)}: needs a _target_, the loss class's import path "
+            "(e.g. fisc.losses.infonce_koleo.InfoNCEKoLeoLoss)"
         )
-    if cfg.name == "arcface":
-        from fisc.losses.arcface import ArcFaceLoss
+    from hydra.utils import get_class
 
-        if not num_classes:
-            raise ValueError("the arcface loss needs the number of training images")
-        return ArcFaceLoss(num_classes, dims, cfg.margin, cfg.scale)
-    raise ValueError(f"unknown loss {cfg.name!r} (infonce_koleo | contrastive_xbm | arcface)")
+    try:
+        cls = get_class(target)
+    except Exception as e:  # hydra wraps import errors of every kind
+        raise LossConfigError(f"{_label(cfg)}: cannot import _target_ {target!r}: {e}") from e
+    if not issubclass(cls, TrainingLoss):
+        raise LossConfigError(
+            f"{_label(cfg)}: _target_ {target} is not a fisc.losses.TrainingLoss subclass"
+        )
+    return cls
+
+
+def loss_schema(cls: type) -> type:
+    """A dataclass of ``cls``'s configurable constructor parameters: their type hints and
+    defaults (a parameter without a default is required), :data:`RUNTIME_ARGS` left out."""
+    hints = typing.get_type_hints(cls.__init__)
+    fields = []
+    for p in inspect.signature(cls.__init__).parameters.values():
+        if p.name == "self" or p.name in RUNTIME_ARGS:
+            continue
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        default = dataclasses.MISSING if p.default is p.empty else p.default
+        fields.append((p.name, hints.get(p.name, Any), dataclasses.field(default=default)))
+    return dataclasses.make_dataclass(f"{cls.__name__}Fields", fields)
+
+
+def loss_fields(cfg: Mapping) -> dict[str, Any]:
+    """The constructor arguments ``cfg`` sets, checked against the constructor's signature and
+    converted to its types (an int where a float is declared becomes a float). Raises
+    :class:`LossConfigError` naming the loss and the key: an unknown key, a wrong type, a
+    required argument not set, or a key the run provides."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    cls = loss_class(cfg)
+    label = _label(cfg)
+    if "name" in cfg and not isinstance(cfg["name"], str):
+        raise LossConfigError(f"{label}: name must be a string, got {cfg['name']!r}")
+    given = {k: v for k, v in cfg.items() if k not in LABEL_KEYS}
+    provided = sorted(set(given) & set(RUNTIME_ARGS))
+    if provided:
+        raise LossConfigError(
+            f"{label}: {provided} are set by the run ("
+            + "; ".join(f"{k}: {RUNTIME_ARGS[k]}" for k in provided)
+            + "), not in the config; remove them"
+        )
+    schema = loss_schema(cls)
+    known = [f.name for f in dataclasses.fields(schema)]
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise LossConfigError(
+            f"{label} does not use {unknown}; remove them ({cfg['_target_']} takes {known})"
+        )
+    try:
+        checked = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), given))
+    except OmegaConfBaseException as e:
+        raise LossConfigError(f"{label} ({cfg['_target_']}): {e}") from e
+    return {k: getattr(checked, k) for k in given}
+
+
+def build_loss(cfg: Mapping, dims: int, num_classes: int | None = None) -> TrainingLoss:
+    """The loss ``cfg`` (a loss group's config: ``_target_``, ``name``, arguments) describes,
+    built with ``hydra.utils.instantiate``; ``dims`` and ``num_classes`` go to a constructor
+    that names them. A value the constructor refuses raises :class:`LossConfigError`."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    fields = loss_fields(cfg)
+    params = inspect.signature(loss_class(cfg).__init__).parameters
+    runtime = {k: v for k, v in {"dims": dims, "num_classes": num_classes}.items() if k in params}
+    if "num_classes" in runtime and not num_classes:
+        raise LossConfigError(f"{_label(cfg)} needs the number of training images")
+    try:
+        return instantiate({"_target_": cfg["_target_"], "_convert_": "all", **fields}, **runtime)
+    except InstantiationException as e:  # the constructor's own check, e.g. a negative margin
+        raise LossConfigError(f"{_label(cfg)}: {e.__cause__ or e}") from e

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fisc.losses.base import TrainingLoss
+
 
 @dataclass
 class ArcFaceOutput:
@@ -29,7 +31,7 @@ class ArcFaceOutput:
         return {"class_top1": self.accuracy}
 
 
-class ArcFaceLoss(nn.Module):
+class ArcFaceLoss(TrainingLoss):
     def __init__(self, num_classes: int, dims: int, margin: float = 0.4, scale: float = 40.0):
         super().__init__()
         if num_classes < 2:

@@ -4,7 +4,9 @@ Each embedding's positives are the other embeddings of the same instance (the ot
 of the same image); every other embedding in the global batch is a negative. Embeddings
 from all ranks are gathered differentiably, so negatives span the whole global batch.
 
-Mixed positives (SSCD's mixup/cutmix): rows marked as mixed images of instances ``A``
+Mixed positives (SSCD's mixup/cutmix, ``mix_fraction > 0``): :meth:`InfoNCEKoLeoLoss.extra_views`
+adds ``round(mix_fraction * n)`` mixed images to a batch of ``n`` images
+(:func:`fisc.losses.mix.mix_images`). Rows marked as mixed images of instances ``A``
 (weight ``λ``) and ``B`` (``1 - λ``) are anchors only. Their target puts ``λ`` on the views
 of ``A`` and ``1 - λ`` on the views of ``B`` (split evenly over each instance's views); they
 are left out of every other row's candidates and of the KoLeo term.
@@ -22,8 +24,10 @@ from dataclasses import dataclass
 
 import torch
 
+from fisc.losses.base import ExtraViews
 from fisc.losses.gather import gather_no_grad, gather_with_grad, world
 from fisc.losses.memory import CrossBatchMemory
+from fisc.losses.mix import mix_images
 
 
 @dataclass
@@ -58,7 +62,13 @@ class InfoNCEKoLeoLoss(CrossBatchMemory):
         eps: float = 1e-8,
         memory_size: int = 0,
         memory_warmup: int = 0,
+        mix_fraction: float = 0.0,
+        mix_alpha: float = 1.0,
+        cutmix_prob: float = 0.5,
     ):
+        """``mix_fraction``: mixed images added per batch, as a fraction of the batch; each is
+        a mixup (``λ ~ Beta(mix_alpha, mix_alpha)``) or, with probability ``cutmix_prob``, a
+        cutmix of two of the batch's second views."""
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -67,7 +77,28 @@ class InfoNCEKoLeoLoss(CrossBatchMemory):
         self.temperature = temperature
         self.entropy_weight = entropy_weight
         self.eps = eps
+        self.mix_fraction, self.mix_alpha, self.cutmix_prob = mix_fraction, mix_alpha, cutmix_prob
         self._init_memory(memory_size, memory_warmup)
+
+    def extra_views(self, view_b: torch.Tensor, index: torch.Tensor) -> ExtraViews | None:
+        """SSCD's mixed positives: ``round(mix_fraction * n)`` images made from pairs of second
+        views, anchors whose targets are both sources; ``None`` when there are none."""
+        n = view_b.shape[0]
+        count = int(round(self.mix_fraction * n))
+        if not count:
+            return None
+        mixed, primary, partner, lam = mix_images(
+            view_b, index, count, self.mix_alpha, self.cutmix_prob
+        )
+        none = torch.full_like(index, -1)  # the two views' rows are not mixed
+        return ExtraViews(
+            mixed,
+            primary,
+            {
+                "mix_partner": torch.cat([none, none, partner]),
+                "mix_lam": torch.cat([torch.ones(2 * n, device=lam.device), lam.float()]),
+            },
+        )
 
     def forward(
         self,

@@ -11,10 +11,11 @@ candidates for the current batch, not as trained rows.
 from __future__ import annotations
 
 import torch
-from torch import nn
+
+from fisc.losses.base import TrainingLoss
 
 
-class CrossBatchMemory(nn.Module):
+class CrossBatchMemory(TrainingLoss):
     """Mixin for a loss module: ``_init_memory(size, warmup)`` in ``__init__``, then
     ``memory()`` (the entries to use now, or ``None``) and ``_enqueue(emb, ids)`` per step."""
 

@@ -6,6 +6,7 @@ rejects unknown keys and wrong types, then turned into the dataclass instance th
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,41 +40,6 @@ class DataConfig:
     # JPEGs decode at a reduced scale (1/2, 1/4, 1/8) while their shorter side stays at least
     # this many pixels; null: 2 x model.train_size; 0: always in full
     decode_min_side: int | None = None
-
-
-@dataclass
-class LossConfig:
-    name: str = "infonce_koleo"  # infonce_koleo | contrastive_xbm | arcface
-    # infonce_koleo (SSCD)
-    temperature: float = 0.05
-    entropy_weight: float = 10.0
-    mix_fraction: float = 0.0  # mixed images added per batch, as a fraction of the batch
-    mix_alpha: float = 1.0  # mixup λ ~ Beta(α, α)
-    cutmix_prob: float = 0.5  # a mixed image is a cutmix (else a mixup) with this probability
-    # contrastive_xbm (1st place)
-    pos_margin: float = 0.0
-    neg_margin: float = 1.0
-    # contrastive_xbm and infonce_koleo: a cross-batch memory of past embeddings as negatives
-    memory_size: int = 0  # cross-batch memory entries (0: none)
-    memory_warmup: int = 0  # steps before the memory is used
-    # arcface (2nd place)
-    margin: float = 0.4
-    scale: float = 40.0
-
-
-LOSS_FIELDS = {  # which LossConfig fields each loss reads (others must keep their defaults)
-    "infonce_koleo": {
-        "temperature",
-        "entropy_weight",
-        "mix_fraction",
-        "mix_alpha",
-        "cutmix_prob",
-        "memory_size",
-        "memory_warmup",
-    },  # fmt: skip
-    "contrastive_xbm": {"pos_margin", "neg_margin", "memory_size", "memory_warmup"},
-    "arcface": {"margin", "scale"},
-}
 
 
 @dataclass
@@ -129,7 +95,6 @@ class LoggerConfig:
 SCHEMAS = {
     "data": DataConfig,
     "model": ModelConfig,
-    "loss": LossConfig,
     "augment": AugmentConfig,
     "optim": OptimConfig,
     "logger": LoggerConfig,
@@ -143,6 +108,37 @@ def typed(cfg: DictConfig, group: str):
         return OmegaConf.to_object(merged)
     except (OmegaConfBaseException, TypeError, ValueError) as e:
         raise ConfigError(f"config group '{group}': {e}") from e
+
+
+NO_DEFAULT = object()
+
+
+def key_default(key: str, before: dict, now: dict) -> Any:
+    """The default of ``group.field`` (``NO_DEFAULT`` when there is none), for a key a saved
+    config (``before``, flattened) lacks and the current one (``now``) has: the field's default
+    in the group's schema, the parameter's default in the loss class's constructor, or for
+    ``group._target_`` the class of the saved option (``conf/<group>/<before's name>.yaml``: a
+    config saved before fisc named classes)."""
+    group, _, name = key.partition(".")
+    if name == "_target_":
+        from fisc.paths import config_dir
+
+        path = config_dir() / group / f"{before.get(f'{group}.name')}.yaml"
+        return OmegaConf.load(path).get("_target_", NO_DEFAULT) if path.is_file() else NO_DEFAULT
+    if group == "loss":
+        from fisc.losses import loss_class, loss_schema
+
+        try:
+            fields = dataclasses.fields(loss_schema(loss_class({"_target_": now["loss._target_"]})))
+        except (KeyError, ValueError):
+            return NO_DEFAULT
+        return next((f.default for f in fields if f.name == name), NO_DEFAULT)
+    for f in dataclasses.fields(SCHEMAS[group]) if group in SCHEMAS else ():
+        if f.name == name:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            return f.default_factory()  # type: ignore[misc]
+    return NO_DEFAULT
 
 
 ROOT_KEYS = frozenset(
@@ -165,6 +161,7 @@ ROOT_KEYS = frozenset(
         "paths",
         "trainer",
         "callbacks",
+        "loss",  # checked against its loss class's signature (check_loss)
         *SCHEMAS,
     }
 )
@@ -217,17 +214,7 @@ def check_config(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"threads must be a positive int or null, got {threads!r}")
     if cfg.batch_size < 2:
         raise ConfigError(f"batch_size (global) must be >= 2, got {cfg.batch_size}")
-    loss = out["loss"]
-    if loss.name not in LOSS_FIELDS:
-        raise ConfigError(f"unknown loss {loss.name!r}; known: {sorted(LOSS_FIELDS)}")
-    default = LossConfig()
-    unused = sorted(
-        k
-        for k in set().union(*LOSS_FIELDS.values()) - LOSS_FIELDS[loss.name]
-        if getattr(loss, k) != getattr(default, k)
-    )
-    if unused:
-        raise ConfigError(f"loss {loss.name} does not use {unused}; remove them")
+    out["loss"] = check_loss(resolved.loss, out["model"].dims)
     if out["optim"].name not in ("adamw", "sgd", "lars"):
         raise ConfigError(f"unknown optimizer {out['optim'].name!r} (adamw | sgd | lars)")
     if out["optim"].lr_scaling not in ("linear", "sqrt", "none"):
@@ -245,6 +232,29 @@ def check_config(cfg: DictConfig) -> dict[str, Any]:
         except ValueError as e:
             raise ConfigError(f"postprocess: {e}") from e
     return out
+
+
+def check_loss(loss: DictConfig, dims: int) -> dict[str, Any]:
+    """The loss group (``_target_``, ``name``, the loss's arguments) checked against its class's
+    constructor (:func:`fisc.losses.loss_fields`: unknown keys, types), then built once as a
+    trial (2 classes for a loss that takes ``num_classes``) so that the constructor's own
+    checks of the values also run before the run dir is touched. Returns it as a plain dict,
+    values converted to the constructor's types: what :func:`fisc.losses.build_loss` takes."""
+    import torch
+
+    from fisc.losses import build_loss, loss_fields
+
+    if not isinstance(loss, DictConfig):
+        raise ConfigError(f"loss must be a mapping (_target_, name, arguments), got {loss!r}")
+    plain = OmegaConf.to_container(loss, resolve=True)
+    try:
+        checked = {k: v for k, v in plain.items() if k in ("_target_", "name")}
+        checked.update(loss_fields(plain))
+        with torch.random.fork_rng(devices=[]):  # the trial build draws no number of the run's
+            build_loss(checked, dims, num_classes=2)
+    except ValueError as e:
+        raise ConfigError(f"config group 'loss': {e}") from e
+    return checked
 
 
 def check_stages(cfg: DictConfig) -> list[StageConfig]:

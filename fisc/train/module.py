@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import math
 import random
-from dataclasses import asdict
+from collections.abc import Mapping
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytorch_lightning as pl
@@ -15,34 +16,47 @@ import torch.distributed as dist
 from fisc.descriptors.h5io import Descriptors
 from fisc.evaluation import evaluate
 from fisc.losses import build_loss
-from fisc.losses.mix import mix_images
 from fisc.models.descriptor import ModelConfig, build_descriptor_model
 from fisc.models.weights import WeightsConfig
-from fisc.train.config import LossConfig, OptimConfig
+from fisc.train.config import OptimConfig
 
 log = logging.getLogger(__name__)
 
 
 class CopyDetectionModule(pl.LightningModule):
+    """``model`` and ``optim`` are the checked groups (:func:`fisc.train.config.check_config`),
+    ``loss`` the loss group's checked config (``_target_``, ``name`` and the loss's arguments),
+    built here by :func:`fisc.losses.build_loss`."""
+
     def __init__(
         self,
-        model: dict,
-        loss: dict,
-        optim: dict,
+        model: ModelConfig,
+        loss: Mapping,
+        optim: OptimConfig,
         batch_size: int,
         load_weights: bool = True,
         num_classes: int | None = None,
         lr_scale: float = 1.0,
     ):
         super().__init__()
-        self.save_hyperparameters()  # plain dicts: checkpoints stay loadable with weights_only
-        self.model_cfg = model_config_from_dict(model)
+        # a record of the run's settings, as plain dicts (checkpoints load with weights_only)
+        self.save_hyperparameters(
+            {
+                "model": asdict(model),
+                "loss": dict(loss),
+                "optim": asdict(optim),
+                "batch_size": batch_size,
+                "load_weights": load_weights,
+                "num_classes": num_classes,
+                "lr_scale": lr_scale,
+            }
+        )
+        self.model_cfg = model
         if not load_weights:  # the checkpoint's state dict will replace them anyway
-            self.model_cfg.weights = WeightsConfig(source="none")
+            self.model_cfg = replace(model, weights=WeightsConfig(source="none"))
         self.model = build_descriptor_model(self.model_cfg)
-        self.loss_cfg = LossConfig(**loss)
-        self.loss = build_loss(self.loss_cfg, self.model_cfg.dims, num_classes)
-        self.optim_cfg = OptimConfig(**optim)
+        self.loss = build_loss(loss, self.model_cfg.dims, num_classes)
+        self.optim_cfg = optim
         self._val_outputs: list[list[tuple[np.ndarray, np.ndarray]]] = [[], []]
         self.last_validation = None
 
@@ -68,22 +82,12 @@ class CopyDetectionModule(pl.LightningModule):
         n = view_a.shape[0]
         ids = torch.cat([index, index])
         images = [view_a, view_b]
-        c = self.loss_cfg
-        count = int(round(c.mix_fraction * n)) if c.name == "infonce_koleo" else 0
-        if count:  # SSCD mixed positives: extra anchors made from pairs of second views
-            mixed, primary, partner, lam = mix_images(
-                view_b, index, count, c.mix_alpha, c.cutmix_prob
-            )
-            images.append(mixed)
-            ids = torch.cat([ids, primary])
-            none = torch.full_like(index, -1)
-            partners = torch.cat([none, none, partner])
-            lams = torch.cat([torch.ones(2 * n, device=lam.device), lam.float()])
+        extra = self.loss.extra_views(view_b, index)  # e.g. SSCD's mixed images
+        if extra is not None:
+            images.append(extra.images)
+            ids = torch.cat([ids, extra.ids])
         embeddings = self.model(torch.cat(images)).float()
-        if count:
-            out = self.loss(embeddings, ids, partners, lams)
-        else:
-            out = self.loss(embeddings, ids)
+        out = self.loss(embeddings, ids, **(extra.loss_kwargs if extra is not None else {}))
         self.log("train/loss", out.loss, prog_bar=True, batch_size=n)
         for key, value in out.logs().items():
             self.log(f"train/{key}", value, prog_bar=key.endswith("top1"), batch_size=n)
@@ -212,13 +216,3 @@ def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float
         return (step + 1) / (warmup + 1)
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def model_config_from_dict(d: dict) -> ModelConfig:
-    d = dict(d)
-    weights = WeightsConfig(**d.pop("weights", {}))
-    return ModelConfig(**d, weights=weights)
-
-
-def model_config_to_dict(cfg: ModelConfig) -> dict:
-    return asdict(cfg)

@@ -31,11 +31,24 @@ RESUMABLE_CHANGES = (
 )
 
 
+def without_targets(data):
+    """``data`` (containers) without its ``_target_`` keys, at every depth."""
+    if isinstance(data, dict):
+        return {k: without_targets(v) for k, v in data.items() if k != "_target_"}
+    if isinstance(data, list):
+        return [without_targets(v) for v in data]
+    return data
+
+
 def config_hash(*, _root_: DictConfig) -> str:
     """``${config_hash:}``: 10 hex digits of the sha256 of the recipe (the config without the
-    keys a resume may change), so the same config always gets the same default run dir."""
+    keys a resume may change), so the same config always gets the same default run dir.
+    ``_target_`` keys (a loss's class) are left out: a group's option is named by its ``name``
+    and set by its fields, and the run dirs of configs from before fisc named classes keep
+    their hash. (A run whose ``loss._target_`` alone is overridden gets the same dir, and
+    resuming it is refused: ``check_same_run`` compares ``_target_``.)"""
 
-    data = OmegaConf.to_container(_root_, resolve=False)
+    data = without_targets(OmegaConf.to_container(_root_, resolve=False))
     recipe = {k: v for k, v in data.items() if k not in (*RESUMABLE_CHANGES, "hydra", "run_name")}
     text = json.dumps(recipe, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:10]

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -35,10 +34,10 @@ from fisc.determinism import deterministic_kernels, fixed_threads
 from fisc.malloc import keep_freed_memory
 from fisc.paths import source_root
 from fisc.train.config import (
-    SCHEMAS,
     ConfigError,
     LoggerConfig,
     check_config,
+    key_default,
 )
 from fisc.train.datamodule import CopyDetectionDataModule, ResumeCheck, SkippedImages
 from fisc.train.lock import RunLock, is_rank_zero_process
@@ -133,30 +132,19 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-_NO_DEFAULT = object()
-
-
-def _schema_default(key: str) -> Any:
-    """The dataclass default of ``group.field`` (``_NO_DEFAULT`` for anything else)."""
-    group, _, name = key.partition(".")
-    for f in dataclasses.fields(SCHEMAS[group]) if group in SCHEMAS else ():
-        if f.name == name:
-            if f.default is not dataclasses.MISSING:
-                return f.default
-            return f.default_factory()  # type: ignore[misc]
-    return _NO_DEFAULT
-
-
 def check_same_run(saved: Path, cfg: DictConfig) -> None:
     """Refuse to resume a run whose recipe (model, loss, data, ...) has changed. A key the
-    saved config lacks (added by a newer fisc) is no change when it holds its default."""
+    saved config lacks (added by a newer fisc) is no change when it holds its default; so is
+    a ``_target_`` it lacks that names the class of the saved option (``loss.name``)."""
     before = _flatten(OmegaConf.to_container(OmegaConf.load(saved), resolve=False))
     now = _flatten(OmegaConf.to_container(cfg, resolve=True))
     changed = []
     for key in sorted(set(before) | set(now)):
         if key.split(".")[0] in RESUMABLE_CHANGES or before.get(key) == now.get(key):
             continue
-        if key not in before and (now[key] in (None, [], {}) or now[key] == _schema_default(key)):
+        if key not in before and (
+            now[key] in (None, [], {}) or now[key] == key_default(key, before, now)
+        ):
             continue
         changed.append(key)
     if changed:
@@ -535,9 +523,9 @@ def build_module(
 ) -> CopyDetectionModule:
     """The training run's LightningModule (model, loss, optimizer settings)."""
     return CopyDetectionModule(
-        model=asdict(groups["model"]),
-        loss=asdict(groups["loss"]),
-        optim=asdict(groups["optim"]),
+        model=groups["model"],
+        loss=groups["loss"],
+        optim=groups["optim"],
         batch_size=cfg.batch_size,
         num_classes=num_classes,
         lr_scale=lr_scale,
