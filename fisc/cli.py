@@ -362,7 +362,7 @@ def _freeze(args) -> None:
     if args.no_postprocess and args.postprocess:
         raise ValueError("give --postprocess FILE or --no-postprocess, not both")
     out = freeze(args.checkpoint, args.out, postprocess=postprocess)
-    from fisc.export.freeze import read_card
+    from fisc.export.card import read_card
 
     pp = read_card(out).get("postprocess")
     what = f"post-processing {pp['spec']!r} ({pp['dims']}-d)" if pp else "no post-processing"

@@ -135,7 +135,8 @@ class DescriptorPipeline:
         """A frozen artifact's pipeline (model, preprocessing and post-processor from its
         model card), after verifying its manifest and golden descriptors on ``device``
         (``tolerance`` None: bit-identical on CPU, the GPU golden tolerance elsewhere)."""
-        from fisc.export.freeze import golden_tolerance, load_artifact
+        from fisc.export.golden import golden_tolerance
+        from fisc.export.load import load_artifact
 
         if tolerance is None:
             tolerance = golden_tolerance(device)
@@ -251,7 +252,7 @@ def source_kind(path: str | Path) -> str:
     anything else, whose loading then says what is wrong with it (a missing file, a run
     folder, a file that is not a fisc training checkpoint). A TorchScript/ONNX export folder
     and an artifact's weights file alone are refused here, with what to load instead."""
-    from fisc.export.freeze import CARD_FILE, MANIFEST_FILE, MODEL_FILE
+    from fisc.export.artifact import CARD_FILE, MANIFEST_FILE, MODEL_FILE
 
     path = Path(path)
     if not path.exists():

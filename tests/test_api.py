@@ -130,7 +130,7 @@ def test_load_checkpoint_gives_the_cli_descriptors(run_ckpt, refs, tmp_path):
 
 
 def test_load_artifact_is_verified_and_ships_what_was_evaluated(artifact, run_ckpt, refs, tmp_path):
-    from fisc.export.freeze import verify_manifest
+    from fisc.export.manifest import verify_manifest
 
     pipeline = fisc.load(artifact)
     assert pipeline.artifact_hash == verify_manifest(artifact)
@@ -164,7 +164,7 @@ def test_extraction_runs_where_the_model_is(run_ckpt, refs, monkeypatch):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_load_on_cuda_verifies_and_extracts_there(artifact, refs):
-    from fisc.export.freeze import GPU_GOLDEN_TOLERANCE
+    from fisc.export.golden import GPU_GOLDEN_TOLERANCE
 
     pipeline = fisc.load(artifact, device="cuda")  # golden check on the GPU, GPU tolerance
     assert pipeline.device.type == "cuda"
@@ -176,7 +176,7 @@ def test_load_on_cuda_verifies_and_extracts_there(artifact, refs):
 
 def test_load_refuses_what_it_cannot_load_and_says_why(artifact, run_ckpt, tmp_path):
     from fisc.checkpoints import CheckpointError, CorruptCheckpointError
-    from fisc.export.freeze import ArtifactError
+    from fisc.export.artifact import ArtifactError
 
     with pytest.raises(FileNotFoundError, match=r"absent\.ckpt does not exist"):
         fisc.load(tmp_path / "absent.ckpt")
@@ -349,7 +349,7 @@ def _resave(artifact: Path, dst: Path, **metadata) -> Path:
     if frozen that way)."""
     from safetensors.torch import load_file, save_file
 
-    from fisc.export.freeze import write_manifest
+    from fisc.export.manifest import write_manifest
 
     shutil.copytree(artifact, dst)
     for p in [dst, *dst.rglob("*")]:
@@ -361,7 +361,7 @@ def _resave(artifact: Path, dst: Path, **metadata) -> Path:
 
 
 def test_loading_checks_the_weights_metadata(artifact, refs, tmp_path):
-    from fisc.export.freeze import ArtifactError
+    from fisc.export.artifact import ArtifactError
 
     meta = _metadata(artifact / "model.safetensors")
     config = json.loads(meta["fisc.model_config"])

@@ -189,7 +189,8 @@ def _copy(artifact, tmp_path):
 def test_freeze_writes_verifiable_artifact(artifact, checkpoint):
     import json
 
-    from fisc.export.freeze import MANIFEST_FILE, load_artifact
+    from fisc.export.artifact import MANIFEST_FILE
+    from fisc.export.load import load_artifact
     from fisc.models.weights import sha256_of
 
     names = sorted(p.relative_to(artifact).as_posix() for p in artifact.rglob("*") if p.is_file())
@@ -217,7 +218,7 @@ def test_freeze_writes_verifiable_artifact(artifact, checkpoint):
 
 
 def test_probe_images_are_deterministic(tmp_path):
-    from fisc.export.freeze import synthetic_probe_images
+    from fisc.export.probes import synthetic_probe_images
 
     a = synthetic_probe_images(tmp_path / "a")
     b = synthetic_probe_images(tmp_path / "b")
@@ -226,7 +227,8 @@ def test_probe_images_are_deterministic(tmp_path):
 
 
 def test_tampered_weights_named(artifact, tmp_path):
-    from fisc.export.freeze import ArtifactError, load_artifact
+    from fisc.export.artifact import ArtifactError
+    from fisc.export.load import load_artifact
 
     art = _copy(artifact, tmp_path)
     path = art / "model.safetensors"
@@ -238,7 +240,9 @@ def test_tampered_weights_named(artifact, tmp_path):
 
 
 def test_missing_golden(artifact, tmp_path):
-    from fisc.export.freeze import ArtifactError, check_golden, load_artifact
+    from fisc.export.artifact import ArtifactError
+    from fisc.export.golden import check_golden
+    from fisc.export.load import load_artifact
 
     art = _copy(artifact, tmp_path)
     (art / "golden.h5").unlink()
@@ -259,7 +263,8 @@ def _resave_changed_weight(art):
 
 
 def test_changed_weight_stale_manifest(artifact, tmp_path):
-    from fisc.export.freeze import ArtifactError, load_artifact
+    from fisc.export.artifact import ArtifactError
+    from fisc.export.load import load_artifact
 
     art = _copy(artifact, tmp_path)
     _resave_changed_weight(art)
@@ -268,7 +273,9 @@ def test_changed_weight_stale_manifest(artifact, tmp_path):
 
 
 def test_changed_weight_fresh_manifest_fails_golden(artifact, tmp_path):
-    from fisc.export.freeze import ArtifactError, load_artifact, write_manifest
+    from fisc.export.artifact import ArtifactError
+    from fisc.export.load import load_artifact
+    from fisc.export.manifest import write_manifest
 
     art = _copy(artifact, tmp_path)
     _resave_changed_weight(art)
@@ -279,7 +286,8 @@ def test_changed_weight_fresh_manifest_fails_golden(artifact, tmp_path):
 
 
 def test_unlisted_file_and_missing_manifest(artifact, tmp_path):
-    from fisc.export.freeze import ArtifactError, load_artifact
+    from fisc.export.artifact import ArtifactError
+    from fisc.export.load import load_artifact
 
     art = _copy(artifact, tmp_path)
     (art / "extra.txt").write_text("x")
@@ -294,12 +302,9 @@ def test_freeze_with_postprocess_and_own_probe(checkpoint, tmp_path):
     import json
 
     from fisc.data.disc21 import list_images
-    from fisc.export.freeze import (
-        freeze,
-        load_artifact,
-        load_postprocessor,
-        synthetic_probe_images,
-    )
+    from fisc.export.freeze import freeze
+    from fisc.export.load import load_artifact, load_postprocessor
+    from fisc.export.probes import synthetic_probe_images
     from fisc.postprocess.spec import PostProcessor
 
     probe = synthetic_probe_images(tmp_path / "mine", n=3, seed=1)
@@ -494,7 +499,7 @@ def test_deterministic_kernels_set_and_restore():
 def _eager(artifact, images):
     import torch
 
-    from fisc.export.freeze import load_artifact
+    from fisc.export.load import load_artifact
 
     model = load_artifact(artifact, verify=False).model
     with torch.inference_mode():
@@ -502,7 +507,8 @@ def _eager(artifact, images):
 
 
 def test_runtime_exports_match_eager_with_dynamic_batch(artifact, tmp_path):
-    from fisc.export.freeze import ArtifactError, artifact_hash
+    from fisc.export.artifact import ArtifactError
+    from fisc.export.manifest import artifact_hash
     from fisc.export.runtime import (
         RuntimeExportError,
         export_runtimes,
@@ -619,7 +625,7 @@ def test_cli_export_runtime(artifact, tmp_path, capsys):
 def test_run_export_makes_runtime_once_for_its_artifact(tmp_path, checkpoint, tiny_minidisc):
     import dataclasses
 
-    from fisc.export.freeze import ArtifactError
+    from fisc.export.artifact import ArtifactError
     from fisc.export.phase2 import run_export
 
     ec = _export_config(
@@ -648,7 +654,7 @@ def test_phase2_recheck_catches_references_that_changed_under_intact_phase1_file
 
     import cv2
 
-    from fisc.export.freeze import artifact_hash
+    from fisc.export.manifest import artifact_hash
     from fisc.export.phase2 import ExportError, check_phase1, export_phase2, run_export
 
     root = tmp_path / "data"

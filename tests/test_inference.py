@@ -139,7 +139,9 @@ def test_postprocessor_of_another_checkpoint_is_refused(fitted_run, tmp_path):
 
 
 def test_freeze_takes_the_runs_postprocessor_by_default(fitted_run, tmp_path):
-    from fisc.export.freeze import freeze, load_artifact, read_card
+    from fisc.export.card import read_card
+    from fisc.export.freeze import freeze
+    from fisc.export.load import load_artifact
 
     art = freeze(fitted_run, tmp_path / "art")
     card = read_card(art)
@@ -165,7 +167,8 @@ def test_freeze_takes_the_runs_postprocessor_by_default(fitted_run, tmp_path):
 
 
 def test_freeze_refuses_a_run_whose_recipe_postprocesses_without_a_fit(run_checkpoint, tmp_path):
-    from fisc.export.freeze import ArtifactError, freeze
+    from fisc.export.artifact import ArtifactError
+    from fisc.export.freeze import freeze
 
     ckpt = _copy_run(run_checkpoint, tmp_path / "run")
     run_postprocess_path(ckpt).unlink(missing_ok=True)
@@ -185,7 +188,10 @@ def _tamper_postprocessor(path: Path) -> None:
 
 
 def test_golden_check_fails_on_a_tampered_postprocessor(fitted_run, tmp_path):
-    from fisc.export.freeze import ArtifactError, freeze, load_artifact, write_manifest
+    from fisc.export.artifact import ArtifactError
+    from fisc.export.freeze import freeze
+    from fisc.export.load import load_artifact
+    from fisc.export.manifest import write_manifest
 
     art = freeze(fitted_run, tmp_path / "art")
     _tamper_postprocessor(art / "postprocess.npz")
@@ -199,7 +205,8 @@ def test_golden_check_fails_on_a_tampered_postprocessor(fitted_run, tmp_path):
 def test_phase2_reference_recheck_fails_on_a_tampered_postprocessor(
     fitted_run, tiny_minidisc, tmp_path
 ):
-    from fisc.export.freeze import freeze, load_artifact
+    from fisc.export.freeze import freeze
+    from fisc.export.load import load_artifact
     from fisc.export.phase2 import ExportError, export_phase1, recheck_references
 
     art = freeze(fitted_run, tmp_path / "art")
@@ -227,7 +234,8 @@ def test_phase2_reference_recheck_fails_on_a_tampered_postprocessor(
 
 def test_runtime_exports_match_the_eager_pipeline_in_both_roles(fitted_run, tmp_path):
     import fisc.export.runtime as runtime
-    from fisc.export.freeze import freeze, load_artifact
+    from fisc.export.freeze import freeze
+    from fisc.export.load import load_artifact
 
     art = freeze(fitted_run, tmp_path / "art")
     card = runtime.export_runtimes(art, tmp_path / "rt")
@@ -333,7 +341,8 @@ def test_extract_reproduces_artifact_baselines_and_postprocessed_rows(
 ):
     from fisc.baselines.phash import phash_descriptors
     from fisc.baselines.untrained import untrained_pipeline
-    from fisc.export.freeze import freeze, load_artifact
+    from fisc.export.freeze import freeze
+    from fisc.export.load import load_artifact
 
     refs_dir = tiny_minidisc / "images" / "reference"
     refs = list_images(refs_dir)

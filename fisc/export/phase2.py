@@ -32,7 +32,8 @@ from fisc.descriptors.h5io import (
     write_vectors,
 )
 from fisc.determinism import deterministic_kernels
-from fisc.export.freeze import golden_tolerance, load_artifact
+from fisc.export.golden import golden_tolerance
+from fisc.export.load import load_artifact
 from fisc.export.validate import read_id_list, validate_submission
 from fisc.inference import DescriptorPipeline
 from fisc.models.weights import sha256_of
@@ -270,7 +271,7 @@ def export_phase2(ec: ExportConfig) -> dict:
 def check_artifact_source(ec: ExportConfig) -> None:
     """An existing artifact must be the one ``ec`` would freeze: from ``ec.checkpoint`` (same
     sha256) and, with ``postprocess: run``, with that run's fitted post-processor."""
-    from fisc.export.freeze import read_card
+    from fisc.export.card import read_card
     from fisc.inference import run_postprocess_path
 
     if not ec.checkpoint or not Path(ec.checkpoint).is_file():
@@ -313,7 +314,7 @@ def run_export(ec: ExportConfig) -> dict:
         check_artifact_source(ec)
     runtime = None
     if ec.runtime_dir and ec.runtime_formats:
-        from fisc.export.freeze import artifact_hash
+        from fisc.export.manifest import artifact_hash
         from fisc.export.runtime import export_runtimes, read_runtime_card
 
         if Path(ec.runtime_dir).exists():

@@ -42,13 +42,9 @@ import torch
 from torch import nn
 
 from fisc.data.disc21 import list_images
-from fisc.export.freeze import (
-    POSTPROCESS_FILE,
-    PROBE_DIR,
-    load_artifact,
-    manifested_dir,
-    verify_manifest,
-)
+from fisc.export.artifact import POSTPROCESS_FILE, PROBE_DIR
+from fisc.export.load import load_artifact
+from fisc.export.manifest import manifested_dir, verify_manifest
 from fisc.inference import ROLES, DescriptorPipeline
 from fisc.models.descriptor import DescriptorModel
 
