@@ -45,7 +45,7 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from fisc.data.decode import load_rgb
-from fisc.descriptors.h5io import atomic_path
+from fisc.files import atomic_path
 from fisc.malloc import keep_freed_memory
 from fisc.train.config import check_config
 from fisc.train.run import build_datamodule, build_module

@@ -32,7 +32,7 @@ import torch
 from bench_train import compose_cfg, parse_variants
 
 from fisc.data.datasets import TwoViewDataset
-from fisc.descriptors.h5io import atomic_path
+from fisc.files import atomic_path
 from fisc.malloc import keep_freed_memory
 from fisc.train.config import check_config
 from fisc.train.run import build_datamodule

@@ -26,7 +26,7 @@ _LAZY = {
     "evaluate": "fisc.api",
     "list_images": "fisc.data.disc21",
     "DescriptorPipeline": "fisc.inference",
-    "Descriptors": "fisc.descriptors.h5io",
+    "Descriptors": "fisc.descriptors",
     "EvalResult": "fisc.evaluation",
 }
 
@@ -43,7 +43,7 @@ __all__ = [
 if TYPE_CHECKING:
     from fisc.api import evaluate, load
     from fisc.data.disc21 import list_images
-    from fisc.descriptors.h5io import Descriptors
+    from fisc.descriptors import Descriptors
     from fisc.evaluation import EvalResult
     from fisc.inference import DescriptorPipeline
 

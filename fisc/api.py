@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-    from fisc.descriptors.h5io import Descriptors
+    from fisc.descriptors import Descriptors
     from fisc.evaluation import EvalResult
     from fisc.inference import DescriptorPipeline
 
@@ -40,7 +40,7 @@ def load(
 
     The pipeline turns images into descriptors: ``pipeline.queries(images)`` and
     ``pipeline.references(images)`` (``images`` from :func:`fisc.list_images`) return
-    :class:`~fisc.descriptors.h5io.Descriptors` (``ids``, float32 ``vectors``), computed on
+    :class:`~fisc.descriptors.Descriptors` (``ids``, float32 ``vectors``), computed on
     the model's device. Anything else at ``path`` raises an error that says what it is.
     """
     from fisc.inference import load_pipeline, source_kind
@@ -65,7 +65,7 @@ def evaluate(
     :class:`~fisc.evaluation.EvalResult` (``micro_ap``, ``recall_at_p90``, ``recall_at_1``,
     ``recall_at_10``, counts; ``to_json(path)``).
 
-    - ``queries``, ``references``: :class:`~fisc.descriptors.h5io.Descriptors` (e.g. from
+    - ``queries``, ``references``: :class:`~fisc.descriptors.Descriptors` (e.g. from
       ``pipeline.queries(...)``) or per-set ``.h5`` files as ``fisc extract`` writes them;
       or instead ``submission``: one submission file (``query``, ``reference``, ``*_ids``);
     - ``gt``: the ground-truth CSV (``query_id,reference_id``; an empty reference: no match)
@@ -74,9 +74,9 @@ def evaluate(
       500,000) or ``per_query`` (``k`` neighbours per query); ``backend``: ``auto``,
       ``faiss`` or ``torch``; ``disc_ids``: require DISC21 ids (``Q%05d``, ``R%06d``).
     """
+    from fisc.challenge import load_ground_truth
     from fisc.evaluation import evaluate as score
     from fisc.evaluation import read_inputs
-    from fisc.metrics.micro_ap import load_ground_truth
 
     q, r, _ = read_inputs(queries, references, submission)
     truth = gt if isinstance(gt, Mapping) else load_ground_truth(gt, disc_ids=disc_ids)

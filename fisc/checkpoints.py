@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from fisc.descriptors.h5io import atomic_path
+from fisc.files import atomic_path
 
 log = logging.getLogger(__name__)
 

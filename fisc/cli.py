@@ -81,9 +81,10 @@ def _extract_source(args):
 
 def _extract(args) -> None:
     from fisc.baselines.phash import phash_descriptors
+    from fisc.challenge import load_ground_truth
     from fisc.data.disc21 import list_images
-    from fisc.descriptors.h5io import atomic_path, write_vectors
-    from fisc.metrics.micro_ap import load_ground_truth
+    from fisc.descriptors.h5io import write_vectors
+    from fisc.files import atomic_path
 
     if Path(args.out).exists() and not args.overwrite:
         raise FileExistsError(f"{args.out} exists (pass --overwrite to replace it)")
@@ -201,8 +202,8 @@ def _fit_postprocess(args) -> None:
 
 
 def _evaluate(args) -> None:
+    from fisc.challenge import load_ground_truth
     from fisc.evaluation import evaluate, read_inputs, results_table
-    from fisc.metrics.micro_ap import load_ground_truth
 
     for out in (args.json, args.write_predictions):
         if out and Path(out).exists() and not args.overwrite:
@@ -251,8 +252,9 @@ def _evaluate(args) -> None:
 
 def _evaluate_predictions(args) -> None:
     """``fisc evaluate --predictions CSV``: a scored list, as isc2021's compute_metrics.py."""
+    from fisc.challenge import load_ground_truth
     from fisc.evaluation import evaluate_predictions, results_table
-    from fisc.metrics.micro_ap import load_ground_truth, load_predictions
+    from fisc.metrics.micro_ap import load_predictions
 
     given = [flag for flag, value in (
         ("--submission", args.submission), ("--query", args.query),
@@ -322,8 +324,9 @@ def _sweep(args, queries, references) -> None:
     """Post-processing specs fitted on training descriptors, one table row per spec."""
     import json
 
-    from fisc.descriptors.h5io import atomic_path, read_vectors
-    from fisc.metrics.micro_ap import load_ground_truth
+    from fisc.challenge import load_ground_truth
+    from fisc.descriptors.h5io import read_vectors
+    from fisc.files import atomic_path
     from fisc.postprocess import sweep, sweep_table
 
     if not args.train:
@@ -388,7 +391,7 @@ def _export_runtime(args) -> None:
 
 
 def _validate_submission(args) -> int:
-    from fisc.export.validate import main as validate_main
+    from fisc.challenge import validate_submission_main as validate_main
 
     return validate_main(args.rest)
 
@@ -656,7 +659,7 @@ def _cuda() -> bool:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["validate-submission"]:  # its own parser, so its options and -h pass through
-        from fisc.export.validate import main as validate_main
+        from fisc.challenge import validate_submission_main as validate_main
 
         return validate_main(argv[1:]) or 0
     if argv[:1] == ["train"]:  # Hydra's own parser: its options (-m, --cfg, --help) pass through

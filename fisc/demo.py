@@ -22,11 +22,13 @@ from hydra import compose, initialize_config_dir
 
 from fisc.baselines.phash import phash_descriptors
 from fisc.baselines.untrained import untrained_pipeline
+from fisc.challenge import load_ground_truth
 from fisc.data.disc21 import Disc21
-from fisc.descriptors.h5io import Descriptors, atomic_path, write_vectors
+from fisc.descriptors import Descriptors
+from fisc.descriptors.h5io import write_vectors
 from fisc.evaluation import EvalResult, evaluate, results_table
+from fisc.files import atomic_path
 from fisc.inference import DescriptorPipeline, load_fitted_postprocessor, subset
-from fisc.metrics.micro_ap import load_ground_truth
 from fisc.paths import config_dir
 from fisc.train.config import check_config
 from fisc.train.run import train

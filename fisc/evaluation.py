@@ -36,9 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
+from fisc.challenge import MAX_DIMS, check_submission_descriptors
 from fisc.data.disc21 import check_ground_truth
-from fisc.data.ids import is_valid_id
-from fisc.descriptors.h5io import Descriptors, atomic_path
+from fisc.descriptors import Descriptors
+from fisc.files import atomic_path
 from fisc.metrics.micro_ap import (
     _as_str_array,
     micro_average_precision,
@@ -48,7 +49,6 @@ from fisc.metrics.micro_ap import (
 from fisc.search.exact import global_capped_search, per_query_search
 
 PROTOCOLS = ("leaderboard", "isc2021", "per_query")
-MAX_DIMS = 256
 ISC2021_CAP = 500_000
 
 
@@ -72,31 +72,6 @@ class EvalResult:
     def to_json(self, path: str | Path) -> None:
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
-
-
-def check_submission_shape(
-    queries: Descriptors,
-    references: Descriptors,
-    max_dims: int = MAX_DIMS,
-    disc_ids: bool = False,
-):
-    """Errors that make descriptors unusable, raised before any search. ``disc_ids``: ids
-    must have the DISC21 formats (``Q%05d``, ``R%06d``); otherwise any unique ids."""
-    for name, d in (("query", queries), ("reference", references)):
-        if len(d.ids) == 0:
-            raise ValueError(f"{name} descriptors are empty")
-        if disc_ids:
-            bad = [i for i in d.ids.tolist() if not is_valid_id(name, i)]
-            if bad:
-                raise ValueError(f"{len(bad)} malformed {name} ids, e.g. {bad[:5]}")
-        if len(set(d.ids.tolist())) != len(d.ids):
-            raise ValueError(f"{name} descriptors have duplicate ids")
-        if d.vectors.shape[1] > max_dims:
-            raise ValueError(f"{name} descriptors have {d.vectors.shape[1]} dims > {max_dims}")
-    if queries.vectors.shape[1] != references.vectors.shape[1]:
-        raise ValueError(
-            f"query dims {queries.vectors.shape[1]} != reference dims {references.vectors.shape[1]}"
-        )
 
 
 def _list_metrics(query_ids, reference_ids, scores, ground_truth, unknown: str):
@@ -133,7 +108,7 @@ def evaluate(
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
-    check_submission_shape(queries, references, max_dims, disc_ids)
+    check_submission_descriptors(queries, references, max_dims, disc_ids)
     q_ids, r_ids = queries.ids, references.ids
     missing = sorted(set(ground_truth) - set(q_ids.tolist()))
     if missing:
@@ -237,7 +212,7 @@ def read_inputs(
 ) -> tuple[Descriptors, Descriptors, str]:
     """The descriptors ``fisc evaluate`` scores: ``(queries, references, name)`` from a
     submission file, or from query and reference descriptors (per-set ``.h5`` files, as
-    ``fisc extract`` writes them, or :class:`~fisc.descriptors.h5io.Descriptors`). ``name``
+    ``fisc extract`` writes them, or :class:`~fisc.descriptors.Descriptors`). ``name``
     (the file's stem) labels the results."""
     from fisc.descriptors.h5io import read_submission, read_vectors
 

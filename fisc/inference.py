@@ -35,10 +35,10 @@ from torch import nn
 
 from fisc.data.disc21 import ImageSet
 from fisc.data.preprocess import Preprocess
+from fisc.descriptors import Descriptors
 from fisc.descriptors.extract import extract_descriptors
-from fisc.descriptors.h5io import Descriptors
 from fisc.models.descriptor import ModelConfig
-from fisc.models.weights import sha256_of
+from fisc.provenance import sha256_of
 
 if TYPE_CHECKING:
     from fisc.postprocess.spec import PostProcessor
@@ -172,7 +172,7 @@ class DescriptorPipeline:
     def max_dims(self) -> int:
         """The dims limit the final descriptors are checked against (256 unless a spec's
         ``maxdim`` says otherwise)."""
-        from fisc.postprocess.spec import MAX_DIMS
+        from fisc.challenge import MAX_DIMS
 
         return self.postprocessor.max_dims if self.postprocessor is not None else MAX_DIMS
 
@@ -364,7 +364,7 @@ def fit_run_postprocessor(
     ``train_images`` and save it (default: beside the checkpoint, where ``fisc freeze`` and
     ``DescriptorPipeline.from_checkpoint(postprocess="run")`` find it). The file records the
     spec, the fit set (count, ids hash, folder) and the checkpoint's sha256."""
-    from fisc.descriptors.h5io import atomic_path
+    from fisc.files import atomic_path
 
     spec = spec or run_postprocess_spec(checkpoint)
     if not spec:

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fisc.descriptors.h5io import Descriptors, atomic_path
+from fisc.descriptors import Descriptors
 from fisc.evaluation import EvalResult, evaluate, results_table
+from fisc.files import atomic_path
 from fisc.metrics.micro_ap import micro_average_precision, precision_recall_curve
 from fisc.search.exact import global_capped_search
 

@@ -22,7 +22,8 @@ from conftest import REPO
 import fisc
 from fisc.cli import main as cli
 from fisc.data.disc21 import list_images
-from fisc.descriptors.h5io import Descriptors, read_vectors, write_submission, write_vectors
+from fisc.descriptors import Descriptors
+from fisc.descriptors.h5io import read_vectors, write_submission, write_vectors
 from fisc.inference import DescriptorPipeline, fit_run_postprocessor
 
 SPEC = "pca8,l2,stretch3:2.5"  # role-dependent: queries and references differ

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from fisc.cli import main as fisc_main
-from fisc.descriptors.h5io import Descriptors, write_vectors
+from fisc.descriptors import Descriptors
+from fisc.descriptors.h5io import write_vectors
 
 
 def test_evaluate_sweeps_postprocessing_specs(tmp_path):

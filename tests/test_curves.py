@@ -14,10 +14,10 @@ from PIL import Image
 
 
 def test_curves_train_keep_score_and_resume(tiny_minidisc, tmp_path):
+    from fisc.challenge import load_ground_truth
     from fisc.data.disc21 import Disc21
     from fisc.evaluation import evaluate
     from fisc.inference import DescriptorPipeline, subset
-    from fisc.metrics.micro_ap import load_ground_truth
 
     cmd = [sys.executable, "experiments/curves/curves.py", "--recipes", "demo", "--epochs", "2",
            "--every", "1", "--out", str(tmp_path / "out"), "--results", str(tmp_path / "res"),
@@ -66,9 +66,9 @@ def test_gpu_quality_script_runs_tiny_on_cpu(tmp_path):
     """experiments/gpu/quality.py --tiny: builds its minidisc, trains the best recipe with a time
     cap, scores every split next to pHash, and records the run (what the GPU run will do)."""
     from fisc.baselines.phash import phash_descriptors
+    from fisc.challenge import load_ground_truth
     from fisc.data.disc21 import Disc21
     from fisc.evaluation import evaluate
-    from fisc.metrics.micro_ap import load_ground_truth
 
     cmd = [sys.executable, "experiments/gpu/quality.py", "--tiny", "--data-dir",
            str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--results",

@@ -15,14 +15,9 @@ from PIL import Image
 from fisc.data.decode import ImageDecodeError
 from fisc.data.disc21 import list_images
 from fisc.data.preprocess import Preprocess
+from fisc.descriptors import Descriptors
 from fisc.descriptors.extract import NonFiniteDescriptorError, extract_descriptors
-from fisc.descriptors.h5io import (
-    Descriptors,
-    read_submission,
-    read_vectors,
-    write_submission,
-    write_vectors,
-)
+from fisc.descriptors.h5io import read_submission, read_vectors, write_submission, write_vectors
 from fisc.evaluation import evaluate
 
 

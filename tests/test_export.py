@@ -8,8 +8,8 @@ import h5py
 import numpy as np
 import pytest
 
-from fisc.export.validate import main as validate_main
-from fisc.export.validate import read_id_list, validate_submission
+from fisc.challenge import read_id_list, validate_submission
+from fisc.challenge import validate_submission_main as validate_main
 
 QUERIES = [f"Q{i:05d}" for i in range(5)]
 REFERENCES = [f"R{i:06d}" for i in range(7)]
@@ -191,7 +191,7 @@ def test_freeze_writes_verifiable_artifact(artifact, checkpoint):
 
     from fisc.export.artifact import MANIFEST_FILE
     from fisc.export.load import load_artifact
-    from fisc.models.weights import sha256_of
+    from fisc.provenance import sha256_of
 
     names = sorted(p.relative_to(artifact).as_posix() for p in artifact.rglob("*") if p.is_file())
     assert names == sorted(
@@ -419,7 +419,8 @@ def test_phase1_files_stamped_and_checked(tmp_path, checkpoint, tiny_minidisc):
     import hashlib
     import json
 
-    from fisc.descriptors.h5io import Descriptors, read_attrs, read_vectors, write_vectors
+    from fisc.descriptors import Descriptors
+    from fisc.descriptors.h5io import read_attrs, read_vectors, write_vectors
     from fisc.export.phase2 import ExportError, export_phase2, run_export
 
     ec = _export_config(tmp_path, checkpoint, tiny_minidisc)

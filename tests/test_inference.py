@@ -111,8 +111,8 @@ def test_pipeline_roles_apply_the_fitted_postprocessor(fitted_run, tiny_minidisc
 
 
 def test_fit_record_names_checkpoint_and_fit_set(fitted_run, tiny_minidisc):
-    from fisc.models.weights import sha256_of
     from fisc.postprocess.spec import ids_digest
+    from fisc.provenance import sha256_of
 
     pp = PostProcessor.load(run_postprocess_path(fitted_run))
     train = list_images(tiny_minidisc / "images" / "training")

@@ -11,10 +11,12 @@ import json
 import numpy as np
 import pytest
 
+from fisc.challenge import load_ground_truth
 from fisc.cli import main as fisc_main
-from fisc.descriptors.h5io import Descriptors, write_vectors
+from fisc.descriptors import Descriptors
+from fisc.descriptors.h5io import write_vectors
 from fisc.evaluation import evaluate, evaluate_predictions, results_table
-from fisc.metrics.micro_ap import load_ground_truth, load_predictions
+from fisc.metrics.micro_ap import load_predictions
 from fisc.postprocess import PostProcessor, ScoreNorm, parse_spec
 from fisc.search import exact
 from fisc.search.exact import knn

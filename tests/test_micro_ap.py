@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
+from fisc.challenge import load_ground_truth
 from fisc.data.ids import format_id
 from fisc.metrics.micro_ap import (
     Prediction,
-    load_ground_truth,
     micro_average_precision,
     precision_recall_curve,
     predictions_to_arrays,

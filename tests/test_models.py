@@ -7,7 +7,8 @@ import torch
 
 from fisc.models.descriptor import ModelConfig, build_descriptor_model
 from fisc.models.pooling import GeM, TokenPool
-from fisc.models.weights import WeightsConfig, WeightsError, read_state_dict, sha256_of
+from fisc.models.weights import WeightsConfig, WeightsError, read_state_dict
+from fisc.provenance import sha256_of
 
 
 def test_gem_matches_formula_and_special_cases():

@@ -7,7 +7,7 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
-from fisc.descriptors.h5io import Descriptors
+from fisc.descriptors import Descriptors
 from fisc.postprocess import (
     DBA,
     NES,

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from fisc.data.ids import format_id
-from fisc.descriptors.h5io import Descriptors
+from fisc.descriptors import Descriptors
 from fisc.metrics.micro_ap import micro_average_precision
 from fisc.reports import thumbnail_name, write_report
 from fisc.search.exact import global_capped_search

@@ -271,8 +271,9 @@ def test_wandb_logger_config_builds(compose_cfg, tiny_minidisc):
 def test_cli_scores_a_submission_file(tmp_path, tiny_minidisc, capsys):
     import numpy as np
 
-    from fisc.descriptors.h5io import Descriptors, write_submission
-    from fisc.metrics.micro_ap import load_ground_truth
+    from fisc.challenge import load_ground_truth
+    from fisc.descriptors import Descriptors
+    from fisc.descriptors.h5io import write_submission
 
     gt = load_ground_truth(tiny_minidisc / "dev_ground_truth.csv")
     refs = sorted(p.stem for p in (tiny_minidisc / "images" / "reference").iterdir())

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "experiments" / "curves"))
 import curves  # noqa: E402
 import study  # noqa: E402
 
-from fisc.descriptors.h5io import atomic_path  # noqa: E402
+from fisc.files import atomic_path  # noqa: E402
 
 # the demo recipe as it was when the ablations ran (`make demo` has since moved on to their
 # findings): disc_full edits on both views, PCA-whitening to 128 dims

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 from fisc.augment.pipeline import AugmentConfig  # noqa: E402
 from fisc.data.datasets import TwoViewDataset  # noqa: E402
 from fisc.data.disc21 import Disc21  # noqa: E402
-from fisc.descriptors.h5io import atomic_path  # noqa: E402
+from fisc.files import atomic_path  # noqa: E402
 from fisc.inference import DescriptorPipeline, resolve_preprocess  # noqa: E402
 from fisc.train.config import typed  # noqa: E402
 

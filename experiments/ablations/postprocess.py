@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT / "experiments" / "ablations"))
 import ablate  # noqa: E402
 import study  # noqa: E402
 
-from fisc.descriptors.h5io import atomic_path  # noqa: E402
+from fisc.files import atomic_path  # noqa: E402
 from fisc.inference import DescriptorPipeline  # noqa: E402
 from fisc.postprocess.spec import PostProcessor  # noqa: E402
 

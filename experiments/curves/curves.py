@@ -33,7 +33,7 @@ import study  # noqa: E402  (splits, scoring and baselines shared with the recip
 
 from fisc.baselines.phash import phash_descriptors  # noqa: E402
 from fisc.baselines.untrained import untrained_pipeline  # noqa: E402
-from fisc.descriptors.h5io import atomic_path  # noqa: E402
+from fisc.files import atomic_path  # noqa: E402
 from fisc.inference import DescriptorPipeline  # noqa: E402
 from fisc.postprocess.spec import PostProcessor  # noqa: E402
 from fisc.train.config import check_config  # noqa: E402

@@ -30,11 +30,11 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[2]
 
 from fisc.baselines.phash import phash_descriptors  # noqa: E402
+from fisc.challenge import load_ground_truth  # noqa: E402
 from fisc.data.disc21 import Disc21, ImageSet  # noqa: E402
 from fisc.data.minidisc import load_minidisc_manifest, source_image  # noqa: E402
-from fisc.descriptors.h5io import atomic_path  # noqa: E402
+from fisc.files import atomic_path  # noqa: E402
 from fisc.inference import DescriptorPipeline, subset  # noqa: E402
-from fisc.metrics.micro_ap import load_ground_truth  # noqa: E402
 
 SPLITS = {"phase2": "phase2_ground_truth.csv", "novel": "novel_ground_truth.csv"}
 

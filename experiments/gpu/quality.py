@@ -28,7 +28,7 @@ import study  # noqa: E402
 
 from fisc.baselines.phash import phash_descriptors  # noqa: E402
 from fisc.data.minidisc import MinidiscSpec, build_minidisc  # noqa: E402
-from fisc.descriptors.h5io import atomic_path  # noqa: E402
+from fisc.files import atomic_path  # noqa: E402
 
 TINY = {"n_train": 64, "size": 32, "eval_px": 32, "minutes": 1.0, "epochs": 1, "batch": 16,
         "workers": 0, "trainer": "cpu"}  # fmt: skip

@@ -27,17 +27,18 @@ from hydra import compose, initialize_config_dir
 
 from fisc.baselines.phash import phash_descriptors
 from fisc.baselines.untrained import untrained_pipeline
+from fisc.challenge import MAX_DIMS, load_ground_truth
 from fisc.data.disc21 import Disc21
-from fisc.descriptors.h5io import Descriptors, atomic_path
+from fisc.descriptors import Descriptors
 from fisc.evaluation import evaluate
+from fisc.files import atomic_path
 from fisc.inference import (
     DescriptorPipeline,
     fit_run_postprocessor,
     load_fitted_postprocessor,
     subset,
 )
-from fisc.metrics.micro_ap import load_ground_truth
-from fisc.postprocess.spec import MAX_DIMS, PostProcessor
+from fisc.postprocess.spec import PostProcessor
 from fisc.train.config import check_config
 
 ROOT = Path(__file__).resolve().parents[2]

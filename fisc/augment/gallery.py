@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 
 from fisc.augment.ops import OPS
 from fisc.augment.pipeline import AugmentConfig
-from fisc.descriptors.h5io import atomic_path
+from fisc.files import atomic_path
 
 TILE = 128
 LABEL = 14

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from fisc.data.decode import load_rgb
 from fisc.data.disc21 import ImageSet
-from fisc.descriptors.h5io import Descriptors
+from fisc.descriptors import Descriptors
 
 
 def phash_vector(img, hash_size: int = 8) -> np.ndarray:

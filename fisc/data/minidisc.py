@@ -61,6 +61,7 @@ from fisc.data import procedural
 from fisc.data.ids import format_id
 from fisc.data.novel_edits import FAMILIES as NOVEL_FAMILIES
 from fisc.data.novel_edits import NOVEL_EDITS
+from fisc.provenance import sha256_of
 
 # 2: queries edited with fisc.augment.ops, held-out ops for phase 2; 3: the novel-edits split
 FORMAT_VERSION = 3
@@ -257,7 +258,7 @@ def plan_queries(spec: MinidiscSpec) -> list[tuple[str, str, str, int]]:
 
 def _save_jpeg(img: Image.Image, path: Path) -> str:
     img.convert("RGB").save(path, format="JPEG", quality=JPEG_QUALITY, optimize=False)
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return sha256_of(path)
 
 
 def _write_text(path: Path, text: str) -> str:

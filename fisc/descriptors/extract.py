@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from fisc.data.datasets import EvalImageDataset, one_opencv_thread_per_worker
 from fisc.data.disc21 import ImageSet
 from fisc.data.preprocess import Preprocess
-from fisc.descriptors.h5io import Descriptors
+from fisc.descriptors import Descriptors
 
 log = logging.getLogger(__name__)
 

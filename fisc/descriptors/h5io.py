@@ -3,73 +3,20 @@
 Two formats, as used by the challenge:
 - per-set working files (isc2021's): datasets ``vectors`` (n x d float32) and ``image_names``;
 - the submission file: ``query``, ``reference``, ``query_ids``, ``reference_ids``.
-Writes go to a temporary sibling file that replaces the target only when complete.
+Writes go to a temporary sibling file that replaces the target only when complete
+(:func:`fisc.files.atomic_path`); the rows are :class:`fisc.descriptors.Descriptors`.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-
-@dataclass(frozen=True)
-class Descriptors:
-    """Descriptors with their image ids, rows sorted by id."""
-
-    ids: np.ndarray  # str, shape (n,)
-    vectors: np.ndarray  # float32, shape (n, d)
-
-    def __post_init__(self):
-        if self.vectors.ndim != 2 or len(self.ids) != len(self.vectors):
-            raise ValueError(
-                f"{len(self.ids)} ids for vectors of shape {tuple(self.vectors.shape)}"
-            )
-
-    def sorted(self) -> Descriptors:
-        order = np.argsort(self.ids, kind="stable")
-        return Descriptors(self.ids[order], self.vectors[order])
-
-
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` (same filesystem); on success it is flushed to
-    disk and replaces ``path`` atomically: a kill leaves the old file or the new, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
-        _fsync(tmp)
-        os.replace(tmp, path)
-        _fsync(path.parent)  # the rename itself
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _fsync(path: str | Path) -> None:
-    if Path(path).is_dir() and os.name == "nt":
-        return  # directories cannot be opened for fsync on Windows
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+from fisc.descriptors import Descriptors
+from fisc.files import atomic_path
 
 
 def ascii_ids(ids: Sequence[str]) -> np.ndarray:

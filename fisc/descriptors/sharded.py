@@ -25,7 +25,8 @@ from torch import nn
 from fisc.data.disc21 import ImageSet
 from fisc.data.preprocess import Preprocess
 from fisc.descriptors.extract import iter_descriptors
-from fisc.descriptors.h5io import ascii_ids, atomic_path
+from fisc.descriptors.h5io import ascii_ids
+from fisc.files import atomic_path
 
 CHUNK = 65_536  # rows per read while merging
 

@@ -1,1 +1,2 @@
-"""Frozen artifacts and submission files: freeze a checkpoint, validate a submission."""
+"""Frozen artifacts and exports: freeze a checkpoint, TorchScript/ONNX runtimes, Phase 1 and
+Phase 2 submission files (validated by :mod:`fisc.challenge`)."""

@@ -37,18 +37,12 @@ from fisc.inference import (
     run_postprocess_spec,
 )
 from fisc.models.descriptor import DescriptorModel
-from fisc.models.weights import sha256_of
+from fisc.provenance import git_sha, sha256_of
 
 
 def _state_dict(model: DescriptorModel) -> dict[str, torch.Tensor]:
     # safetensors refuses shared storage: give every tensor its own contiguous copy
     return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-
-
-def _git_sha() -> str | None:
-    from fisc.train.run import git_sha
-
-    return git_sha()
 
 
 def _postprocessor_for(checkpoint: Path, postprocess: str | Path | None) -> Path | None:
@@ -146,7 +140,7 @@ def freeze(
             },
             "training_config": training_config,
             "source_checkpoint": {"name": checkpoint.name, "sha256": sha256_of(checkpoint)},
-            "git_sha": _git_sha(),
+            "git_sha": git_sha(),
             "torch_version": torch.__version__,
             "python_version": platform.python_version(),
         }

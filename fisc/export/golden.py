@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from fisc.data.disc21 import ImageSet, list_images
-from fisc.descriptors.h5io import Descriptors, read_vectors
+from fisc.descriptors import Descriptors
+from fisc.descriptors.h5io import read_vectors
 from fisc.export.artifact import GOLDEN_FILE, GOLDEN_FINAL_FILES, PROBE_DIR, ArtifactError
 
 if TYPE_CHECKING:

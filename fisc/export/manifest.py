@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from fisc.export.artifact import MANIFEST_FILE, ArtifactError
-from fisc.models.weights import sha256_of
+from fisc.provenance import sha256_of
 
 
 def _artifact_files(root: Path) -> list[str]:

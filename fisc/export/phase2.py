@@ -22,21 +22,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fisc.challenge import read_id_list, validate_submission
 from fisc.data.disc21 import Disc21, ImageSet
-from fisc.descriptors.h5io import (
-    Descriptors,
-    atomic_path,
-    read_attrs,
-    read_vectors,
-    write_submission,
-    write_vectors,
-)
+from fisc.descriptors import Descriptors
+from fisc.descriptors.h5io import read_attrs, read_vectors, write_submission, write_vectors
 from fisc.determinism import deterministic_kernels
 from fisc.export.golden import golden_tolerance
 from fisc.export.load import load_artifact
-from fisc.export.validate import read_id_list, validate_submission
+from fisc.files import atomic_path
 from fisc.inference import DescriptorPipeline
-from fisc.models.weights import sha256_of
+from fisc.provenance import sha256_of
 
 
 class ExportError(RuntimeError):

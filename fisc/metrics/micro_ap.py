@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fisc.data.ids import BadIdError, check_id, normalise_name
+from fisc.challenge import check_ids_at
+from fisc.data.ids import normalise_name
+from fisc.files import atomic_path, read_csv_rows
 
 UNKNOWN_QUERY_POLICIES = ("ignore", "false_positive", "error")
 
@@ -36,44 +38,6 @@ class Metrics:
     n_predictions: int  # predictions that were scored (after dropping ignored unknown queries)
     n_gt_pairs: int
     n_true_positives: int
-
-
-def load_ground_truth(path: str | Path, disc_ids: bool = False) -> dict[str, str | None]:
-    """Read a ``query_id,reference_id`` CSV; an empty reference means "no match" (``None``).
-    Names are normalised (:func:`fisc.data.ids.normalise_name`); ``disc_ids``: every id must
-    have DISC21's format."""
-    path = Path(path)
-    gt: dict[str, str | None] = {}
-    first_line: dict[str, int] = {}
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None or [h.strip() for h in header] != ["query_id", "reference_id"]:
-            raise ValueError(f"{path}:1: expected header 'query_id,reference_id', got {header!r}")
-        for row in reader:
-            line = reader.line_num
-            if not row or all(not c.strip() for c in row):
-                continue  # blank line
-            if len(row) != 2:
-                raise ValueError(f"{path}:{line}: expected 2 fields, got {len(row)}: {row!r}")
-            q, r = normalise_name(row[0].strip()), row[1].strip()
-            r = normalise_name(r) if r else r
-            if not q:
-                raise ValueError(f"{path}:{line}: empty query id")
-            try:
-                if disc_ids:
-                    check_id("query", q)
-                    if r:
-                        check_id("reference", r)
-            except BadIdError as e:
-                raise ValueError(f"{path}:{line}: {e}") from None
-            if q in gt:
-                raise ValueError(
-                    f"{path}:{line}: duplicate query id {q!r} (first on line {first_line[q]})"
-                )
-            gt[q] = r or None
-            first_line[q] = line
-    return gt
 
 
 PREDICTIONS_HEADER = ("query_id", "reference_id", "score")
@@ -97,47 +61,27 @@ def load_predictions(
     references: list[str] = []
     scores: list[float] = []
     first_line: dict[tuple[str, str], int] = {}
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        for row in reader:
-            line = reader.line_num
-            if not row or all(not c.strip() for c in row):
-                continue  # blank line
-            fields = [c.strip() for c in row]
-            if not queries and tuple(fields) == PREDICTIONS_HEADER:
-                continue  # the optional header
-            if len(fields) != 3:
-                raise ValueError(
-                    f"{path}:{line}: expected 3 fields (query_id,reference_id,score), "
-                    f"got {len(fields)}: {row!r}"
-                )
-            q, r = normalise_name(fields[0]), normalise_name(fields[1])
-            if not q or not r:
-                raise ValueError(f"{path}:{line}: empty {'query' if not q else 'reference'} id")
-            try:
-                score = float(fields[2])
-            except ValueError:
-                hint = " (header must be 'query_id,reference_id,score')" if line == 1 else ""
-                raise ValueError(
-                    f"{path}:{line}: score {fields[2]!r} is not a number{hint}"
-                ) from None
-            if not np.isfinite(score):
-                raise ValueError(f"{path}:{line}: score {fields[2]!r} is not finite")
-            try:
-                if disc_ids:
-                    check_id("query", q)
-                    check_id("reference", r)
-            except BadIdError as e:
-                raise ValueError(f"{path}:{line}: {e}") from None
-            if (q, r) in first_line:
-                raise ValueError(
-                    f"{path}:{line}: duplicate prediction ({q}, {r}) "
-                    f"(first on line {first_line[q, r]})"
-                )
-            first_line[q, r] = line
-            queries.append(q)
-            references.append(r)
-            scores.append(score)
+    for line, fields in read_csv_rows(path, PREDICTIONS_HEADER, header_optional=True):
+        q, r = normalise_name(fields[0]), normalise_name(fields[1])
+        if not q or not r:
+            raise ValueError(f"{path}:{line}: empty {'query' if not q else 'reference'} id")
+        try:
+            score = float(fields[2])
+        except ValueError:
+            hint = " (header must be 'query_id,reference_id,score')" if line == 1 else ""
+            raise ValueError(f"{path}:{line}: score {fields[2]!r} is not a number{hint}") from None
+        if not np.isfinite(score):
+            raise ValueError(f"{path}:{line}: score {fields[2]!r} is not finite")
+        if disc_ids:
+            check_ids_at(f"{path}:{line}", q, r)
+        if (q, r) in first_line:
+            raise ValueError(
+                f"{path}:{line}: duplicate prediction ({q}, {r}) (first on line {first_line[q, r]})"
+            )
+        first_line[q, r] = line
+        queries.append(q)
+        references.append(r)
+        scores.append(score)
     return (
         np.array(queries, dtype=str),
         np.array(references, dtype=str),
@@ -149,8 +93,6 @@ def write_predictions(path: str | Path, query_ids, reference_ids, scores) -> Non
     """Write ``query_id,reference_id,score`` rows (with that header), atomically, scores in
     the shortest form that reads back as the same float64 (so a re-read list ranks and ties
     exactly as the one written)."""
-    from fisc.descriptors.h5io import atomic_path
-
     q = _as_str_array(query_ids, "query_ids")
     r = _as_str_array(reference_ids, "reference_ids")
     s = np.asarray(scores, dtype=np.float64)

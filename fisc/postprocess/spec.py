@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fisc.descriptors.h5io import Descriptors, atomic_path
+from fisc.challenge import MAX_DIMS
+from fisc.descriptors import Descriptors
+from fisc.files import atomic_path
 from fisc.postprocess.steps import STEPS, Step
-
-MAX_DIMS = 256
 
 # name -> (default int, [(param, type, default), ...]); int default None means required
 _GRAMMAR: dict[str, tuple[str, int | None, list[tuple[str, type, object]]]] = {

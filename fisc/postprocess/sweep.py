@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, fields
 
-from fisc.descriptors.h5io import Descriptors
+from fisc.descriptors import Descriptors
 from fisc.evaluation import EvalResult, evaluate, results_table
 from fisc.postprocess.spec import PostProcessor
 

@@ -104,7 +104,7 @@ def _read(path: Path, key: dict) -> dict | None:
 
 
 def _write(path: Path, record: dict) -> None:
-    from fisc.descriptors.h5io import atomic_path
+    from fisc.files import atomic_path
 
     others = [r for r in _records(path) if r.get("key") != record["key"]]
     try:

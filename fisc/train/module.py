@@ -13,7 +13,7 @@ import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 
-from fisc.descriptors.h5io import Descriptors
+from fisc.descriptors import Descriptors
 from fisc.evaluation import evaluate
 from fisc.losses import build_loss
 from fisc.models.descriptor import ModelConfig, build_descriptor_model

@@ -29,10 +29,11 @@ from fisc.checkpoints import (
     readable,
     remove_stale_partials,
 )
-from fisc.descriptors.h5io import atomic_path
 from fisc.determinism import deterministic_kernels, fixed_threads
+from fisc.files import atomic_path
 from fisc.malloc import keep_freed_memory
 from fisc.paths import source_root
+from fisc.provenance import git_sha
 from fisc.train.config import (
     ConfigError,
     LoggerConfig,
@@ -74,25 +75,6 @@ class TrainResult:
     # wall time of the launch that finished the run (fit only); a relaunch of a finished run,
     # which trains no step, keeps the figure of the launch that did
     fit_minutes: float | None = None
-
-
-def git_sha() -> str | None:
-    """The checkout's commit; ``None`` for an installed fisc (whose folder may sit inside some
-    other repository, e.g. a virtualenv in a project's tree)."""
-    root = source_root()
-    if root is None:
-        return None
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            cwd=root,
-            timeout=10,
-        )
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def package_versions() -> dict[str, str | None]:
@@ -450,8 +432,8 @@ def fit_postprocess(cfg: DictConfig, groups: dict, checkpoint: str | None) -> di
     if not spec or checkpoint is None or cfg.trainer.get("fast_dev_run"):
         return None  # fast_dev_run: a debugging pass, not a run to ship
     from fisc.inference import fit_run_postprocessor, run_postprocess_path
-    from fisc.models.weights import sha256_of
     from fisc.postprocess.spec import PostProcessor
+    from fisc.provenance import sha256_of
 
     path = run_postprocess_path(checkpoint)
     pp = None

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from fisc.challenge import load_ground_truth
 from fisc.data.disc21 import DatasetLayoutError, Disc21, ImageSet, list_images
-from fisc.metrics.micro_ap import load_ground_truth
 from fisc.train.config import ConfigError, DataConfig
 from fisc.train.datamodule import ValidationSet
 

@@ -14,7 +14,7 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.loggers.logger import rank_zero_experiment
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from fisc.descriptors.h5io import atomic_path
+from fisc.files import atomic_path
 
 log = logging.getLogger(__name__)
 

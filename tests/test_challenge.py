@@ -1,0 +1,167 @@
+"""The challenge's rules in one place (fisc.challenge) and the CSV reader they share
+(fisc.files.read_csv_rows): one set of submission checks for files and for descriptors."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from fisc.challenge import (
+    check_submission_descriptors,
+    read_id_list,
+    submission_problems,
+    validate_submission,
+)
+from fisc.descriptors import Descriptors
+from fisc.files import read_csv_rows
+
+HEADER = ("query_id", "reference_id")
+
+
+# --- read_csv_rows ------------------------------------------------------------------------
+
+
+def test_csv_rows_are_stripped_with_their_lines_and_blank_lines_skipped(tmp_path):
+    p = tmp_path / "a.csv"
+    p.write_text("\ufeffquery_id , reference_id\n\nQ1, R1\n , \nQ2,\n", encoding="utf-8")
+    assert list(read_csv_rows(p, HEADER)) == [(3, ["Q1", "R1"]), (5, ["Q2", ""])]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("Q1,R1\n", r"a\.csv:1: expected header 'query_id,reference_id', got \['Q1', 'R1'\]"),
+        ("", r"a\.csv:1: expected header 'query_id,reference_id', got an empty file"),
+        ("query_id,reference_id\nQ1,R1\n\nQ2\n", r"a\.csv:4: expected 2 fields .* got 1"),
+        ("query_id,reference_id\nQ1,R1,x\n", r"a\.csv:2: expected 2 fields .* got 3"),
+    ],
+)
+def test_csv_row_errors_name_file_and_line(tmp_path, text, message):
+    p = tmp_path / "a.csv"
+    p.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        list(read_csv_rows(p, HEADER))
+
+
+def test_csv_optional_header(tmp_path):
+    p = tmp_path / "a.csv"
+    p.write_text("Q1,R1\nQ2,R2\n")
+    assert [f for _, f in read_csv_rows(p, HEADER, header_optional=True)] == [
+        ["Q1", "R1"],
+        ["Q2", "R2"],
+    ]
+    p.write_text("query_id,reference_id\nQ1,R1\n")
+    assert list(read_csv_rows(p, HEADER, header_optional=True)) == [(2, ["Q1", "R1"])]
+    p.write_text("")
+    assert list(read_csv_rows(p, HEADER, header_optional=True)) == []
+
+
+# --- ground truth and id lists ------------------------------------------------------------
+
+
+def test_id_list_from_ground_truth_is_read_as_ground_truth(tmp_path):
+    gt = tmp_path / "gt.csv"
+    gt.write_text("query_id,reference_id\nimages/Q00002.jpg,R000009\nQ00000,\nQ00001,R000003\n")
+    assert read_id_list(gt, "query") == (["Q00000", "Q00001", "Q00002"], True)
+    assert read_id_list(gt, "reference") == (["R000003", "R000009"], False)
+    gt.write_text("query_id,reference_id\nQ00000,R000001\nQ00000,\n")
+    with pytest.raises(ValueError, match=r"gt\.csv:3: duplicate query id 'Q00000'"):
+        read_id_list(gt, "query")
+
+
+# --- submission checks --------------------------------------------------------------------
+
+
+def _parts(n_q=3, n_r=4, d=8):
+    rng = np.random.default_rng(0)
+    vectors = {
+        "query": rng.standard_normal((n_q, d)).astype(np.float32),
+        "reference": rng.standard_normal((n_r, d)).astype(np.float32),
+    }
+    ids = {
+        "query": [f"Q{i:05d}" for i in range(n_q)],
+        "reference": [f"R{i:06d}" for i in range(n_r)],
+    }
+    return vectors, ids
+
+
+def test_valid_parts_have_no_problems():
+    assert submission_problems(*_parts()) == []
+    assert submission_problems(*_parts(d=256)) == []
+    assert submission_problems(*_parts(d=1)) == []
+
+
+def test_each_broken_part_is_one_problem():
+    vectors, ids = _parts()
+    vectors["reference"][2, 5] = np.inf
+    assert submission_problems(vectors, ids) == [
+        "reference: 1 rows with NaN or inf values (rows e.g. 2)"
+    ]
+    vectors, ids = _parts()
+    ids["reference"][3] = "R000001"
+    assert submission_problems(vectors, ids) == [
+        "reference_ids: 1 duplicate ids (e.g. 'R000001')",
+        "reference_ids: ids are not sorted (1 rows out of order, first at row 3: "
+        "'R000002' before 'R000001')",
+    ]
+    vectors, ids = _parts()
+    ids["query"][0] = "q0"
+    assert submission_problems(vectors, ids) == [
+        "query_ids: 1 malformed query ids, expected Q + 5 digits (e.g. 'q0')",
+        "query_ids: ids are not sorted (1 rows out of order, first at row 1: 'q0' before 'Q00001')",
+    ]
+    assert submission_problems(vectors, ids, disc_ids=False, stored=False) == []
+    vectors, ids = _parts(d=257)
+    assert submission_problems(vectors, ids) == [
+        "query: 257 dims, expected 1 to 256",
+        "reference: 257 dims, expected 1 to 256",
+    ]
+    assert submission_problems(vectors, ids, max_dims=300) == []
+    vectors, ids = _parts()
+    vectors["query"] = vectors["query"][:, :4]
+    assert submission_problems(vectors, ids) == ["query has 4 dims but reference has 8"]
+    vectors, ids = _parts()
+    ids["query"] = ids["query"][:2]
+    assert submission_problems(vectors, ids) == ["query: 3 rows but 2 ids in query_ids"]
+    vectors, ids = _parts(n_r=0)
+    assert submission_problems(vectors, ids) == ["reference: no descriptors (0 rows)"]
+
+
+def test_file_rules_apply_to_stored_parts_only():
+    vectors, ids = _parts()
+    vectors["query"] = vectors["query"].astype(np.float64)
+    ids["reference"] = ids["reference"][::-1]
+    vectors["reference"] = vectors["reference"][::-1]
+    problems = submission_problems(vectors, ids)
+    assert len(problems) == 2
+    assert problems[0] == "query: dtype float64, expected float32"
+    assert problems[1].startswith("reference_ids: ids are not sorted (3 rows out of order")
+    assert submission_problems(vectors, ids, stored=False) == []
+
+
+def test_descriptors_in_memory_get_the_same_checks():
+    vectors, ids = _parts()
+    q = Descriptors(np.array(ids["query"]), vectors["query"])
+    r = Descriptors(np.array(ids["reference"]), vectors["reference"])
+    check_submission_descriptors(q, r, disc_ids=True)  # valid: no error
+    nan = vectors["query"].copy()
+    nan[1, 0] = np.nan
+    with pytest.raises(ValueError, match=r"query: 1 rows with NaN or inf values \(rows e\.g\. 1\)"):
+        check_submission_descriptors(Descriptors(q.ids, nan), r)
+    empty = Descriptors(np.array([], dtype=str), np.zeros((0, 8), np.float32))
+    with pytest.raises(ValueError, match=r"query: no descriptors \(0 rows\)"):
+        check_submission_descriptors(empty, r)
+    with pytest.raises(ValueError, match="query: 9 dims, expected 1 to 8"):
+        wide = np.ones((4, 9), np.float32)
+        check_submission_descriptors(Descriptors(q.ids, wide[:3]), Descriptors(r.ids, wide), 8)
+
+
+def test_an_empty_submission_file_fails(tmp_path):
+    path = tmp_path / "s.h5"
+    with h5py.File(path, "w") as f:
+        f["query"] = np.zeros((0, 8), np.float32)
+        f["reference"] = np.ones((1, 8), np.float32)
+        f["query_ids"] = np.array([], dtype="S6")
+        f["reference_ids"] = np.array([b"R000000"])
+    assert validate_submission(path) == ["query: no descriptors (0 rows)"]
