@@ -1,8 +1,8 @@
 """The inference contract: the one path by which fisc turns images into final descriptors.
 
 A :class:`DescriptorPipeline` is a descriptor model, its preprocessing (resolved once from the
-model's config by :func:`resolve_preprocess`) and an optional fitted post-processor. It has the
-two roles of the challenge, :meth:`~DescriptorPipeline.queries` and
+model's config by :func:`~fisc.data.preprocess.resolve_preprocess`) and an optional fitted
+post-processor. It has the two roles of the challenge, :meth:`~DescriptorPipeline.queries` and
 :meth:`~DescriptorPipeline.references` (``score_norm``, ``isc_norm`` and ``stretch`` treat them
 differently).
 Extraction, validation during training, the demo, the recipes study, ``fisc freeze``, the
@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from fisc.data.disc21 import ImageSet
-from fisc.data.preprocess import Preprocess
+from fisc.data.preprocess import resolve_preprocess
 from fisc.descriptors import Descriptors
 from fisc.descriptors.extract import extract_descriptors
 from fisc.models.descriptor import ModelConfig
@@ -48,13 +48,6 @@ log = logging.getLogger(__name__)
 ROLES = ("query", "reference")
 RUN_POSTPROCESS_SUFFIX = ".postprocess.npz"  # last.ckpt -> last.postprocess.npz, beside it
 RUN_CONFIG_FILE = "config.yaml"  # <run_dir>/config.yaml, <run_dir>/checkpoints/*.ckpt
-
-
-def resolve_preprocess(cfg: ModelConfig, size: int | None = None) -> Preprocess:
-    """The evaluation preprocessing of a model config (``size`` overrides its eval size).
-    The only place in fisc that reads ``eval_size``, ``mean`` and ``std`` to build a
-    transform."""
-    return Preprocess(size or cfg.eval_size, cfg.mean, cfg.std)
 
 
 def _check_role(role: str) -> str:
@@ -135,12 +128,18 @@ class DescriptorPipeline:
         """A frozen artifact's pipeline (model, preprocessing and post-processor from its
         model card), after verifying its manifest and golden descriptors on ``device``
         (``tolerance`` None: bit-identical on CPU, the GPU golden tolerance elsewhere)."""
-        from fisc.export.golden import golden_tolerance
-        from fisc.export.load import load_artifact
+        from fisc.export.golden import check_golden, golden_tolerance
+        from fisc.export.read import read_artifact
 
         if tolerance is None:
             tolerance = golden_tolerance(device)
-        return load_artifact(root, verify=verify, tolerance=tolerance, device=device)
+        parts = read_artifact(root, verify=verify)
+        pipeline = cls(parts.model, parts.model_cfg, parts.postprocessor)
+        pipeline.artifact_hash = parts.artifact_hash
+        if verify:
+            check_golden(pipeline, Path(root), tolerance, device)
+        pipeline.to(device).model.eval()
+        return pipeline
 
     @property
     def device(self) -> torch.device:

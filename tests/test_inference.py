@@ -296,7 +296,7 @@ def _transform_reads(source: str) -> list[tuple[int, str]]:
 
 def test_no_transform_is_built_outside_the_pipeline():
     """``eval_size``, ``mean`` and ``std`` of a model config are read, and a transform is built,
-    only in fisc/inference.py (``resolve_preprocess``) and fisc/data/preprocess.py (the
+    only in fisc/data/preprocess.py (``resolve_preprocess``, and the
     transform itself); the model config defines them."""
     allowed = {"fisc/inference.py", "fisc/data/preprocess.py", "fisc/models/descriptor.py"}
     offenders = []
@@ -473,7 +473,7 @@ def test_exported_submission_scores_as_the_evaluated_postprocessing(
 def test_relaunch_reuses_the_fit_and_a_new_spec_refits(trained_run, tiny_minidisc, tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from fisc.train.run import fit_postprocess
+    from fisc.train.postprocessing import fit_postprocess
 
     run = _copy_run(Path(trained_run.last_checkpoint), tmp_path / "run")
     fitted = run_postprocess_path(run)

@@ -18,7 +18,7 @@ from fisc.descriptors.h5io import write_vectors
 from fisc.evaluation import evaluate, evaluate_predictions, results_table
 from fisc.metrics.micro_ap import load_predictions
 from fisc.postprocess import PostProcessor, ScoreNorm, parse_spec
-from fisc.search import exact
+from fisc.search import backends, exact
 from fisc.search.exact import knn
 from fisc.search.torch_knn import torch_knn
 
@@ -315,10 +315,10 @@ def test_tiles_report_progress(search_data):
     torch_knn(q, r, 7, query_tile=20, ref_tile=128, on_tile=seen.append)
     assert seen == [20 * 128, 20 * 128, 20 * 44] * 2 + [17 * 128, 17 * 128, 17 * 44]
     seen.clear()
-    d_f, i_f = exact._faiss_knn(q, r, 7, query_tile=20, on_tile=seen.append)
+    d_f, i_f = backends.faiss_knn(q, r, 7, query_tile=20, on_tile=seen.append)
     assert seen == [20 * 300, 37 * 300]  # a last tile under 20 queries joins the one before
-    d_1, i_1 = exact._faiss_knn(q, r, 7)  # one call, as before tiling: the same, bit for bit
+    d_1, i_1 = backends.faiss_knn(q, r, 7)  # one call, as before tiling: the same, bit for bit
     np.testing.assert_array_equal(i_f, i_1)
     np.testing.assert_array_equal(d_f, d_1)
-    assert exact._query_tiles(8192 + 5, 4096, 20) == [(0, 4096), (4096, 8197)]
-    assert exact._query_tiles(8192 + 25, 4096, 20)[-1] == (8192, 8217)
+    assert backends.query_tiles(8192 + 5, 4096, 20) == [(0, 4096), (4096, 8197)]
+    assert backends.query_tiles(8192 + 25, 4096, 20)[-1] == (8192, 8217)

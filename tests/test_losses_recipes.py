@@ -222,7 +222,7 @@ def test_cross_batch_memory_survives_a_checkpoint_but_not_init_from(tmp_path):
 
     from types import SimpleNamespace
 
-    from fisc.train.run import load_initial_weights
+    from fisc.train.checkpointing import load_initial_weights
 
     model = torch.nn.Linear(2, 2)
     torch.save(

@@ -33,8 +33,8 @@ def _state(ckpt, prefix):
 def test_progressive_stages_chain_and_resume(compose_cfg, tiny_minidisc, tmp_path):
     """Each stage trains at its size from the previous stage's last weights; ArcFace's class
     set grows with the stage's training images; a relaunch skips finished stages."""
+    from fisc.train.checkpointing import load_initial_weights
     from fisc.train.module import CopyDetectionModule
-    from fisc.train.run import load_initial_weights
 
     cfg = compose_cfg(
         *tiny_overrides(tiny_minidisc),
@@ -212,7 +212,7 @@ def test_wandb_logger_under_a_sweep_agent(monkeypatch, tmp_path):
     """Under ``wandb agent`` (WANDB_SWEEP_ID set) the agent owns the run id, so fisc neither
     forces nor records one; an offline logger there is refused (the sweep would see nothing)."""
     from fisc.train.config import LoggerConfig
-    from fisc.train.run import make_logger
+    from fisc.train.loggers import make_logger
 
     monkeypatch.delenv("WANDB_SWEEP_ID", raising=False)
     alone = make_logger(LoggerConfig(kind="wandb", mode="offline"), tmp_path / "a", "r")

@@ -251,7 +251,8 @@ def test_a_crafted_pickle_is_refused_in_every_position(compose_cfg, tiny_minidis
     no code runs. (The payload does run under a plain torch.load: the test is live.)"""
     from fisc.export.freeze import freeze
     from fisc.inference import DescriptorPipeline
-    from fisc.train.run import _moved_best, train
+    from fisc.train.records import _moved_best
+    from fisc.train.run import train
 
     marker = tmp_path / "ran"
     bad = crafted(tmp_path / "evil.ckpt", marker)
@@ -425,7 +426,7 @@ def test_an_unwritable_run_dir_is_refused_before_training(compose_cfg, tmp_path)
 def test_a_corrupt_last_checkpoint_falls_back_to_the_newest_readable_one(tmp_path, caplog):
     """A last.ckpt cut short (by a writer without fisc's atomic rename, or a disk fault): the
     relaunch resumes from the readable checkpoint with the highest step, and says so."""
-    from fisc.train.run import resume_path
+    from fisc.train.resume import resume_path
 
     ckpt_dir = tmp_path / "checkpoints"
     for name, step in [("best-epoch000.ckpt", 3), ("history/epoch001-step000006.ckpt", 6),

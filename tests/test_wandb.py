@@ -15,7 +15,8 @@ import torch
 from conftest import tiny_overrides
 
 from fisc.train.config import ConfigError, LoggerConfig, check_config
-from fisc.train.run import make_logger, train
+from fisc.train.loggers import make_logger
+from fisc.train.run import train
 from fisc.train.wandb_run import BEST_KEY, WANDB_ID_FILE, BestScoreSummary, wandb_run_id
 
 

@@ -2,17 +2,21 @@
 
 :class:`Preprocess` is the one description of how an image becomes a model input at inference
 (size, resize policy, mean/std). It is resolved from a model's config in exactly one place,
-:func:`fisc.inference.resolve_preprocess`; everything else receives the object.
+:func:`resolve_preprocess`; everything else receives the object.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image
+
+if TYPE_CHECKING:
+    from fisc.models.descriptor import ModelConfig
 
 RESIZE_POLICY = "square resize, bilinear"
 
@@ -68,3 +72,10 @@ class Preprocess:
             "mean": list(self.mean),
             "std": list(self.std),
         }
+
+
+def resolve_preprocess(cfg: ModelConfig, size: int | None = None) -> Preprocess:
+    """The evaluation preprocessing of a model config (``size`` overrides its eval size).
+    The only place in fisc that reads ``eval_size``, ``mean`` and ``std`` to build a
+    transform."""
+    return Preprocess(size or cfg.eval_size, cfg.mean, cfg.std)

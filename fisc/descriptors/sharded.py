@@ -7,6 +7,9 @@ Under any launcher that initialises ``torch.distributed`` (Lightning DDP, torchr
     shard = extract_shard(model, images, prep, shard_dir)      # on every rank
     dist.barrier()
     if rank == 0: merge_shards(sorted(shard_dir.glob("shard-*.h5")), images, out_path)
+
+:func:`extract_distributed` does all of it, process group included (``fisc extract`` under
+torchrun).
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import torch
 import torch.distributed as dist
 from torch import nn
 
 from fisc.data.disc21 import ImageSet
 from fisc.data.preprocess import Preprocess
 from fisc.descriptors.extract import iter_descriptors
-from fisc.descriptors.h5io import ascii_ids
+from fisc.descriptors.h5io import ascii_ids, read_attrs, read_vectors, write_vectors
 from fisc.files import atomic_path
 
 CHUNK = 65_536  # rows per read while merging
@@ -123,3 +127,61 @@ def merge_shards(shards: Sequence[str | Path], images: ImageSet, out: str | Path
     finally:
         Path(staging).unlink(missing_ok=True)
     return Path(out)
+
+
+def extract_distributed(
+    pipeline,
+    images: ImageSet,
+    role: str,
+    out: str | Path,
+    labels: dict,
+    batch_size: int = 64,
+    num_workers: int = 2,
+    on_error: str = "raise",
+) -> int | None:
+    """Extraction under a launcher that starts one process per rank (torchrun): set up the
+    process group (NCCL on CUDA, else gloo), let every rank extract its shard of ``images``
+    with the pipeline's model into ``<out>.shards``, and on rank 0 merge them into ``out``
+    (with a post-processor: raw rows merged aside, then finalized in ``role``), labelled with
+    ``labels``. Returns the number of shards merged on rank 0, ``None`` on the others."""
+    cuda = torch.cuda.is_available()
+    dist.init_process_group("nccl" if cuda else "gloo")
+    rank = dist.get_rank()
+    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if cuda else "cpu"
+    shard_dir = Path(f"{out}.shards")
+    merged = None
+    try:
+        extract_shard(
+            pipeline.model,
+            images,
+            pipeline.preprocess,
+            shard_dir,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            device=device,
+            on_error=on_error,
+            progress=rank == 0,
+        )
+        dist.barrier()
+        if rank == 0:
+            shards = sorted(shard_dir.glob("shard-*.h5"))
+            if pipeline.postprocessor is None:
+                merge_shards(shards, images, out)
+            else:  # raw rows merged aside, post-processed (row by row) into --out
+                staging = Path(f"{out}.raw.h5")
+                merge_shards(shards, images, staging)
+                missing = read_attrs(staging).get("missing")
+                labels = dict(labels)
+                if missing is not None:
+                    labels["missing"] = missing
+                final = pipeline.finalize(read_vectors(staging), role)
+                write_vectors(out, final, attrs=labels)
+                staging.unlink()
+            for shard in shards:
+                shard.unlink()
+            shard_dir.rmdir()
+            merged = len(shards)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+    return merged

@@ -49,7 +49,7 @@ def weights_metadata(
     spec the artifact applies after the model (``postprocess.npz``; ``none``: none);
     ``fisc.model_config``: the full ModelConfig (JSON), which :func:`load_artifact` checks
     against the model card."""
-    from fisc.inference import resolve_preprocess
+    from fisc.data.preprocess import resolve_preprocess
 
     return {
         "format": "pt",

@@ -4,7 +4,7 @@ A loss yaml names its class with ``_target_``; its other keys, but ``name`` (the
 shown in messages), are keyword arguments of the class's constructor. The constructor's typed
 signature is the loss's schema: :func:`loss_fields` rejects a key it does not take and a value of
 the wrong type, naming the loss and the key, when the config is checked at start-up.
-:func:`build_loss` then builds it with ``hydra.utils.instantiate``. A constructor parameter
+:func:`build_loss` then builds it by calling the class. A constructor parameter
 named in :data:`RUNTIME_ARGS` is filled in by the run, never by the yaml. There is no table of
 losses: a new one is its module, its yaml and its tests (``docs/architecture.md``).
 """
@@ -12,6 +12,7 @@ losses: a new one is its module, its yaml and its tests (``docs/architecture.md`
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
 import typing
 from collections.abc import Mapping
@@ -37,6 +38,25 @@ def _label(cfg: Mapping) -> str:
     return f"loss {cfg.get('name') or cfg.get('_target_') or '(unnamed)'}"
 
 
+def _locate(path: str) -> Any:
+    """The object a dotted import path names (``package.module.Class``): the longest prefix
+    that imports as a module, then attributes. Plain importlib, so that the losses need no
+    Hydra (``tests/test_architecture.py``)."""
+    parts = path.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        module_name = ".".join(parts[:cut])
+        try:
+            obj = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name is not None and not (module_name + ".").startswith(e.name + "."):
+                raise  # the module exists but one of its own imports is missing
+            continue
+        for attr in parts[cut:]:
+            obj = getattr(obj, attr)
+        return obj
+    raise ImportError(f"no module in {path!r}")
+
+
 def loss_class(cfg: Mapping) -> type[TrainingLoss]:
     """The class ``cfg["_target_"]`` names; it must be a :class:`TrainingLoss`."""
     target = cfg.get("_target_")
@@ -45,11 +65,11 @@ def loss_class(cfg: Mapping) -> type[TrainingLoss]:
             f"{_label(cfg)}: needs a _target_, the loss class's import path "
             "(e.g. fisc.losses.infonce_koleo.InfoNCEKoLeoLoss)"
         )
-    from hydra.utils import get_class
-
     try:
-        cls = get_class(target)
-    except Exception as e:  # hydra wraps import errors of every kind
+        cls = _locate(target)
+        if not isinstance(cls, type):
+            raise TypeError(f"{target} is not a class")
+    except Exception as e:  # import errors of every kind, a missing attribute, not a class
         raise LossConfigError(f"{_label(cfg)}: cannot import _target_ {target!r}: {e}") from e
     if not issubclass(cls, TrainingLoss):
         raise LossConfigError(
@@ -109,17 +129,15 @@ def loss_fields(cfg: Mapping) -> dict[str, Any]:
 
 def build_loss(cfg: Mapping, dims: int, num_classes: int | None = None) -> TrainingLoss:
     """The loss ``cfg`` (a loss group's config: ``_target_``, ``name``, arguments) describes,
-    built with ``hydra.utils.instantiate``; ``dims`` and ``num_classes`` go to a constructor
-    that names them. A value the constructor refuses raises :class:`LossConfigError`."""
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
+    built by calling its class; ``dims`` and ``num_classes`` go to a constructor that names
+    them. A value the constructor refuses raises :class:`LossConfigError`."""
     fields = loss_fields(cfg)
-    params = inspect.signature(loss_class(cfg).__init__).parameters
+    cls = loss_class(cfg)
+    params = inspect.signature(cls.__init__).parameters
     runtime = {k: v for k, v in {"dims": dims, "num_classes": num_classes}.items() if k in params}
     if "num_classes" in runtime and not num_classes:
         raise LossConfigError(f"{_label(cfg)} needs the number of training images")
     try:
-        return instantiate({"_target_": cfg["_target_"], "_convert_": "all", **fields}, **runtime)
-    except InstantiationException as e:  # the constructor's own check, e.g. a negative margin
-        raise LossConfigError(f"{_label(cfg)}: {e.__cause__ or e}") from e
+        return cls(**fields, **runtime)
+    except Exception as e:  # the constructor's own check, e.g. a negative margin
+        raise LossConfigError(f"{_label(cfg)}: {e}") from e

@@ -66,7 +66,7 @@ def machine_key() -> dict:
 def measure(probe: tuple[int, int, int, int] = PROBE, repeats: int = 3) -> dict[str, float]:
     """Best-of-``repeats`` seconds of each backend's k-NN search on random data of ``probe``'s
     shape, after one untimed call (library loading and thread start-up are not counted)."""
-    from fisc.search.exact import _knn
+    from fisc.search.backends import search_knn
 
     nq, nr, d, k = probe
     rng = np.random.default_rng(0)
@@ -74,11 +74,11 @@ def measure(probe: tuple[int, int, int, int] = PROBE, repeats: int = 3) -> dict[
     r = rng.standard_normal((nr, d), dtype=np.float32)
     seconds = {}
     for backend in CHOICES:
-        _knn(q[:64], r, k, backend, "cpu", 4096, 16384, True)
+        search_knn(q[:64], r, k, backend, "cpu", 4096, 16384, True)
         best = float("inf")
         for _ in range(repeats):
             t = time.perf_counter()
-            _knn(q, r, k, backend, "cpu", 4096, 16384, True)
+            search_knn(q, r, k, backend, "cpu", 4096, 16384, True)
             best = min(best, time.perf_counter() - t)
         seconds[backend] = best
     return seconds

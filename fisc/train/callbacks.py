@@ -14,7 +14,7 @@ import logging
 
 from omegaconf import DictConfig
 
-from fisc.train.config import ConfigError
+from fisc.train.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,7 @@ import fisc.train.resolvers  # noqa: F401  (registers ${config_hash:} for every 
 from fisc.augment.ops import OpConfigError
 from fisc.augment.pipeline import AugmentConfig
 from fisc.models.descriptor import ModelConfig
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot describe a valid run."""
+from fisc.train.errors import ConfigError
 
 
 @dataclass

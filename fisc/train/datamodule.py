@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Sampler
 from fisc.augment.pipeline import AugmentConfig
 from fisc.data.datasets import EvalImageDataset, TwoViewDataset, one_opencv_thread_per_worker
 from fisc.data.disc21 import ImageSet
-from fisc.inference import resolve_preprocess
+from fisc.data.preprocess import resolve_preprocess
 from fisc.models.descriptor import ModelConfig
 
 log = logging.getLogger(__name__)
