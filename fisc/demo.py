@@ -12,7 +12,6 @@ that no fisc op makes), all against all references, leaderboard protocol.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict
@@ -27,7 +26,7 @@ from fisc.data.disc21 import Disc21
 from fisc.descriptors import Descriptors
 from fisc.descriptors.h5io import write_vectors
 from fisc.evaluation import EvalResult, evaluate, results_table
-from fisc.files import atomic_path
+from fisc.files import atomic_path, write_json
 from fisc.inference import DescriptorPipeline, load_fitted_postprocessor, subset
 from fisc.paths import config_dir
 from fisc.train.config import check_config
@@ -120,8 +119,7 @@ def run_demo(
     report = "\n\n".join(parts)
     with atomic_path(out_dir / "results.md") as tmp:
         tmp.write_text(report + "\n")
-    with atomic_path(out_dir / "results.json") as tmp:
-        payload = {s: {k: asdict(v) for k, v in r.items()} for s, r in rows.items()}
-        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    payload = {s: {k: asdict(v) for k, v in r.items()} for s, r in rows.items()}
+    write_json(out_dir / "results.json", payload)
     print(f"\n{report}\n\nwritten: {out_dir / 'results.md'}")
     return rows

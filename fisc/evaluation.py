@@ -29,7 +29,6 @@ Two pairs of recalls at rank 1 and 10:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,7 +38,7 @@ import numpy as np
 from fisc.challenge import MAX_DIMS, check_submission_descriptors
 from fisc.data.disc21 import check_ground_truth
 from fisc.descriptors import Descriptors
-from fisc.files import atomic_path
+from fisc.files import write_json
 from fisc.metrics.micro_ap import (
     _as_str_array,
     micro_average_precision,
@@ -70,21 +69,25 @@ class EvalResult:
     source: str = "descriptors"  # or "predictions"
 
     def to_json(self, path: str | Path) -> None:
-        with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        write_json(path, asdict(self))
 
 
-def _list_metrics(query_ids, reference_ids, scores, ground_truth, unknown: str):
-    """μAP and friends of a scored list, and isc2021's recalls at rank 1 and 10 on it."""
+def _list_metrics(query_ids, reference_ids, scores, ground_truth, unknown: str) -> dict:
+    """The :class:`EvalResult` fields computed on a scored list: μAP and friends, and isc2021's
+    recalls at rank 1 and 10 on it."""
     metrics = micro_average_precision(
         query_ids, reference_ids, scores, ground_truth, unknown_queries=unknown
     )
     ranked = (query_ids, reference_ids, scores)
-    return (
-        metrics,
-        recall_at_rank(ranked, ground_truth, 1),
-        recall_at_rank(ranked, ground_truth, 10),
-    )
+    return {
+        "micro_ap": metrics.micro_ap,
+        "recall_at_p90": metrics.recall_at_p90,
+        "threshold_at_p90": metrics.threshold_at_p90,
+        "isc_recall_at_1": recall_at_rank(ranked, ground_truth, 1),
+        "isc_recall_at_10": recall_at_rank(ranked, ground_truth, 10),
+        "n_predictions": metrics.n_predictions,
+        "n_gt_pairs": metrics.n_gt_pairs,
+    }
 
 
 def evaluate(
@@ -134,25 +137,19 @@ def evaluate(
         qi, ri, d2 = per_query_search(gt_q.vectors, references.vectors, k, **search)
         searched, unknown = gt_q, "ignore"
     listed = (searched.ids[qi], r_ids[ri], -d2.astype(np.float64))
-    metrics, isc_r1, isc_r10 = _list_metrics(*listed, ground_truth, unknown)
+    scored = _list_metrics(*listed, ground_truth, unknown)
     if predictions_path is not None:
         write_predictions(predictions_path, *listed)
     pq, pr, pd = per_query_search(gt_q.vectors, references.vectors, 10, **search)
     ranked = (gt_q.ids[pq], r_ids[pr], -pd.astype(np.float64))
     return EvalResult(
         protocol=protocol,
-        micro_ap=metrics.micro_ap,
-        recall_at_p90=metrics.recall_at_p90,
-        threshold_at_p90=metrics.threshold_at_p90,
         recall_at_1=recall_at_rank(ranked, ground_truth, 1),
         recall_at_10=recall_at_rank(ranked, ground_truth, 10),
-        isc_recall_at_1=isc_r1,
-        isc_recall_at_10=isc_r10,
         n_queries=len(searched.ids),
         n_references=len(r_ids),
-        n_predictions=metrics.n_predictions,
-        n_gt_pairs=metrics.n_gt_pairs,
         dims=int(queries.vectors.shape[1]),
+        **scored,
     )
 
 
@@ -181,23 +178,17 @@ def evaluate_predictions(
     if limit is not None and q.size > limit:
         raise ValueError(f"{q.size} predictions, more than the cap of {limit}")
     unknown = "false_positive" if protocol == "isc2021" else "ignore"
-    metrics, isc_r1, isc_r10 = _list_metrics(q, r, scores, ground_truth, unknown)
-    scored = np.isin(q, list(ground_truth)) if unknown == "ignore" else np.ones(q.size, bool)
+    scored = _list_metrics(q, r, scores, ground_truth, unknown)
+    kept = np.isin(q, list(ground_truth)) if unknown == "ignore" else np.ones(q.size, bool)
     return EvalResult(
         protocol=protocol,
-        micro_ap=metrics.micro_ap,
-        recall_at_p90=metrics.recall_at_p90,
-        threshold_at_p90=metrics.threshold_at_p90,
         recall_at_1=None,
         recall_at_10=None,
-        isc_recall_at_1=isc_r1,
-        isc_recall_at_10=isc_r10,
-        n_queries=int(np.unique(q[scored]).size),
-        n_references=int(np.unique(r[scored]).size),
-        n_predictions=metrics.n_predictions,
-        n_gt_pairs=metrics.n_gt_pairs,
+        n_queries=int(np.unique(q[kept]).size),
+        n_references=int(np.unique(r[kept]).size),
         dims=None,
         source="predictions",
+        **scored,
     )
 
 

@@ -1,4 +1,5 @@
-"""File I/O shared by every writer and reader: atomic writes, and CSV rows with located errors.
+"""File I/O shared by every writer and reader: atomic writes (JSON files among them), and CSV
+rows with located errors.
 
 Light imports only (the standard library).
 """
@@ -6,11 +7,13 @@ Light imports only (the standard library).
 from __future__ import annotations
 
 import csv
+import json
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 @contextmanager
@@ -30,6 +33,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json(path: str | Path, obj: Any, indent: int | None = 2, sort_keys: bool = False) -> None:
+    """``obj`` as JSON text (``json.dumps`` with ``indent`` and ``sort_keys``, ASCII) and a
+    final newline, written to ``path`` atomically (:func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=indent, sort_keys=sort_keys) + "\n", encoding="utf-8")
 
 
 def _fsync(path: str | Path) -> None:

@@ -24,7 +24,6 @@ Where a pipeline comes from:
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -363,7 +362,7 @@ def fit_run_postprocessor(
     ``train_images`` and save it (default: beside the checkpoint, where ``fisc freeze`` and
     ``DescriptorPipeline.from_checkpoint(postprocess="run")`` find it). The file records the
     spec, the fit set (count, ids hash, folder) and the checkpoint's sha256."""
-    from fisc.files import atomic_path
+    from fisc.files import write_json
 
     spec = spec or run_postprocess_spec(checkpoint)
     if not spec:
@@ -378,8 +377,7 @@ def fit_run_postprocessor(
     path = Path(out) if out is not None else run_postprocess_path(checkpoint)
     pp.save(path)
     summary = {"file": path.name, "spec": pp.spec, "dims": pp.dims, "fit_set": pp.fit_set}
-    with atomic_path(path.with_suffix(".json")) as tmp:  # last.postprocess.json
-        tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    write_json(path.with_suffix(".json"), summary, sort_keys=True)  # last.postprocess.json
     log.info("post-processor %r fitted on %d training images: %s", spec, pp.fit_set["count"], path)
     return path, pp
 

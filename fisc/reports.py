@@ -27,7 +27,7 @@ import numpy as np
 
 from fisc.descriptors import Descriptors
 from fisc.evaluation import EvalResult, evaluate, results_table
-from fisc.files import atomic_path
+from fisc.files import atomic_path, write_json
 from fisc.metrics.micro_ap import micro_average_precision, precision_recall_curve
 from fisc.search.exact import global_capped_search
 
@@ -259,8 +259,7 @@ def write_report(
         },
         "gallery": cases,
     }
-    with atomic_path(out / "results.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_json(out / "results.json", summary)
     paths["json"] = out / "results.json"
     thr = "none" if metrics.threshold_at_p90 is None else f"{metrics.threshold_at_p90:.6g}"
     md = [

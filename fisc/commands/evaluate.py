@@ -101,11 +101,9 @@ def image_files(folders: list[str]) -> dict[str, Path]:
 
 def sweep(args, queries, references) -> None:
     """Post-processing specs fitted on training descriptors, one table row per spec."""
-    import json
-
     from fisc.challenge import load_ground_truth
     from fisc.descriptors.h5io import read_vectors
-    from fisc.files import atomic_path
+    from fisc.files import write_json
     from fisc.postprocess import sweep as sweep_specs
     from fisc.postprocess import sweep_table
 
@@ -133,6 +131,5 @@ def sweep(args, queries, references) -> None:
     )
     print(sweep_table(rows))
     if args.json:
-        with atomic_path(args.json) as tmp:
-            tmp.write_text(json.dumps(rows, indent=2) + "\n")
+        write_json(args.json, rows)
         print(f"written: {args.json}")

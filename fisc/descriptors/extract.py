@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -73,37 +74,19 @@ def iter_descriptors(
 
 
 def extract_descriptors(
-    model: nn.Module,
-    images: ImageSet,
-    prep: Preprocess,
-    batch_size: int = 64,
-    num_workers: int = 0,
-    device: str | torch.device = "cpu",
-    on_error: str = "raise",
-    progress: bool = True,
-    desc: str = "extract",
-    per_image: bool = False,
+    model: nn.Module, images: ImageSet, prep: Preprocess, **options: Any
 ) -> tuple[Descriptors, list[str]]:
     """Descriptors of ``images`` (rows in id order) and the ids skipped as undecodable.
 
-    ``on_error="raise"`` stops at the first bad file with an error naming it;
-    ``"skip"`` logs it, leaves it out and lists it in the second return value.
+    ``options``: the keyword options of :func:`iter_descriptors` (``batch_size``,
+    ``num_workers``, ``device``, ``on_error``, ``progress``, ``desc``, ``per_image``), with
+    its defaults; every image is extracted (no ``indices``). ``on_error="raise"`` stops at the
+    first bad file with an error naming it; ``"skip"`` logs it, leaves it out and lists it in
+    the second return value.
     """
     out: np.ndarray | None = None
     keep = np.zeros(len(images), dtype=bool)
-    for index, vectors in iter_descriptors(
-        model,
-        images,
-        prep,
-        None,
-        batch_size,
-        num_workers,
-        device,
-        on_error,
-        progress,
-        desc,
-        per_image,
-    ):
+    for index, vectors in iter_descriptors(model, images, prep, None, **options):
         if out is None:
             out = np.empty((len(images), vectors.shape[1]), dtype=np.float32)
         out[index] = vectors

@@ -209,6 +209,20 @@ def _pessimistic_order(scores: np.ndarray, is_tp: np.ndarray) -> np.ndarray:
     return np.lexsort((is_tp.astype(np.int8), -scores))
 
 
+def _pessimistic_curve(
+    query_ids, reference_ids, scores, ground_truth, unknown_queries
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """``(is_tp, true positives so far, precision so far, score)`` along the predictions
+    sorted pessimistically (score descending, false positives first among equal scores), and
+    ``n_gt``: what μAP and the precision-recall curve are computed from."""
+    _, is_tp, s, n_gt = _labelled(query_ids, reference_ids, scores, ground_truth, unknown_queries)
+    order = _pessimistic_order(s, is_tp)
+    tp_sorted = is_tp[order]
+    tp_cum = np.cumsum(tp_sorted, dtype=np.int64)
+    precision = tp_cum / np.arange(1, tp_cum.size + 1, dtype=np.float64)
+    return tp_sorted, tp_cum, precision, s[order], n_gt
+
+
 def precision_recall_curve(
     query_ids,
     reference_ids,
@@ -217,12 +231,10 @@ def precision_recall_curve(
     unknown_queries: str = "ignore",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Precision, recall and score of each prefix of the pessimistically sorted list."""
-    _, is_tp, s, n_gt = _labelled(query_ids, reference_ids, scores, ground_truth, unknown_queries)
-    order = _pessimistic_order(s, is_tp)
-    tp_cum = np.cumsum(is_tp[order], dtype=np.int64)
-    precision = tp_cum / np.arange(1, tp_cum.size + 1, dtype=np.float64)
-    recall = tp_cum / float(n_gt)
-    return precision, recall, s[order]
+    _, tp_cum, precision, s, n_gt = _pessimistic_curve(
+        query_ids, reference_ids, scores, ground_truth, unknown_queries
+    )
+    return precision, tp_cum / float(n_gt), s
 
 
 def micro_average_precision(
@@ -239,12 +251,10 @@ def micro_average_precision(
     Duplicate (query, reference) pairs raise ``ValueError``; so does a ground truth without a
     single matched query.
     """
-    _, is_tp, s, n_gt = _labelled(query_ids, reference_ids, scores, ground_truth, unknown_queries)
-    order = _pessimistic_order(s, is_tp)
-    tp_sorted = is_tp[order]
-    tp_cum = np.cumsum(tp_sorted, dtype=np.int64)
+    tp_sorted, tp_cum, precision, s, n_gt = _pessimistic_curve(
+        query_ids, reference_ids, scores, ground_truth, unknown_queries
+    )
     n_tp = int(tp_cum[-1]) if tp_cum.size else 0
-    precision = tp_cum / np.arange(1, tp_cum.size + 1, dtype=np.float64)
     # recall increases by 1/N_gt exactly at true positives, so the sum reduces to this
     micro_ap = float(precision[tp_sorted].sum() / n_gt)
 
@@ -254,7 +264,7 @@ def micro_average_precision(
         best_tp = tp_cum[ok].max()
         # shortest qualifying prefix with the largest recall: it ends at a true positive
         end = int(ok[np.argmax(tp_cum[ok] == best_tp)])
-        recall_p90, threshold = float(best_tp / n_gt), float(s[order][end])
+        recall_p90, threshold = float(best_tp / n_gt), float(s[end])
     return Metrics(
         micro_ap=micro_ap,
         recall_at_p90=recall_p90,

@@ -310,45 +310,51 @@ def _with_column(x: np.ndarray, column: np.ndarray | None = None) -> np.ndarray:
     return np.concatenate([x, extra], axis=1).astype(np.float32)
 
 
-class IscNorm(_Neighbours):
+class _QueryColumn(_Neighbours):
+    """Base of the role-dependent steps that give every row one more coordinate: references
+    get ``[r, 0]``; a query's side, :meth:`_query`, is computed from its top-k training
+    similarities."""
+
+    role_dependent = True
+
+    def out_dims(self, d):
+        return d + 1
+
+    def transform(self, x, role=None):
+        role = _check_role(self, role)
+        x = np.asarray(x, np.float64)
+        if role == "reference":
+            return _with_column(x)
+        sims, _ = self._topk(x)
+        return self._query(x, sims)
+
+    def _query(self, x: np.ndarray, sims: np.ndarray) -> np.ndarray:
+        """The transformed queries ``x`` (float64), given ``sims``, their (n, k) top-k
+        training similarities."""
+        raise NotImplementedError
+
+
+class IscNorm(_QueryColumn):
     """isc2021's score normalisation by the n-th (or mean top-n) training similarity of the
     query; see the module docstring."""
 
     name = "isc_norm"
     params = ("k", "factor", "reduction")
-    role_dependent = True
 
-    def out_dims(self, d):
-        return d + 1
-
-    def transform(self, x, role=None):
-        role = _check_role(self, role)
-        x = np.asarray(x, np.float64)
-        if role == "reference":
-            return _with_column(x)
-        sims, _ = self._topk(x)
+    def _query(self, x, sims):
         s_n = sims[:, -1] if self.reduction == "min" else sims.mean(axis=1)
         a = np.sqrt(2.0 * self.factor * (1.0 + np.maximum(s_n, -1.0)))
         return _with_column(x, a)
 
 
-class Stretch(_Neighbours):
+class Stretch(_QueryColumn):
     """Query stretching by α · mean top-k training similarity; see the module docstring."""
 
     name = "stretch"
     params = ("k", "alpha")
-    role_dependent = True
     floor = 0.1
 
-    def out_dims(self, d):
-        return d + 1
-
-    def transform(self, x, role=None):
-        role = _check_role(self, role)
-        x = np.asarray(x, np.float64)
-        if role == "reference":
-            return _with_column(x)
-        sims, _ = self._topk(x)
+    def _query(self, x, sims):
         beta = self.alpha * np.maximum(sims.mean(axis=1), self.floor)
         big_m = 1.0 / (self.floor * self.alpha) ** 2
         extra = np.sqrt(np.maximum(big_m - 1.0 / beta**2, 0.0))

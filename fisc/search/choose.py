@@ -104,13 +104,12 @@ def _read(path: Path, key: dict) -> dict | None:
 
 
 def _write(path: Path, record: dict) -> None:
-    from fisc.files import atomic_path
+    from fisc.files import write_json
 
     others = [r for r in _records(path) if r.get("key") != record["key"]]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps([*others, record], indent=2) + "\n")
+        write_json(path, [*others, record])
     except OSError as e:
         log.warning("could not cache the search backend choice in %s (%s)", path, e)
 

@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from fisc.checkpoints import load_checkpoint
-from fisc.files import atomic_path
+from fisc.files import atomic_path, write_json
 from fisc.provenance import git_dirty, git_sha, package_versions
 
 log = logging.getLogger(__name__)
@@ -51,14 +51,12 @@ def write_run_info(run_dir: Path, cfg: DictConfig, data: str | None = None) -> N
             "deterministic": torch.are_deterministic_algorithms_enabled(),
         }
     )
-    with atomic_path(info_path) as tmp:
-        tmp.write_text(json.dumps({"launches": launches}, indent=2) + "\n")
+    write_json(info_path, {"launches": launches})
 
 
 def write_train_result(path: Path, result: TrainResult) -> None:
     """``train_result.json`` at ``path``, written atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(asdict(result), indent=2) + "\n")
+    write_json(path, asdict(result))
 
 
 def _recorded_fit_minutes(run_dir: Path, default: float) -> float:

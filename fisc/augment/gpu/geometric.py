@@ -8,6 +8,7 @@ device) and the batch is warped at once with kornia, output size = input size.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from kornia.geometry.transform import (
@@ -25,6 +26,21 @@ from fisc.augment.registry import Param, register
 
 def _fill(x: Tensor, value: float) -> Tensor:
     return torch.full((x.shape[1],), float(value), device=x.device, dtype=x.dtype)
+
+
+def _warp(warp: Callable[..., Tensor], x: Tensor, matrix: Tensor, fill: float) -> Tensor:
+    """``x`` warped by kornia's ``warp`` (:func:`warp_affine` with (n, 2, 3) matrices or
+    :func:`warp_perspective` with (n, 3, 3) ones) to its own size: bilinear,
+    ``align_corners=True``, uncovered pixels set to ``fill`` (a grey level)."""
+    return warp(
+        x,
+        matrix.to(x.dtype),
+        tuple(x.shape[-2:]),
+        mode="bilinear",
+        padding_mode="fill",
+        align_corners=True,
+        fill_value=_fill(x, fill),
+    )
 
 
 def _corners(h: int, w: int, n: int) -> Tensor:
@@ -78,15 +94,7 @@ class Affine(GpuOp):
         return {"matrix": m[:, :2]}
 
     def apply(self, x, prm, keys):
-        return warp_affine(
-            x,
-            prm["matrix"].to(x.dtype),
-            tuple(x.shape[-2:]),
-            mode="bilinear",
-            padding_mode="fill",
-            align_corners=True,
-            fill_value=_fill(x, self.values["fill"]),
-        )
+        return _warp(warp_affine, x, prm["matrix"], self.values["fill"])
 
 
 @register
@@ -111,15 +119,7 @@ class Perspective(GpuOp):
         return {"matrix": get_perspective_transform(src, dst)}
 
     def apply(self, x, prm, keys):
-        return warp_perspective(
-            x,
-            prm["matrix"].to(x.dtype),
-            tuple(x.shape[-2:]),
-            mode="bilinear",
-            padding_mode="fill",
-            align_corners=True,
-            fill_value=_fill(x, self.values["fill"]),
-        )
+        return _warp(warp_perspective, x, prm["matrix"], self.values["fill"])
 
 
 @register

@@ -85,6 +85,13 @@ def _pick(rng: np.random.Generator, seq):
     return seq[int(rng.integers(len(seq)))]
 
 
+def _place(rng: np.random.Generator, size: int, extent: int, parts: int) -> int:
+    """A uniform random start for an item of ``size`` px along an image side of ``extent`` px,
+    such that at most about ``1/parts`` of the item falls outside, either end."""
+    lo = -size // parts
+    return int(rng.integers(lo, max(lo + 1, extent - ((parts - 1) * size) // parts)))
+
+
 def text_mask(text: str, fnt: _Font) -> np.ndarray:
     """The 8-bit coverage mask of ``text``, cropped to its ink; newlines separate lines, each
     rendered on its own and stacked left-aligned with a gap of a fifth of the font size.
@@ -188,8 +195,7 @@ class Text(Op):
         mask = safe_text_mask(text, path, px)
         fill = mask.astype(np.float32) * np.float32(opacity / 255.0)
         mh, mw = fill.shape
-        x = int(rng.integers(-mw // 5, max(-mw // 5 + 1, w - (4 * mw) // 5)))
-        y = int(rng.integers(-mh // 5, max(-mh // 5 + 1, h - (4 * mh) // 5)))
+        x, y = _place(rng, mw, w, 5), _place(rng, mh, h, 5)
         if stroke:
             edge = outline(mask, stroke).astype(np.float32) * np.float32(opacity / 255.0)
             dark = sum(color) > 384
@@ -228,8 +234,7 @@ class Emoji(Op):
         rgb = emoji[..., :3] / np.maximum(alpha, 1e-3)[..., None]  # back to straight alpha
         rgb = np.clip(rgb, 0, 255).astype(np.uint8)
         alpha *= np.float32(self.uniform(rng, "opacity"))
-        x = int(rng.integers(-s // 4, max(-s // 4 + 1, w - (3 * s) // 4)))
-        y = int(rng.integers(-s // 4, max(-s // 4 + 1, h - (3 * s) // 4)))
+        x, y = _place(rng, s, w, 4), _place(rng, s, h, 4)
         out = img.copy()
         blend(out, rgb, alpha, x, y)
         return out
