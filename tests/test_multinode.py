@@ -55,7 +55,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO
+from helpers.config import REPO
 
 STEPS = 2
 SETTINGS = [
