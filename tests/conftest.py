@@ -14,25 +14,16 @@ from helpers.config import CONF  # noqa: E402
 
 torch.set_num_threads(2)
 
-TINY_SPEC = dict(
-    n_train=24,
-    n_reference=16,
-    n_dev_queries=12,
-    n_phase2_queries=12,
-    n_novel_queries=12,
-    match_fraction=0.5,
-    image_size=64,
-    seed=0,
-)
-
 
 @pytest.fixture(scope="session")
 def tiny_minidisc(tmp_path_factory) -> Path:
     """A tiny minidisc, built once per test session (read-only for tests)."""
-    from fisc.data.minidisc import MinidiscSpec, build_minidisc
+    from helpers.minidisc import TINY_SPEC
+
+    from fisc.data.minidisc import build_minidisc
 
     root = tmp_path_factory.mktemp("tiny") / "minidisc"
-    return build_minidisc(root, MinidiscSpec(**TINY_SPEC), progress=False)
+    return build_minidisc(root, TINY_SPEC, progress=False)
 
 
 @pytest.fixture
