@@ -10,48 +10,20 @@ os.environ["WANDB_MODE"] = "disabled"
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from helpers.config import CONF  # noqa: E402
 
 torch.set_num_threads(2)
-
-REPO = Path(__file__).resolve().parent.parent
-CONF = REPO / "conf"
-TINY_SPEC = dict(
-    n_train=24,
-    n_reference=16,
-    n_dev_queries=12,
-    n_phase2_queries=12,
-    n_novel_queries=12,
-    match_fraction=0.5,
-    image_size=64,
-    seed=0,
-)
-
-
-# a training run that takes seconds on the tiny minidisc: tiny_overrides(root) for train.py
-TINY_TRAIN = [
-    "model.train_size=32",
-    "model.eval_size=32",
-    "batch_size=8",
-    "eval_batch_size=16",
-    "num_workers=0",
-    "trainer.max_epochs=1",
-    "trainer.limit_train_batches=1",
-    "+trainer.limit_val_batches=1.0",
-    "+trainer.enable_model_summary=false",
-]
-
-
-def tiny_overrides(root) -> list[str]:
-    return [f"data.root={root}", "data.build_if_missing=false", *TINY_TRAIN]
 
 
 @pytest.fixture(scope="session")
 def tiny_minidisc(tmp_path_factory) -> Path:
     """A tiny minidisc, built once per test session (read-only for tests)."""
-    from fisc.data.minidisc import MinidiscSpec, build_minidisc
+    from helpers.minidisc import TINY_SPEC
+
+    from fisc.data.minidisc import build_minidisc
 
     root = tmp_path_factory.mktemp("tiny") / "minidisc"
-    return build_minidisc(root, MinidiscSpec(**TINY_SPEC), progress=False)
+    return build_minidisc(root, TINY_SPEC, progress=False)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from helpers.config import REPO
 
 import fisc
 from fisc.cli import main as cli

@@ -13,6 +13,7 @@ from fisc.challenge import (
     submission_problems,
     validate_submission,
 )
+from fisc.challenge import validate_submission_main as validate_main
 from fisc.descriptors import Descriptors
 from fisc.files import read_csv_rows
 
@@ -165,3 +166,142 @@ def test_an_empty_submission_file_fails(tmp_path):
         f["query_ids"] = np.array([], dtype="S6")
         f["reference_ids"] = np.array([b"R000000"])
     assert validate_submission(path) == ["query: no descriptors (0 rows)"]
+
+
+# --- submission files, as `fisc validate-submission` checks them ----------------------------
+
+QUERIES = [f"Q{i:05d}" for i in range(5)]
+
+
+REFERENCES = [f"R{i:06d}" for i in range(7)]
+
+
+def _write(path, **override):
+    rng = np.random.default_rng(0)
+    data = {
+        "query": rng.standard_normal((len(QUERIES), 8)).astype(np.float32),
+        "reference": rng.standard_normal((len(REFERENCES), 8)).astype(np.float32),
+        "query_ids": np.array([q.encode() for q in QUERIES], dtype="S6"),
+        "reference_ids": np.array([r.encode() for r in REFERENCES], dtype="S7"),
+    }
+    data.update(override)
+    with h5py.File(path, "w") as f:
+        for name, value in data.items():
+            if value is not None:
+                f.create_dataset(name, data=value)
+    return path
+
+
+def test_valid_submission_passes(tmp_path, capsys):
+    path = _write(tmp_path / "sub.h5")
+    assert validate_submission(path, QUERIES, REFERENCES) == []
+    assert validate_main([str(path)]) == 0
+    assert "OK" in capsys.readouterr().out
+
+
+def _one_failure(path, *words, **kwargs):
+    failures = validate_submission(path, **kwargs)
+    assert len(failures) == 1, failures
+    for word in words:
+        assert word in failures[0], failures
+    return failures[0]
+
+
+def test_missing_dataset(tmp_path):
+    _one_failure(_write(tmp_path / "s.h5", reference_ids=None), "missing", "reference_ids")
+
+
+def test_float64(tmp_path):
+    vectors = np.zeros((len(QUERIES), 8), dtype=np.float64) + 0.5
+    _one_failure(_write(tmp_path / "s.h5", query=vectors), "query", "float64", "float32")
+
+
+def test_nan_row(tmp_path):
+    vectors = np.ones((len(REFERENCES), 8), dtype=np.float32)
+    vectors[3, 2] = np.nan
+    line = _one_failure(_write(tmp_path / "s.h5", reference=vectors), "reference", "NaN")
+    assert "3" in line
+
+
+def test_too_many_dims(tmp_path):
+    path = _write(
+        tmp_path / "s.h5",
+        query=np.ones((len(QUERIES), 257), np.float32),
+        reference=np.ones((len(REFERENCES), 257), np.float32),
+    )
+    failures = validate_submission(path)
+    assert len(failures) == 2 and all("257 dims" in f for f in failures), failures
+
+
+def test_dims_differ(tmp_path):
+    path = _write(tmp_path / "s.h5", query=np.ones((len(QUERIES), 4), np.float32))
+    _one_failure(path, "4 dims", "8")
+
+
+def test_unsorted_ids(tmp_path):
+    ids = np.array([q.encode() for q in QUERIES[::-1]], dtype="S6")
+    _one_failure(_write(tmp_path / "s.h5", query_ids=ids), "query_ids", "not sorted")
+
+
+def test_duplicate_id(tmp_path):
+    refs = REFERENCES[:-1] + [REFERENCES[-2]]
+    ids = np.array([r.encode() for r in refs], dtype="S7")
+    _one_failure(_write(tmp_path / "s.h5", reference_ids=ids), "duplicate", "R000005")
+
+
+def test_malformed_id(tmp_path):
+    ids = np.array([q.encode() for q in QUERIES[:-1] + ["Q1234"]], dtype="S6")
+    _one_failure(_write(tmp_path / "s.h5", query_ids=ids), "malformed", "Q1234")
+
+
+def test_row_count_mismatch(tmp_path):
+    path = _write(tmp_path / "s.h5", query=np.ones((len(QUERIES) + 1, 8), np.float32))
+    _one_failure(path, "6 rows", "5 ids")
+
+
+def test_ids_against_lists(tmp_path, capsys):
+    path = _write(tmp_path / "s.h5")
+    line = _one_failure(path, "missing", "Q00005", query_ids=QUERIES + ["Q00005"])
+    assert line.startswith("query_ids: 1 ids")
+    _one_failure(path, "not in the list", "R000006", reference_ids=REFERENCES[:-1])
+    listing = tmp_path / "queries.txt"
+    listing.write_text("\n".join(QUERIES[:3]) + "\n")
+    assert validate_main([str(path), "--queries", str(listing)]) == 1
+    out = capsys.readouterr().out
+    assert "INVALID" in out and "2 ids in the file" in out
+
+
+def test_ground_truth_csv_lists(tmp_path):
+    gt = tmp_path / "gt.csv"
+    gt.write_text("query_id,reference_id\nQ00000,R000001\nQ00001,\nQ00002,R000009\n")
+    assert read_id_list(gt, "query") == (["Q00000", "Q00001", "Q00002"], True)
+    assert read_id_list(gt, "reference") == (["R000001", "R000009"], False)
+    path = _write(tmp_path / "s.h5")
+    assert validate_main([str(path), "--references", str(gt)]) == 1  # R000009 missing
+
+
+def test_not_hdf5(tmp_path):
+    bad = tmp_path / "x.h5"
+    bad.write_text("nope")
+    assert "not a readable HDF5" in validate_submission(bad)[0]
+    assert validate_submission(tmp_path / "absent.h5")[0].endswith("does not exist")
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_validate_submission_help_through_fisc(flag, capsys):
+    from fisc.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["validate-submission", flag])
+    assert e.value.code == 0
+    assert "usage: fisc validate-submission" in capsys.readouterr().out
+
+
+def test_validate_submission_through_fisc_reports_failures(tmp_path, capsys):
+    from fisc.cli import main
+
+    bad = tmp_path / "x.h5"
+    bad.write_text("nope")
+    assert main(["validate-submission", str(bad)]) != 0
+    captured = capsys.readouterr()
+    assert "not a readable HDF5" in captured.out + captured.err

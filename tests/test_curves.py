@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, tiny_overrides
+from helpers.config import REPO, tiny_overrides
 from PIL import Image
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import yaml
-from conftest import CONF, tiny_overrides
+from helpers.config import CONF, tiny_overrides
 from omegaconf import OmegaConf
 
 from fisc.train.callbacks import build_callbacks

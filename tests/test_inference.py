@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, tiny_overrides
+from helpers.config import REPO, tiny_overrides
 
 from fisc.cli import main as cli
 from fisc.data.disc21 import Disc21, list_images

@@ -11,22 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.minidisc import SMALL_SPEC
 from PIL import Image
 
 from fisc.data import minidisc as M
 from fisc.data.ids import check_id
 
-SMALL = M.MinidiscSpec(
-    n_train=20,
-    n_reference=15,
-    n_dev_queries=10,
-    n_phase2_queries=10,
-    match_fraction=0.25,
-    image_size=64,
-    seed=3,
-    n_novel_queries=20,
-)
-# 0.25 * 10 = 2.5 queries: documented rounding is half up, so 3 matches per phase.
+# SMALL_SPEC: 0.25 * 10 = 2.5 queries: documented rounding is half up, so 3 matches per phase.
 EXPECTED_MATCHES = 3
 
 
@@ -51,8 +42,8 @@ def leftovers(root: Path) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> tuple[Path, Path]:
-    a = M.build_minidisc(tmp_path_factory.mktemp("a") / "md", SMALL, progress=False)
-    b = M.build_minidisc(tmp_path_factory.mktemp("b") / "md", SMALL, progress=False)
+    a = M.build_minidisc(tmp_path_factory.mktemp("a") / "md", SMALL_SPEC, progress=False)
+    b = M.build_minidisc(tmp_path_factory.mktemp("b") / "md", SMALL_SPEC, progress=False)
     return a, b
 
 
@@ -261,12 +252,12 @@ def test_killed_build_leaves_nothing(tmp_path, monkeypatch):
 
 
 def test_workers_do_not_change_bytes(tmp_path, built):
-    root = M.build_minidisc(tmp_path / "w2", SMALL, progress=False, workers=2)
+    root = M.build_minidisc(tmp_path / "w2", SMALL_SPEC, progress=False, workers=2)
     assert file_hashes(root) == file_hashes(built[0])
 
 
 def test_seed_changes_data(tmp_path, built):
-    spec = dataclasses.replace(SMALL, seed=4)
+    spec = dataclasses.replace(SMALL_SPEC, seed=4)
     root = M.build_minidisc(tmp_path / "s4", spec, progress=False)
     a, b = file_hashes(root), file_hashes(built[0])
     assert a.keys() == b.keys()
@@ -357,7 +348,7 @@ def test_novel_split_every_query_carries_an_edit_no_training_view_can_make(built
 
 def test_adding_the_novel_split_leaves_every_other_file_identical(tmp_path, built):
     without = M.build_minidisc(
-        tmp_path / "md", dataclasses.replace(SMALL, n_novel_queries=0), progress=False
+        tmp_path / "md", dataclasses.replace(SMALL_SPEC, n_novel_queries=0), progress=False
     )
     a, b = file_hashes(built[0]), file_hashes(without)
     others = {k: v for k, v in a.items() if k != M.MANIFEST and not k.startswith(

@@ -22,8 +22,8 @@ The comparison is made exact in its terms, not loosened:
   similarities, then loses most of its digits to cancellation; its gradient follows that
   rounding noise. Measured with KoLeo on: step-1 gradients agreed to 8e-5 (of 11), step-2
   gradients differed by 25%, with the losses still equal to 2e-6 relative. That is the loss's
-  conditioning in float32, not the distribution: ``tests/test_loss.py`` checks KoLeo's loss
-  and gradients on 2 gloo ranks against one process in float64.
+  conditioning in float32, not the distribution: ``tests/losses/test_infonce_koleo.py`` checks
+  KoLeo's loss and gradients on 2 gloo ranks against one process in float64.
 - No mixed positives (``loss.mix_fraction=0``): each rank draws its mixing partners among its
   own rows, so mixing is not world-size invariant by design.
 - SGD (not AdamW): after a step the weights differ by ``lr`` x the gradient difference. Adam's
@@ -55,7 +55,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO
+from helpers.config import REPO
 
 STEPS = 2
 SETTINGS = [

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import CONF
+from helpers.config import CONF
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import CONF, tiny_overrides
+from helpers.config import CONF, tiny_overrides
 from omegaconf import OmegaConf
 
 from fisc.models.descriptor import ModelConfig

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import REPO
+from helpers.config import REPO
 
 PROBE = """
 import runpy, sys

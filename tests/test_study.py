@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CONF, tiny_overrides
+from helpers.config import CONF, tiny_overrides
 from omegaconf import OmegaConf
 from PIL import Image
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO as ROOT
+from helpers.config import REPO as ROOT
 
 # 3 batches per epoch (24 images / 8), 4 epochs: 12 steps; last.ckpt after every step; the
 # mixed positives and the cross-batch memory make the steps depend on the RNG and loss state

@@ -9,7 +9,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-from conftest import CONF
+from helpers.config import CONF
 
 from fisc.cli import main as fisc_main
 from fisc.train.config import ConfigError, check_config

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import tiny_overrides
+from helpers.config import tiny_overrides
 
 from fisc.train.config import ConfigError, LoggerConfig, check_config
 from fisc.train.loggers import make_logger

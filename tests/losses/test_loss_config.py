@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONF, tiny_overrides
+from helpers.config import CONF, tiny_overrides
 from omegaconf import OmegaConf
 
 from fisc.losses import build_loss

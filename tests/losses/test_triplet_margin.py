@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_overrides
+from helpers.config import tiny_overrides
 
 from fisc.losses.triplet_margin import TripletMarginLoss
 from fisc.train.run import train
