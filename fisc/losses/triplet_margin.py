@@ -7,7 +7,7 @@ L2-normalised embeddings, averaged over this rank's rows; with the same number o
 rank, DDP's gradient average is the gradient of the whole global batch's loss.
 
 ``docs/architecture.md`` (Adding a loss) walks through how this loss was added: this module,
-``conf/loss/triplet_margin.yaml`` and ``tests/test_triplet_margin.py``.
+``conf/loss/triplet_margin.yaml`` and ``tests/losses/test_triplet_margin.py``.
 """
 
 from __future__ import annotations
