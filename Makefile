@@ -53,7 +53,7 @@ ifeq ($(experiment),demo)
 else
 	test -f $(RUN_DIR)/train_result.json || $(PY) train.py experiment=$(experiment) run_dir=$(RUN_DIR)
 endif
-	$(PY) -m fisc.cli export-phase2 --config conf/export/default.yaml \
+	$(PY) -m fisc.cli export-phase2 --config conf/export.yaml \
 		--set checkpoint=$(RUN_DIR)/checkpoints/last.ckpt --set artifact=$(EXPORT_DIR)/artifact \
 		--set phase1_dir=$(EXPORT_DIR)/phase1 --set phase2_submission=$(EXPORT_DIR)/phase2/submission.h5 \
 		--set runtime_dir=$(EXPORT_DIR)/runtime

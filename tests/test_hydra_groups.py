@@ -238,3 +238,15 @@ def test_optuna_search_runs_trials_and_names_the_best(tiny_minidisc, tmp_path):
     best = max(score for _, _, score in jobs)
     assert results["best_value"] == pytest.approx(best)
     assert any(results["best_params"] == pytest.approx(p) for p, _, s in jobs if s == best)
+
+
+def test_export_settings_are_not_a_training_config_group(compose_cfg):
+    """conf/export.yaml is read by the export commands, not composed into a training run: it is
+    no group Hydra could merge into train.yaml (the old conf/export/ folder was one), so
+    ``+export=default`` is a plain unknown key, refused at start-up."""
+    cfg = compose_cfg("+export=default")
+    assert cfg.export == "default"  # a value, not the export settings merged in
+    with pytest.raises(ConfigError, match="export"):
+        check_config(cfg)
+    settings = yaml.safe_load((Path(__file__).parents[1] / "conf" / "export.yaml").read_text())
+    assert {"checkpoint", "artifact"} <= set(settings)

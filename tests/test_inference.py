@@ -437,7 +437,7 @@ def test_exported_submission_scores_as_the_evaluated_postprocessing(
     sets = [f"artifact={art}", f"data_root={tiny_minidisc}", f"phase1_dir={tmp_path / 'p1'}",
             f"phase2_submission={tmp_path / 'p2.h5'}", "runtime_formats=[]", "num_workers=0",
             "checkpoint=null"]  # fmt: skip
-    conf = str(REPO / "conf" / "export" / "default.yaml")
+    conf = str(REPO / "conf" / "export.yaml")
     assert cli(["export-phase2", "--config", conf, *[a for s in sets for a in ("--set", s)]]) == 0
     q, r = read_submission(tmp_path / "p2.h5")
     assert q.vectors.shape[1] == r.vectors.shape[1] == 9

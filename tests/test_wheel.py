@@ -67,7 +67,7 @@ def test_wheel_holds_every_module_the_configs_and_entry_points(wheel):
         if p.relative_to(REPO / "conf").parts[0] != "local"
     }
     shipped = {n for n in names if n.startswith("fisc/conf/")}
-    assert "fisc/conf/train.yaml" in configs and "fisc/conf/export/default.yaml" in configs
+    assert "fisc/conf/train.yaml" in configs and "fisc/conf/export.yaml" in configs
     assert shipped == configs  # every config, and nothing else (no conf/local/)
     info = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     entry_points = zipfile.ZipFile(wheel).read(info).decode()
@@ -391,7 +391,7 @@ def exported(installed, trained) -> dict[str, Path]:
 
 @pytest.mark.slow
 def test_installed_freeze_export_and_validate(installed, trained, exported):
-    """Its default --config is the packaged conf/export/default.yaml."""
+    """Its default --config is the packaged conf/export.yaml."""
     artifact = exported["artifact"]
     assert {"model.safetensors", "postprocess.npz", "model_card.json", "MANIFEST.sha256"} <= {
         p.name for p in artifact.iterdir()}  # fmt: skip

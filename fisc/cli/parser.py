@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("export-phase2", "freeze/Phase 1 if missing, then the Phase 2 submission"),
     ):
         p = sub.add_parser(name, help=what)
-        p.add_argument("--config", help="export config (default: fisc's conf/export/default.yaml)")
+        p.add_argument("--config", help="export config (default: fisc's conf/export.yaml)")
         p.add_argument(
             "--set",
             action="append",

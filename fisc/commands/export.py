@@ -50,7 +50,7 @@ def cmd_export(args) -> None:
     if args.config is None:
         from fisc.paths import config_dir
 
-        args.config = str(config_dir() / "export" / "default.yaml")
+        args.config = str(config_dir() / "export.yaml")
     merged = OmegaConf.merge(OmegaConf.load(args.config), OmegaConf.from_dotlist(args.set))
     values = OmegaConf.to_container(merged, resolve=True)
     known = {f.name for f in dataclasses.fields(ExportConfig)}
