@@ -1,0 +1,190 @@
+"""Mutation testing of the modules whose behaviour the tests pin (`make mutation`).
+
+``python benchmarks/mutation.py run [--modules metrics search ...]`` runs mutmut (configured in
+``pyproject.toml``'s ``[tool.mutmut]``) on the mutants of the chosen modules that have no result
+yet (``--rerun``: all of them); ``python benchmarks/mutation.py report`` prints each module's
+kill rate from mutmut's results under ``mutants/`` and, with ``--json``, writes them.
+
+Kill rate = killed / (killed + survived + timeout): a timeout counts against it. Mutants that
+no selected test reaches ("no tests"), that were skipped, or that crashed the worker
+("suspicious", "segfault") are counted apart and listed, not folded in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# module group -> the source files it mutates (each is listed in [tool.mutmut] only_mutate)
+MODULES: dict[str, list[str]] = {
+    "metrics": ["fisc/metrics/micro_ap.py"],
+    "postprocess": [
+        "fisc/postprocess/steps.py",
+        "fisc/postprocess/spec.py",
+        "fisc/postprocess/sweep.py",
+    ],
+    "search": [
+        "fisc/search/exact.py",
+        "fisc/search/backends.py",
+        "fisc/search/torch_knn.py",
+        "fisc/search/choose.py",
+    ],
+    "pipeline": ["fisc/augment/pipeline.py"],
+    "losses": [
+        "fisc/losses/infonce_koleo.py",
+        "fisc/losses/contrastive_xbm.py",
+        "fisc/losses/arcface.py",
+        "fisc/losses/memory.py",
+        "fisc/losses/gather.py",
+        "fisc/losses/mix.py",
+        "fisc/losses/triplet_margin.py",
+    ],
+    "phase2": ["fisc/export/phase2.py"],
+}
+
+# mutmut's exit codes (mutmut.stats.status_by_exit_code, mutmut 3.8) folded into our classes
+STATUS = {
+    1: "killed",
+    3: "killed",
+    0: "survived",
+    36: "timeout",
+    24: "timeout",
+    -24: "timeout",
+    152: "timeout",
+    255: "timeout",
+    5: "no_tests",
+    33: "no_tests",
+    34: "skipped",
+    37: "killed",  # caught by a type checker (none is configured)
+    None: "not_checked",
+}
+
+
+def module_name(path: str) -> str:
+    """``fisc/search/exact.py`` -> ``fisc.search.exact`` (mutmut's prefix of its mutant names)."""
+    return path[: -len(".py")].replace("/", ".")
+
+
+def load_results(path: str) -> dict[str, int | None]:
+    """mutmut's exit code per mutant of one source file (empty when it has not run yet)."""
+    meta = ROOT / "mutants" / (path + ".meta")
+    if not meta.is_file():
+        return {}
+    return json.loads(meta.read_text())["exit_code_by_key"]
+
+
+def classify(code: int | None) -> str:
+    return STATUS.get(code, "suspicious")
+
+
+def summarize(files: list[str]) -> dict:
+    """Counts, kill rate and the names of the mutants that were not killed, over ``files``."""
+    counts: Counter[str] = Counter()
+    listed: dict[str, list[str]] = {"survived": [], "timeout": [], "no_tests": [], "other": []}
+    for path in files:
+        for name, code in sorted(load_results(path).items()):
+            status = classify(code)
+            counts[status] += 1
+            if status in ("survived", "timeout", "no_tests"):
+                listed[status].append(name)
+            elif status not in ("killed", "not_checked"):
+                listed["other"].append(f"{name} ({status})")
+    decided = counts["killed"] + counts["survived"] + counts["timeout"]
+    total = sum(counts.values())
+    return {
+        "ran": total > counts["not_checked"],
+        "mutants": total,
+        "killed": counts["killed"],
+        "survived": counts["survived"],
+        "timeout": counts["timeout"],
+        "no_tests": counts["no_tests"],
+        "skipped": counts["skipped"],
+        "suspicious": counts["suspicious"],
+        "not_checked": counts["not_checked"],
+        "kill_rate": round(counts["killed"] / decided, 4) if decided else None,
+        "not_killed": {k: v for k, v in listed.items() if v},
+    }
+
+
+def pending_mutants(files: list[str]) -> list[str]:
+    """The mutants of ``files`` that have no result yet."""
+    return [n for p in files for n, code in load_results(p).items() if code is None]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    files = [f for m in args.modules for f in MODULES[m]]
+    fresh = not all((ROOT / "mutants" / (f + ".meta")).is_file() for f in files)
+    if args.rerun or fresh:
+        # every mutant of the modules, by mutmut's name pattern
+        names = [module_name(f) + ".*" for f in files]
+    else:
+        names = pending_mutants(files)
+        if not names:
+            print(f"every mutant of {', '.join(args.modules)} has a result (--rerun to redo)")
+            return 0
+    mutmut = [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)]
+    print(f"mutmut run over {', '.join(args.modules)}: {len(names)} name patterns", flush=True)
+    return subprocess.call([*mutmut, *names], cwd=ROOT)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    rows = {m: summarize(MODULES[m]) for m in args.modules}
+    print(
+        f"{'module':<12} {'mutants':>7} {'killed':>6} {'survived':>8} {'timeout':>7} "
+        f"{'no tests':>8} {'unrun':>5} {'kill rate':>9}"
+    )
+    for m, r in rows.items():
+        rate = "-" if r["kill_rate"] is None else f"{100 * r['kill_rate']:.1f}%"
+        print(
+            f"{m:<12} {r['mutants']:>7} {r['killed']:>6} {r['survived']:>8} {r['timeout']:>7} "
+            f"{r['no_tests']:>8} {r['not_checked']:>5} {rate:>9}"
+        )
+    if args.survivors:
+        for r in rows.values():
+            for status, names in r["not_killed"].items():
+                for n in names:
+                    print(f"{status:<9} {n}")
+    if args.json:
+        import mutmut
+
+        out = {
+            "tool": f"mutmut {mutmut.__version__}",
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+            "python": platform.python_version(),
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+            "kill_rate": "killed / (killed + survived + timeout)",
+            "modules": {m: {"files": MODULES[m], **r} for m, r in rows.items()},
+        }
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run mutmut over the modules' unchecked mutants")
+    report = sub.add_parser("report", help="per-module kill rates from mutants/")
+    for p in (run, report):
+        p.add_argument("--modules", nargs="+", choices=list(MODULES), default=list(MODULES))
+    run.add_argument("--max-children", type=int, default=2, help="mutants tested at once")
+    run.add_argument("--rerun", action="store_true", help="redo mutants that have a result")
+    report.add_argument("--json", help="also write the figures to this file")
+    report.add_argument("--survivors", action="store_true", help="list the mutants not killed")
+    run.set_defaults(fn=cmd_run)
+    report.set_defaults(fn=cmd_report)
+    args = parser.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
