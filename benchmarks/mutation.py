@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 from collections import Counter
 from datetime import datetime, timezone
@@ -65,6 +64,7 @@ STATUS = {
     33: "no_tests",
     34: "skipped",
     37: "killed",  # caught by a type checker (none is configured)
+    2: "not_checked",  # interrupted: tested again by the next run
     None: "not_checked",
 }
 
@@ -117,13 +117,17 @@ def summarize(files: list[str]) -> dict:
 
 def pending_mutants(files: list[str]) -> list[str]:
     """The mutants of ``files`` that have no result yet."""
-    return [n for p in files for n, code in load_results(p).items() if code is None]
+    return [
+        n for p in files for n, code in load_results(p).items() if classify(code) == "not_checked"
+    ]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     files = [f for m in args.modules for f in MODULES[m]]
     fresh = not all((ROOT / "mutants" / (f + ".meta")).is_file() for f in files)
-    if args.rerun or fresh:
+    if args.names:
+        names = args.names
+    elif args.rerun or fresh:
         # every mutant of the modules, by mutmut's name pattern
         names = [module_name(f) + ".*" for f in files]
     else:
@@ -131,9 +135,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not names:
             print(f"every mutant of {', '.join(args.modules)} has a result (--rerun to redo)")
             return 0
-    mutmut = [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)]
+    # mutmut's own script beside this Python (`python -m mutmut` re-executes its __main__)
+    mutmut = [str(Path(sys.executable).with_name("mutmut")), "run"]
+    mutmut += ["--max-children", str(args.max_children)]
     print(f"mutmut run over {', '.join(args.modules)}: {len(names)} name patterns", flush=True)
-    return subprocess.call([*mutmut, *names], cwd=ROOT)
+    # mutmut takes this process's place, so that a Ctrl-C (or `timeout -s INT`) reaches it and
+    # it stops its workers; each result is saved as it comes, a next run resumes
+    os.chdir(ROOT)
+    os.execv(mutmut[0], [*mutmut, *names])
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -178,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--modules", nargs="+", choices=list(MODULES), default=list(MODULES))
     run.add_argument("--max-children", type=int, default=2, help="mutants tested at once")
     run.add_argument("--rerun", action="store_true", help="redo mutants that have a result")
+    run.add_argument("names", nargs="*", help="only these mutants (names or mutmut patterns)")
     report.add_argument("--json", help="also write the figures to this file")
     report.add_argument("--survivors", action="store_true", help="list the mutants not killed")
     run.set_defaults(fn=cmd_run)
