@@ -13,6 +13,8 @@ no selected test reaches ("no tests"), that were skipped, or that crashed the wo
 from __future__ import annotations
 
 import argparse
+import ast
+import difflib
 import json
 import os
 import platform
@@ -48,6 +50,19 @@ MODULES: dict[str, list[str]] = {
         "fisc/losses/triplet_margin.py",
     ],
     "phase2": ["fisc/export/phase2.py"],
+}
+
+# module group -> the test files its mutants are tested with. mutmut records, per function,
+# every selected test that calls it (a metric function is reached by training tests too); each
+# mutant runs only those of its group's files, so that it is judged by the fast tests written
+# for its module (a stricter test than the whole selection, and minutes less per survivor).
+TESTS: dict[str, list[str]] = {
+    "metrics": ["tests/test_micro_ap.py", "tests/test_isc2021_interop.py"],
+    "postprocess": ["tests/test_postprocess.py", "tests/test_isc2021_interop.py"],
+    "search": ["tests/test_search.py", "tests/test_micro_ap.py", "tests/test_isc2021_interop.py"],
+    "pipeline": ["tests/test_pipeline.py"],
+    "losses": ["tests/losses/"],
+    "phase2": ["tests/export/test_phase2.py"],
 }
 
 # mutmut's exit codes (mutmut.stats.status_by_exit_code, mutmut 3.8) folded into our classes
@@ -86,15 +101,74 @@ def classify(code: int | None) -> str:
     return STATUS.get(code, "suspicious")
 
 
+MESSAGE_CALLS = {"debug", "info", "warning", "error", "exception", "warn", "print"}
+
+
+def _is_message(stmt: ast.stmt) -> bool:
+    """Whether a statement only makes a message: a ``raise``, a log/print/warn call, or a
+    ``return SomeError(...)`` (a helper that builds the exception its caller raises)."""
+    if isinstance(stmt, ast.Raise):
+        return True
+    value = getattr(stmt, "value", None)
+    if isinstance(stmt, (ast.Expr, ast.Return)) and isinstance(value, ast.Call):
+        f = value.func
+        name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+        return name in MESSAGE_CALLS or name.endswith(("Error", "Exception", "Warning"))
+    return False
+
+
+def _functions(path: str) -> dict[str, ast.FunctionDef]:
+    tree = ast.parse((ROOT / "mutants" / path).read_text())
+    return {n.name: n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+
+
+def survivor_kind(path: str, name: str, funcs: dict[str, ast.FunctionDef]) -> str:
+    """``"message"`` when every line the mutant changes lies in a statement that only makes a
+    message (see :func:`_is_message`): the mutant alters an error or log text, not what the
+    code computes. Otherwise ``"code"``."""
+    mangled = name.rpartition(".")[2]
+    orig = funcs.get(mangled.rpartition("__mutmut_")[0] + "__mutmut_orig")
+    mutant = funcs.get(mangled)
+    if orig is None or mutant is None:
+        return "code"
+    a = ast.unparse(orig).splitlines()
+    b = ast.unparse(mutant).splitlines()[1:]  # its def line differs by name only
+    a_body = a[1:]
+    changed = set()
+    for tag, i1, i2, _, _ in difflib.SequenceMatcher(None, a_body, b).get_opcodes():
+        if tag != "equal":
+            changed.update(range(i1 + 2, max(i2, i1 + 1) + 2))  # 1-based lines of `a`
+    tree = ast.parse("\n".join(a))
+    stmts = [n for n in ast.walk(tree) if isinstance(n, ast.stmt) and n.lineno > 1]
+    for line in changed:
+        inner = [n for n in stmts if n.lineno <= line <= n.end_lineno]
+        if not inner or not _is_message(min(inner, key=lambda n: n.end_lineno - n.lineno)):
+            return "code"
+    return "message"
+
+
 def summarize(files: list[str]) -> dict:
     """Counts, kill rate and the names of the mutants that were not killed, over ``files``."""
     counts: Counter[str] = Counter()
-    listed: dict[str, list[str]] = {"survived": [], "timeout": [], "no_tests": [], "other": []}
+    kinds: Counter[str] = Counter()  # survivors: "code" or "message"
+    listed: dict[str, list[str]] = {
+        "survived (code)": [],
+        "survived (message)": [],
+        "timeout": [],
+        "no_tests": [],
+        "other": [],
+    }
+    funcs_of: dict[str, dict[str, ast.FunctionDef]] = {}
     for path in files:
         for name, code in sorted(load_results(path).items()):
             status = classify(code)
             counts[status] += 1
-            if status in ("survived", "timeout", "no_tests"):
+            if status == "survived":
+                funcs = funcs_of.setdefault(path, _functions(path))
+                kind = survivor_kind(path, name, funcs)
+                kinds[kind] += 1
+                listed[f"survived ({kind})"].append(name)
+            elif status in ("timeout", "no_tests"):
                 listed[status].append(name)
             elif status not in ("killed", "not_checked"):
                 listed["other"].append(f"{name} ({status})")
@@ -105,6 +179,7 @@ def summarize(files: list[str]) -> dict:
         "mutants": total,
         "killed": counts["killed"],
         "survived": counts["survived"],
+        "survived_message_only": kinds["message"],
         "timeout": counts["timeout"],
         "no_tests": counts["no_tests"],
         "skipped": counts["skipped"],
@@ -122,8 +197,26 @@ def pending_mutants(files: list[str]) -> list[str]:
     ]
 
 
+def restrict_tests() -> None:
+    """Keep, in mutmut's recorded function -> tests map (``mutants/mutmut-stats.json``), only
+    the tests of each function's module group (:data:`TESTS`)."""
+    path = ROOT / "mutants" / "mutmut-stats.json"
+    if not path.is_file():
+        return
+    stats = json.loads(path.read_text())
+    prefixes = {module_name(f) + ".": tuple(TESTS[m]) for m in MODULES for f in MODULES[m]}
+    for func, tests in stats["tests_by_mangled_function_name"].items():
+        for prefix, allowed in prefixes.items():
+            if func.startswith(prefix):
+                stats["tests_by_mangled_function_name"][func] = [
+                    t for t in tests if t.startswith(allowed)
+                ]
+    path.write_text(json.dumps(stats, indent=4))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     files = [f for m in args.modules for f in MODULES[m]]
+    restrict_tests()
     fresh = not all((ROOT / "mutants" / (f + ".meta")).is_file() for f in files)
     if args.names:
         names = args.names
