@@ -122,25 +122,38 @@ def _functions(path: str) -> dict[str, ast.FunctionDef]:
     return {n.name: n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
 
 
+def mutant_diff(path: str, name: str, funcs: dict[str, ast.FunctionDef]) -> list[tuple]:
+    """``(line of the original function's unparsed text, original line, mutant line)`` for
+    each line the mutant changes (empty text where a line is added or removed)."""
+    mangled = name.rpartition(".")[2]
+    orig = funcs.get(mangled.rpartition("__mutmut_")[0] + "__mutmut_orig")
+    mutant = funcs.get(mangled)
+    if orig is None or mutant is None:
+        return []
+    a = ast.unparse(orig).splitlines()
+    b = ast.unparse(mutant).splitlines()
+    out = []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a[1:], b[1:]).get_opcodes():
+        if tag != "equal":
+            for k in range(max(i2 - i1, j2 - j1)):
+                old = a[1 + i1 + k] if i1 + k < i2 else ""
+                new = b[1 + j1 + k] if j1 + k < j2 else ""
+                out.append((min(i1 + k, max(i2 - 1, i1)) + 2, old.strip(), new.strip()))
+    return out
+
+
 def survivor_kind(path: str, name: str, funcs: dict[str, ast.FunctionDef]) -> str:
     """``"message"`` when every line the mutant changes lies in a statement that only makes a
     message (see :func:`_is_message`): the mutant alters an error or log text, not what the
     code computes. Otherwise ``"code"``."""
     mangled = name.rpartition(".")[2]
     orig = funcs.get(mangled.rpartition("__mutmut_")[0] + "__mutmut_orig")
-    mutant = funcs.get(mangled)
-    if orig is None or mutant is None:
+    changed = mutant_diff(path, name, funcs)
+    if orig is None or not changed:
         return "code"
-    a = ast.unparse(orig).splitlines()
-    b = ast.unparse(mutant).splitlines()[1:]  # its def line differs by name only
-    a_body = a[1:]
-    changed = set()
-    for tag, i1, i2, _, _ in difflib.SequenceMatcher(None, a_body, b).get_opcodes():
-        if tag != "equal":
-            changed.update(range(i1 + 2, max(i2, i1 + 1) + 2))  # 1-based lines of `a`
-    tree = ast.parse("\n".join(a))
+    tree = ast.parse(ast.unparse(orig))
     stmts = [n for n in ast.walk(tree) if isinstance(n, ast.stmt) and n.lineno > 1]
-    for line in changed:
+    for line, _, _ in changed:
         inner = [n for n in stmts if n.lineno <= line <= n.end_lineno]
         if not inner or not _is_message(min(inner, key=lambda n: n.end_lineno - n.lineno)):
             return "code"
@@ -251,10 +264,14 @@ def cmd_report(args: argparse.Namespace) -> int:
             f"{r['no_tests']:>8} {r['not_checked']:>5} {rate:>9}"
         )
     if args.survivors:
-        for r in rows.values():
+        for m, r in rows.items():
+            funcs_of = {p: _functions(p) for p in MODULES[m]}
             for status, names in r["not_killed"].items():
                 for n in names:
                     print(f"{status:<9} {n}")
+                    path = next(p for p in MODULES[m] if n.startswith(module_name(p) + "."))
+                    for _, old, new in mutant_diff(path, n, funcs_of[path]) if args.diff else []:
+                        print(f"      - {old}\n      + {new}")
     if args.json:
         import mutmut
 
@@ -283,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("names", nargs="*", help="only these mutants (names or mutmut patterns)")
     report.add_argument("--json", help="also write the figures to this file")
     report.add_argument("--survivors", action="store_true", help="list the mutants not killed")
+    report.add_argument("--diff", action="store_true", help="with --survivors: their changes")
     run.set_defaults(fn=cmd_run)
     report.set_defaults(fn=cmd_report)
     args = parser.parse_args(argv)
