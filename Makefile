@@ -7,7 +7,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 
-.PHONY: help setup demo test test-all lint format clean bench-augment bench-train bench-startup bench-views augment-gallery bench-search export-phase2 study curves
+.PHONY: help setup demo test test-all lint format clean bench-augment bench-train bench-startup bench-views augment-gallery bench-search export-phase2 study curves mutation
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -81,5 +81,17 @@ bench-search: setup  ## exact search: fisc (faiss, torch) vs the official faiss 
 augment-gallery: setup  ## PNG grids of every op (low/high intensity) and of every pipeline's views
 	$(PY) -m fisc.cli augment-gallery --out docs
 
+# mutation testing (mutmut, [tool.mutmut] in pyproject.toml): a subset with e.g. MODULES="metrics search"
+MODULES ?= metrics postprocess search pipeline losses phase2
+MUTATION_JOBS ?= 2
+
+$(VENV)/.mutation: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[mutation]'
+	touch $@
+
+mutation: $(VENV)/.mutation  ## [MODULES=...] mutation testing of metric, search, losses, post-processing, Phase 2, pipeline; kill rates
+	$(PY) benchmarks/mutation.py run --modules $(MODULES) --max-children $(MUTATION_JOBS)
+	$(PY) benchmarks/mutation.py report --json benchmarks/results/mutation.json
+
 clean:  ## remove generated data and outputs (keeps .venv)
-	rm -rf data outputs multirun .pytest_cache
+	rm -rf data outputs multirun .pytest_cache mutants

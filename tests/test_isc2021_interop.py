@@ -16,7 +16,7 @@ from fisc.cli import main as fisc_main
 from fisc.descriptors import Descriptors
 from fisc.descriptors.h5io import write_vectors
 from fisc.evaluation import evaluate, evaluate_predictions, results_table
-from fisc.metrics.micro_ap import load_predictions
+from fisc.metrics.micro_ap import load_predictions, write_predictions
 from fisc.postprocess import PostProcessor, ScoreNorm, parse_spec
 from fisc.search import backends, exact
 from fisc.search.exact import knn
@@ -124,6 +124,30 @@ def test_bad_predictions_header_and_disc_ids(tmp_path):
     assert load_predictions(path)[0].tolist() == ["Q00001", "Q1"]
     with pytest.raises(ValueError, match=r":2: 'Q1' is not a query id"):
         load_predictions(path, disc_ids=True)
+
+
+def test_disc_ids_check_the_reference_id_and_the_hint_names_line_1_only(tmp_path):
+    path = _write(tmp_path / "p.csv", "Q00001,R000001,0.5\nQ00002,R2,0.4\n")
+    assert load_predictions(path)[1].tolist() == ["R000001", "R2"]
+    with pytest.raises(ValueError, match=r":2: 'R2' is not a reference id"):
+        load_predictions(path, disc_ids=True)
+    # a bad score below line 1 is not a header problem: no hint about the header
+    path = _write(tmp_path / "p.csv", "query_id,reference_id,score\nQ1,R1,high\n")
+    with pytest.raises(ValueError, match=r":2: score 'high' is not a number$"):
+        load_predictions(path)
+
+
+def test_predictions_file_bytes_and_empty_list(tmp_path):
+    # the file isc2021's script reads: its header, "\n" line ends, each score's shortest repr
+    path = tmp_path / "p.csv"
+    write_predictions(path, ["Q00001", "Q00002"], ["R000003", "R000004"], [0.5, 1 / 3])
+    expect = "query_id,reference_id,score\nQ00001,R000003,0.5\nQ00002,R000004,0.3333333333333333\n"
+    assert path.read_bytes() == expect.encode()
+    # a list with no prediction reads back as three empty arrays, ids still strings
+    write_predictions(path, [], [], [])
+    q, r, s = load_predictions(path)
+    assert (q.size, r.size, s.size) == (0, 0, 0)
+    assert (q.dtype.kind, r.dtype.kind, s.dtype) == ("U", "U", np.float64)
 
 
 # ---------------------------------------------------------------- isc2021 recalls vs search

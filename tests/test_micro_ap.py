@@ -143,6 +143,24 @@ def test_bytes_ids_accepted():
     assert micro_average_precision(q, r, [0.9, 0.8], gt).micro_ap == pytest.approx(0.5)
 
 
+def test_object_id_arrays_mixing_bytes_and_str():
+    # ids as an object array (h5py's variable-length strings), bytes and str mixed
+    gt = {Q[0]: R[0], Q[1]: None}
+    q = np.array([Q[1].encode(), Q[0]], dtype=object)
+    r = np.array([R[1], R[0].encode()], dtype=object)
+    assert micro_average_precision(q, r, [0.9, 0.8], gt).micro_ap == pytest.approx(0.5)
+
+
+def test_no_prediction_and_a_single_prediction():
+    gt = {Q[0]: R[0], Q[1]: R[1]}
+    m = micro_average_precision([], [], [], gt)
+    assert (m.n_true_positives, m.n_gt_pairs, m.threshold_at_p90) == (0, 2, None)
+    assert recall_at_rank(([], [], []), gt, 1) == 0.0
+    # one prediction, Q0's true pair: found at rank 1 -> 1 of the 2 matched queries
+    assert recall_at_rank(([Q[0]], [R[0]], [0.5]), gt, 1) == pytest.approx(1 / 2)
+    assert recall_at_rank(([Q[0]], [R[1]], [0.5]), gt, 1) == 0.0
+
+
 def test_recall_at_rank():
     gt = {Q[0]: R[0], Q[1]: R[1], Q[2]: R[2], Q[3]: None}
     ranked = {Q[0]: [R[0], R[5]], Q[1]: [R[5], R[1]], Q[3]: [R[3]]}  # Q2 missing: a miss

@@ -1,0 +1,311 @@
+"""Mutation testing of the modules whose behaviour the tests pin (`make mutation`).
+
+``python benchmarks/mutation.py run [--modules metrics search ...]`` runs mutmut (configured in
+``pyproject.toml``'s ``[tool.mutmut]``) on the mutants of the chosen modules that have no result
+yet (``--rerun``: all of them); ``python benchmarks/mutation.py report`` prints each module's
+kill rate from mutmut's results under ``mutants/`` and, with ``--json``, writes them.
+
+Kill rate = killed / (killed + survived + timeout): a timeout counts against it. Mutants that
+no selected test reaches ("no tests"), that were skipped, or that crashed the worker
+("suspicious", "segfault") are counted apart and listed, not folded in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import difflib
+import json
+import os
+import platform
+import sys
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# module group -> the source files it mutates (each is listed in [tool.mutmut] only_mutate)
+MODULES: dict[str, list[str]] = {
+    "metrics": ["fisc/metrics/micro_ap.py"],
+    "postprocess": [
+        "fisc/postprocess/steps.py",
+        "fisc/postprocess/spec.py",
+        "fisc/postprocess/sweep.py",
+    ],
+    "search": [
+        "fisc/search/exact.py",
+        "fisc/search/backends.py",
+        "fisc/search/torch_knn.py",
+        "fisc/search/choose.py",
+    ],
+    "pipeline": ["fisc/augment/pipeline.py"],
+    "losses": [
+        "fisc/losses/infonce_koleo.py",
+        "fisc/losses/contrastive_xbm.py",
+        "fisc/losses/arcface.py",
+        "fisc/losses/memory.py",
+        "fisc/losses/gather.py",
+        "fisc/losses/mix.py",
+        "fisc/losses/triplet_margin.py",
+    ],
+    "phase2": ["fisc/export/phase2.py"],
+}
+
+# module group -> the test files its mutants are tested with. mutmut records, per function,
+# every selected test that calls it (a metric function is reached by training tests too); each
+# mutant runs only those of its group's files, so that it is judged by the fast tests written
+# for its module (a stricter test than the whole selection, and minutes less per survivor).
+TESTS: dict[str, list[str]] = {
+    "metrics": ["tests/test_micro_ap.py", "tests/test_isc2021_interop.py"],
+    "postprocess": ["tests/test_postprocess.py", "tests/test_isc2021_interop.py"],
+    "search": ["tests/test_search.py", "tests/test_micro_ap.py", "tests/test_isc2021_interop.py"],
+    "pipeline": ["tests/test_pipeline.py"],
+    "losses": ["tests/losses/"],
+    "phase2": ["tests/export/test_phase2.py"],
+}
+
+# mutmut's exit codes (mutmut.stats.status_by_exit_code, mutmut 3.8) folded into our classes
+STATUS = {
+    1: "killed",
+    3: "killed",
+    0: "survived",
+    36: "timeout",
+    24: "timeout",
+    -24: "timeout",
+    152: "timeout",
+    255: "timeout",
+    5: "no_tests",
+    33: "no_tests",
+    34: "skipped",
+    37: "killed",  # caught by a type checker (none is configured)
+    2: "not_checked",  # interrupted: tested again by the next run
+    None: "not_checked",
+}
+
+
+def module_name(path: str) -> str:
+    """``fisc/search/exact.py`` -> ``fisc.search.exact`` (mutmut's prefix of its mutant names)."""
+    return path[: -len(".py")].replace("/", ".")
+
+
+def load_results(path: str) -> dict[str, int | None]:
+    """mutmut's exit code per mutant of one source file (empty when it has not run yet)."""
+    meta = ROOT / "mutants" / (path + ".meta")
+    if not meta.is_file():
+        return {}
+    return json.loads(meta.read_text())["exit_code_by_key"]
+
+
+def classify(code: int | None) -> str:
+    return STATUS.get(code, "suspicious")
+
+
+MESSAGE_CALLS = {"debug", "info", "warning", "error", "exception", "warn", "print"}
+
+
+def _is_message(stmt: ast.stmt) -> bool:
+    """Whether a statement only makes a message: a ``raise``, a log/print/warn call, or a
+    ``return SomeError(...)`` (a helper that builds the exception its caller raises)."""
+    if isinstance(stmt, ast.Raise):
+        return True
+    value = getattr(stmt, "value", None)
+    if isinstance(stmt, (ast.Expr, ast.Return)) and isinstance(value, ast.Call):
+        f = value.func
+        name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+        return name in MESSAGE_CALLS or name.endswith(("Error", "Exception", "Warning"))
+    return False
+
+
+def _functions(path: str) -> dict[str, ast.FunctionDef]:
+    tree = ast.parse((ROOT / "mutants" / path).read_text())
+    return {n.name: n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+
+
+def mutant_diff(path: str, name: str, funcs: dict[str, ast.FunctionDef]) -> list[tuple]:
+    """``(line of the original function's unparsed text, original line, mutant line)`` for
+    each line the mutant changes (empty text where a line is added or removed)."""
+    mangled = name.rpartition(".")[2]
+    orig = funcs.get(mangled.rpartition("__mutmut_")[0] + "__mutmut_orig")
+    mutant = funcs.get(mangled)
+    if orig is None or mutant is None:
+        return []
+    a = ast.unparse(orig).splitlines()
+    b = ast.unparse(mutant).splitlines()
+    out = []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a[1:], b[1:]).get_opcodes():
+        if tag != "equal":
+            for k in range(max(i2 - i1, j2 - j1)):
+                old = a[1 + i1 + k] if i1 + k < i2 else ""
+                new = b[1 + j1 + k] if j1 + k < j2 else ""
+                out.append((min(i1 + k, max(i2 - 1, i1)) + 2, old.strip(), new.strip()))
+    return out
+
+
+def survivor_kind(path: str, name: str, funcs: dict[str, ast.FunctionDef]) -> str:
+    """``"message"`` when every line the mutant changes lies in a statement that only makes a
+    message (see :func:`_is_message`): the mutant alters an error or log text, not what the
+    code computes. Otherwise ``"code"``."""
+    mangled = name.rpartition(".")[2]
+    orig = funcs.get(mangled.rpartition("__mutmut_")[0] + "__mutmut_orig")
+    changed = mutant_diff(path, name, funcs)
+    if orig is None or not changed:
+        return "code"
+    tree = ast.parse(ast.unparse(orig))
+    stmts = [n for n in ast.walk(tree) if isinstance(n, ast.stmt) and n.lineno > 1]
+    for line, _, _ in changed:
+        inner = [n for n in stmts if n.lineno <= line <= n.end_lineno]
+        if not inner or not _is_message(min(inner, key=lambda n: n.end_lineno - n.lineno)):
+            return "code"
+    return "message"
+
+
+def summarize(files: list[str]) -> dict:
+    """Counts, kill rate and the names of the mutants that were not killed, over ``files``."""
+    counts: Counter[str] = Counter()
+    kinds: Counter[str] = Counter()  # survivors: "code" or "message"
+    listed: dict[str, list[str]] = {
+        "survived (code)": [],
+        "survived (message)": [],
+        "timeout": [],
+        "no_tests": [],
+        "other": [],
+    }
+    funcs_of: dict[str, dict[str, ast.FunctionDef]] = {}
+    for path in files:
+        for name, code in sorted(load_results(path).items()):
+            status = classify(code)
+            counts[status] += 1
+            if status == "survived":
+                funcs = funcs_of.setdefault(path, _functions(path))
+                kind = survivor_kind(path, name, funcs)
+                kinds[kind] += 1
+                listed[f"survived ({kind})"].append(name)
+            elif status in ("timeout", "no_tests"):
+                listed[status].append(name)
+            elif status not in ("killed", "not_checked"):
+                listed["other"].append(f"{name} ({status})")
+    decided = counts["killed"] + counts["survived"] + counts["timeout"]
+    total = sum(counts.values())
+    return {
+        "ran": total > counts["not_checked"],
+        "mutants": total,
+        "killed": counts["killed"],
+        "survived": counts["survived"],
+        "survived_message_only": kinds["message"],
+        "timeout": counts["timeout"],
+        "no_tests": counts["no_tests"],
+        "skipped": counts["skipped"],
+        "suspicious": counts["suspicious"],
+        "not_checked": counts["not_checked"],
+        "kill_rate": round(counts["killed"] / decided, 4) if decided else None,
+        "not_killed": {k: v for k, v in listed.items() if v},
+    }
+
+
+def pending_mutants(files: list[str]) -> list[str]:
+    """The mutants of ``files`` that have no result yet."""
+    return [
+        n for p in files for n, code in load_results(p).items() if classify(code) == "not_checked"
+    ]
+
+
+def restrict_tests() -> None:
+    """Keep, in mutmut's recorded function -> tests map (``mutants/mutmut-stats.json``), only
+    the tests of each function's module group (:data:`TESTS`)."""
+    path = ROOT / "mutants" / "mutmut-stats.json"
+    if not path.is_file():
+        return
+    stats = json.loads(path.read_text())
+    prefixes = {module_name(f) + ".": tuple(TESTS[m]) for m in MODULES for f in MODULES[m]}
+    for func, tests in stats["tests_by_mangled_function_name"].items():
+        for prefix, allowed in prefixes.items():
+            if func.startswith(prefix):
+                stats["tests_by_mangled_function_name"][func] = [
+                    t for t in tests if t.startswith(allowed)
+                ]
+    path.write_text(json.dumps(stats, indent=4))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    files = [f for m in args.modules for f in MODULES[m]]
+    restrict_tests()
+    fresh = not all((ROOT / "mutants" / (f + ".meta")).is_file() for f in files)
+    if args.names:
+        names = args.names
+    elif args.rerun or fresh:
+        # every mutant of the modules, by mutmut's name pattern
+        names = [module_name(f) + ".*" for f in files]
+    else:
+        names = pending_mutants(files)
+        if not names:
+            print(f"every mutant of {', '.join(args.modules)} has a result (--rerun to redo)")
+            return 0
+    # mutmut's own script beside this Python (`python -m mutmut` re-executes its __main__)
+    mutmut = [str(Path(sys.executable).with_name("mutmut")), "run"]
+    mutmut += ["--max-children", str(args.max_children)]
+    print(f"mutmut run over {', '.join(args.modules)}: {len(names)} name patterns", flush=True)
+    # mutmut takes this process's place, so that a Ctrl-C (or `timeout -s INT`) reaches it and
+    # it stops its workers; each result is saved as it comes, a next run resumes
+    os.chdir(ROOT)
+    os.execv(mutmut[0], [*mutmut, *names])
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    rows = {m: summarize(MODULES[m]) for m in args.modules}
+    print(
+        f"{'module':<12} {'mutants':>7} {'killed':>6} {'survived':>8} {'timeout':>7} "
+        f"{'no tests':>8} {'unrun':>5} {'kill rate':>9}"
+    )
+    for m, r in rows.items():
+        rate = "-" if r["kill_rate"] is None else f"{100 * r['kill_rate']:.1f}%"
+        print(
+            f"{m:<12} {r['mutants']:>7} {r['killed']:>6} {r['survived']:>8} {r['timeout']:>7} "
+            f"{r['no_tests']:>8} {r['not_checked']:>5} {rate:>9}"
+        )
+    if args.survivors:
+        for m, r in rows.items():
+            funcs_of = {p: _functions(p) for p in MODULES[m]}
+            for status, names in r["not_killed"].items():
+                for n in names:
+                    print(f"{status:<9} {n}")
+                    path = next(p for p in MODULES[m] if n.startswith(module_name(p) + "."))
+                    for _, old, new in mutant_diff(path, n, funcs_of[path]) if args.diff else []:
+                        print(f"      - {old}\n      + {new}")
+    if args.json:
+        import mutmut
+
+        out = {
+            "tool": f"mutmut {mutmut.__version__}",
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+            "python": platform.python_version(),
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+            "kill_rate": "killed / (killed + survived + timeout)",
+            "modules": {m: {"files": MODULES[m], **r} for m, r in rows.items()},
+        }
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run mutmut over the modules' unchecked mutants")
+    report = sub.add_parser("report", help="per-module kill rates from mutants/")
+    for p in (run, report):
+        p.add_argument("--modules", nargs="+", choices=list(MODULES), default=list(MODULES))
+    run.add_argument("--max-children", type=int, default=2, help="mutants tested at once")
+    run.add_argument("--rerun", action="store_true", help="redo mutants that have a result")
+    run.add_argument("names", nargs="*", help="only these mutants (names or mutmut patterns)")
+    report.add_argument("--json", help="also write the figures to this file")
+    report.add_argument("--survivors", action="store_true", help="list the mutants not killed")
+    report.add_argument("--diff", action="store_true", help="with --survivors: their changes")
+    run.set_defaults(fn=cmd_run)
+    report.set_defaults(fn=cmd_report)
+    args = parser.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
