@@ -151,6 +151,17 @@ class Installed:
         assert done.returncode != 0, f"{command} succeeded:\n{done.stdout}\n{done.stderr}"
         return done
 
+    def extract_and_evaluate(self, source: list[str], prefix: str) -> dict:
+        """``fisc extract`` of the Phase 2 queries and the references from ``source`` (its
+        options), then ``fisc evaluate --json``: the scores it wrote."""
+        for images, split in ((Q, "query"), (R, "reference")):
+            self.fisc("extract", *source, "--images", images, "--split", split,
+                      "--out", f"{prefix}_{split}.h5")  # fmt: skip
+        self.fisc("evaluate", "--query", f"{prefix}_query.h5", "--reference",
+                  f"{prefix}_reference.h5", "--gt", PHASE2_GT,
+                  "--json", f"{prefix}.json")  # fmt: skip
+        return json.loads((self.work / f"{prefix}.json").read_text())
+
     def python(self, script: str, *args: str) -> dict:
         """``script`` run by the installed fisc; it prints one JSON object last."""
         return json.loads(self.run(sys.executable, "-c", script, *args).strip().splitlines()[-1])
@@ -309,13 +320,7 @@ def test_installed_demo_rows_come_back_from_fisc_extract_and_evaluate(installed,
     assert len(rows) == len(systems)
     for k, (prefix, source) in enumerate(systems.items()):
         (name,) = [n for n in rows if n.startswith(prefix)]
-        for images, split in ((Q, "query"), (R, "reference")):
-            installed.fisc("extract", *source, "--images", images, "--split", split,
-                           "--out", f"rows/{k}_{split}.h5")  # fmt: skip
-        installed.fisc("evaluate", "--query", f"rows/{k}_query.h5", "--reference",
-                       f"rows/{k}_reference.h5", "--gt", PHASE2_GT, "--json",
-                       f"rows/{k}.json")  # fmt: skip
-        got = json.loads((installed.work / "rows" / f"{k}.json").read_text())
+        got = installed.extract_and_evaluate(source, f"rows/{k}")
         for metric in ("micro_ap", "recall_at_p90", "recall_at_1", "n_queries"):
             assert got[metric] == pytest.approx(rows[name][metric], abs=1e-9), (name, metric)
 
@@ -448,16 +453,10 @@ def test_installed_python_api(installed, trained, exported):
     ):
         got = installed.python(API, source, Q, R, PHASE2_GT, f"api/{name}")
         assert Path(got["fisc"]).is_relative_to(installed.site)
-        for images, split in ((Q, "query"), (R, "reference")):
-            installed.fisc("extract", *cli, "--images", images, "--split", split,
-                           "--out", f"api/{name}_{split}.h5")  # fmt: skip
-        installed.fisc("evaluate", "--query", f"api/{name}_query.h5", "--reference",
-                       f"api/{name}_reference.h5", "--gt", PHASE2_GT, "--json",
-                       f"api/{name}.json")  # fmt: skip
+        scored = installed.extract_and_evaluate(cli, f"api/{name}")
         ids, vectors = read_h5(installed.work / "api" / f"{name}_query.h5")
         assert got["ids"] == ids
         np.testing.assert_array_equal(np.load(installed.work / "api" / f"{name}_q.npy"), vectors)
-        scored = json.loads((installed.work / "api" / f"{name}.json").read_text())
         assert got["micro_ap"] == scored["micro_ap"], name
         assert got["recall_at_p90"] == scored["recall_at_p90"], name
 
