@@ -2,8 +2,10 @@
 
 ``python benchmarks/mutation.py run [--modules metrics search ...]`` runs mutmut (configured in
 ``pyproject.toml``'s ``[tool.mutmut]``) on the mutants of the chosen modules that have no result
-yet (``--rerun``: all of them); ``python benchmarks/mutation.py report`` prints each module's
-kill rate from mutmut's results under ``mutants/`` and, with ``--json``, writes them.
+yet (``--rerun``: all of them; ``--survivors``: those that survived or timed out, after new
+tests), each judged by its group's test files (:data:`TESTS`); ``python
+benchmarks/mutation.py report`` prints each module's kill rate from mutmut's results under
+``mutants/`` (``--survivors --diff``: what survived and how) and, with ``--json``, writes them.
 
 Kill rate = killed / (killed + survived + timeout): a timeout counts against it. Mutants that
 no selected test reaches ("no tests"), that were skipped, or that crashed the worker
@@ -233,6 +235,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     fresh = not all((ROOT / "mutants" / (f + ".meta")).is_file() for f in files)
     if args.names:
         names = args.names
+    elif args.survivors:  # after new tests: judge the survivors (and timeouts) again
+        names = [
+            n
+            for p in files
+            for n, code in load_results(p).items()
+            if classify(code) in ("survived", "timeout")
+        ]
     elif args.rerun or fresh:
         # every mutant of the modules, by mutmut's name pattern
         names = [module_name(f) + ".*" for f in files]
@@ -297,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--modules", nargs="+", choices=list(MODULES), default=list(MODULES))
     run.add_argument("--max-children", type=int, default=2, help="mutants tested at once")
     run.add_argument("--rerun", action="store_true", help="redo mutants that have a result")
+    run.add_argument("--survivors", action="store_true", help="rerun survivors and timeouts")
     run.add_argument("names", nargs="*", help="only these mutants (names or mutmut patterns)")
     report.add_argument("--json", help="also write the figures to this file")
     report.add_argument("--survivors", action="store_true", help="list the mutants not killed")

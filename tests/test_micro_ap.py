@@ -161,6 +161,39 @@ def test_no_prediction_and_a_single_prediction():
     assert recall_at_rank(([Q[0]], [R[1]], [0.5]), gt, 1) == 0.0
 
 
+@pytest.mark.parametrize(
+    "ids",
+    [
+        ["A00000000", "B00000000", "C00000000"],  # 9 characters: the packed int64 path
+        ["A000000000", "B000000000", "C000000000"],  # 10: too long to pack
+        ["A", "A\x80", "C"],  # not ASCII: "A\x80" packed 7 bits a character would be "A"
+    ],
+)
+def test_ids_that_differ_in_one_character_stay_distinct(ids):
+    # three queries (and references named alike); only the first query is matched, to the
+    # second reference, and predicted twice: as a true and as a false positive
+    gt = {ids[0]: ids[1], ids[1]: None, ids[2]: None}
+    q = [ids[0], ids[0], ids[1], ids[2]]
+    r = [ids[1], ids[0], ids[1], ids[1]]
+    m = micro_average_precision(q, r, [0.5, 0.9, 0.8, 0.7], gt)
+    # sorted: FP (.9) FP (.8) FP (.7) TP (.5) -> μAP = 1/4
+    assert m.micro_ap == pytest.approx(1 / 4) and m.n_true_positives == 1
+    assert m.n_predictions == 4
+
+
+def test_true_reference_never_predicted_and_error_messages_name_the_ids():
+    # Q0's true reference R9 is absent from the predictions: no prediction of Q0 is a true
+    # positive, whatever reference it names (R1 here is the second reference in id order)
+    gt = {Q[0]: R[9], Q[1]: R[0]}
+    m = score([(Q[0], R[1], 0.9), (Q[1], R[0], 0.5)], gt)
+    assert m.n_true_positives == 1 and m.micro_ap == pytest.approx(1 / 2 / 2)
+    # the duplicated pair and the unknown query are the ones named
+    with pytest.raises(ValueError, match=rf"duplicate prediction \({Q[1]}, {R[2]}\); 1 dup"):
+        micro_average_precision([Q[0], Q[1], Q[1]], [R[0], R[2], R[2]], [0.1, 0.2, 0.3], gt)
+    with pytest.raises(ValueError, match=rf"1 predictions for 1 queries .* e\.g\. .*'{Q[7]}'"):
+        score([(Q[7], R[0], 0.9), (Q[0], R[1], 0.8)], gt, unknown_queries="error")
+
+
 def test_recall_at_rank():
     gt = {Q[0]: R[0], Q[1]: R[1], Q[2]: R[2], Q[3]: None}
     ranked = {Q[0]: [R[0], R[5]], Q[1]: [R[5], R[1]], Q[3]: [R[3]]}  # Q2 missing: a miss
