@@ -325,3 +325,96 @@ def test_sweep_postprocessing_beats_plain_l2(monkeypatch):
     with pytest.raises(ValueError, match="nope"):
         sweep([*specs, "l2,nope3"], train, queries, refs, gt, backend="torch")
     assert calls == []
+
+
+# Contracts the mutation run found unpinned (docs/mutation.md, "Real gaps").
+
+
+@pytest.mark.parametrize("cls, kw", [(PCA, {}), (PCAWhiten, {"eps": 1e-6})])
+def test_pca_needs_d_plus_one_rows_and_at_most_d_in_dims(cls, kw):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((7, 6)).astype(np.float32)
+    assert cls(d=6, **kw).fit(x).transform(x).shape == (7, 6)  # n = d + 1, d = d_in: both fine
+    with pytest.raises(ValueError, match="needs ≥ 7 training rows"):
+        cls(d=6, **kw).fit(x[:6])  # n = d
+    with pytest.raises(ValueError, match="≥ 6 input dims"):
+        cls(d=6, **kw).fit(x[:, :5])  # d > d_in
+    assert cls(d=6, **kw).out_dims(6) == 6
+    with pytest.raises(ValueError, match="cannot give more dims"):
+        cls(d=6, **kw).out_dims(5)
+
+
+def test_pca_axes_point_towards_their_largest_coefficient(data):
+    """The sign convention that makes a fit reproducible across BLAS builds: each axis is
+    oriented so that its largest-magnitude coefficient is positive."""
+    train, _ = data
+    for pca in (PCA(d=8).fit(train), PCA(d=8).fit(-train), PCAWhiten(d=8, eps=0.0).fit(train)):
+        proj = pca.state()["proj"]
+        top = proj[np.abs(proj).argmax(0), np.arange(proj.shape[1])]
+        assert np.all(top > 0)
+    # the input's sign does not flip the output: the same axes, the same projections
+    a, b = PCA(d=8).fit(train), PCA(d=8).fit(-train)
+    np.testing.assert_allclose(a.state()["proj"], b.state()["proj"], atol=1e-12)
+
+
+def test_whitening_eps_shrinks_each_axis_by_variance_over_variance_plus_eps(data):
+    train, _ = data
+    eps = 0.5
+    w = PCAWhiten(d=10, eps=eps).fit(train)
+    variance = w.state()["variance"]
+    got = w.transform(train).astype(np.float64).var(0, ddof=1)
+    np.testing.assert_allclose(got, variance / (variance + eps), rtol=1e-5)
+    assert parse_spec("pca_whiten10")[0].eps == 1e-6  # the documented default
+
+
+@pytest.mark.parametrize("step", _all_steps(), ids=repr)
+def test_every_step_outputs_float32(data, step):
+    train, x = data
+    fitted = step.fit(_unit(train) if step.name not in ("center", "pca", "pca_whiten") else train)
+    role = "query" if step.role_dependent else None
+    assert fitted.transform(_unit(x).astype(np.float64), role=role).dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    "spec, need",
+    [("l2", 1), ("center,l2", 1), ("pca7,l2", 8), ("pca_whiten4,l2,dba12", 12),
+     ("l2,nes3", 3), ("pca15,l2,nes3", 16), ("l2,score_norm9:1.0", 9), ("l2,stretch6", 6)],
+)  # fmt: skip
+def test_min_fit_rows_is_the_fewest_rows_fit_accepts(spec, need):
+    """Checked against fit itself: the spec fits on ``need`` rows and refuses ``need - 1``."""
+    pp = PostProcessor(spec)
+    assert pp.min_fit_rows() == need
+    x = np.random.default_rng(1).standard_normal((need, 20)).astype(np.float32)
+    PostProcessor(spec).fit(x)
+    with pytest.raises(ValueError):
+        PostProcessor(spec).fit(x[: need - 1])
+
+
+def test_save_load_keeps_the_fit_set_and_refuses_unfitted(data, tmp_path):
+    train, x = data
+    pp = PostProcessor("pca_whiten8:0.25,l2")
+    with pytest.raises(RuntimeError, match="saved before fit"):
+        pp.save(tmp_path / "early.npz")
+    assert not (tmp_path / "early.npz").exists()
+    with pytest.raises(RuntimeError, match="before fit"):
+        pp.transform_array(x)
+    pp.fit(_descs(train, "T"), checkpoint_sha256="abc")
+    assert pp.fit_set == {
+        "count": 300,
+        "ids_sha256": pp.fit_set["ids_sha256"],
+        "checkpoint_sha256": "abc",
+    }
+    pp.save(tmp_path / "pp.npz")
+    loaded = PostProcessor.load(tmp_path / "pp.npz")
+    assert loaded.fit_set == pp.fit_set and loaded.in_dims == 16 and loaded.dims == 8
+    assert loaded.steps[0].eps == 0.25 and repr(loaded) == "PostProcessor('pca_whiten8:0.25,l2')"
+    assert np.array_equal(loaded.transform_array(x), pp.transform_array(x))
+    assert loaded.transform_array(x).dtype == np.float32
+
+
+def test_step_repr_names_class_and_parameters():
+    assert repr(parse_spec("pca_whiten8:0.5")[0]) == "PCAWhiten(d=8, eps=0.5)"
+    assert repr(parse_spec("score_norm3:1.0:q")[0]) == "ScoreNorm(k=3, lam=1.0, sides='q')"
+    assert repr(L2()) == "L2()"
+    with pytest.raises(RuntimeError, match=r"PCA\(d=4\) used before fit"):
+        PCA(d=4).transform(np.zeros((2, 8), np.float32))
