@@ -7,7 +7,9 @@ tests), each judged by its group's test files (:data:`TESTS`); ``python
 benchmarks/mutation.py report`` prints each module's kill rate from mutmut's results under
 ``mutants/`` (``--survivors --diff``: what survived and how) and, with ``--json``, writes them.
 
-Kill rate = killed / (killed + survived + timeout): a timeout counts against it. Mutants that
+Kill rate = killed / (killed + survived + timeout): a timeout counts against it; a survivor
+listed with its reason in ``benchmarks/mutation_equivalent.json`` (no input tells it from the
+code) is counted as "equivalent", outside the rate. Mutants that
 no selected test reaches ("no tests"), that were skipped, or that crashed the worker
 ("suspicious", "segfault") are counted apart and listed, not folded in.
 """
@@ -162,11 +164,45 @@ def survivor_kind(path: str, name: str, funcs: dict[str, ast.FunctionDef]) -> st
     return "message"
 
 
-def summarize(files: list[str]) -> dict:
+EQUIVALENT_FILE = ROOT / "benchmarks" / "mutation_equivalent.json"
+
+
+def function_key(name: str) -> str:
+    """A mutant's function, as mutmut mangles it: ``fisc.metrics.micro_ap.x__labelled`` for
+    ``fisc.metrics.micro_ap.x__labelled__mutmut_62``."""
+    return name.rpartition("__mutmut_")[0]
+
+
+def load_equivalents(path: Path = EQUIVALENT_FILE) -> list[dict]:
+    """The mutants listed as equivalent: ``{"function", "changes": [[old, new], ...], "reason"}``
+    entries. A mutant is named by what it changes, not by mutmut's number (which shifts when
+    its function is edited)."""
+    if not path.is_file():
+        return []
+    entries = json.loads(path.read_text())
+    for e in entries:
+        if set(e) != {"function", "changes", "reason"} or not e["reason"].strip():
+            raise ValueError(f"{path.name}: each entry needs function, changes and a reason: {e}")
+    return entries
+
+
+def equivalent_reason(name: str, changes: list[tuple], entries: list[dict]) -> str | None:
+    """The listed reason why mutant ``name`` (with ``changes`` from :func:`mutant_diff`) is
+    equivalent, or None."""
+    key = [[old, new] for _, old, new in changes]
+    for e in entries:
+        if e["function"] == function_key(name) and e["changes"] == key:
+            return e["reason"]
+    return None
+
+
+def summarize(files: list[str], equivalents: list[dict] | None = None) -> dict:
     """Counts, kill rate and the names of the mutants that were not killed, over ``files``."""
     counts: Counter[str] = Counter()
     kinds: Counter[str] = Counter()  # survivors: "code" or "message"
+    equivalents = load_equivalents() if equivalents is None else equivalents
     listed: dict[str, list[str]] = {
+        "equivalent": [],
         "survived (code)": [],
         "survived (message)": [],
         "timeout": [],
@@ -180,6 +216,10 @@ def summarize(files: list[str]) -> dict:
             counts[status] += 1
             if status == "survived":
                 funcs = funcs_of.setdefault(path, _functions(path))
+                if equivalent_reason(name, mutant_diff(path, name, funcs), equivalents):
+                    counts["equivalent"] += 1
+                    listed["equivalent"].append(name)
+                    continue
                 kind = survivor_kind(path, name, funcs)
                 kinds[kind] += 1
                 listed[f"survived ({kind})"].append(name)
@@ -188,13 +228,14 @@ def summarize(files: list[str]) -> dict:
             elif status not in ("killed", "not_checked"):
                 listed["other"].append(f"{name} ({status})")
     decided = counts["killed"] + counts["survived"] + counts["timeout"]
-    total = sum(counts.values())
+    total = sum(counts.values())  # survivors listed as equivalent are in neither
     return {
         "ran": total > counts["not_checked"],
         "mutants": total,
         "killed": counts["killed"],
         "survived": counts["survived"],
         "survived_message_only": kinds["message"],
+        "equivalent": counts["equivalent"],
         "timeout": counts["timeout"],
         "no_tests": counts["no_tests"],
         "skipped": counts["skipped"],
@@ -264,13 +305,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     rows = {m: summarize(MODULES[m]) for m in args.modules}
     print(
         f"{'module':<12} {'mutants':>7} {'killed':>6} {'survived':>8} {'timeout':>7} "
-        f"{'no tests':>8} {'unrun':>5} {'kill rate':>9}"
+        f"{'equiv':>5} {'no tests':>8} {'unrun':>5} {'kill rate':>9}"
     )
     for m, r in rows.items():
         rate = "-" if r["kill_rate"] is None else f"{100 * r['kill_rate']:.1f}%"
         print(
             f"{m:<12} {r['mutants']:>7} {r['killed']:>6} {r['survived']:>8} {r['timeout']:>7} "
-            f"{r['no_tests']:>8} {r['not_checked']:>5} {rate:>9}"
+            f"{r['equivalent']:>5} {r['no_tests']:>8} {r['not_checked']:>5} {rate:>9}"
         )
     if args.survivors:
         for m, r in rows.items():
@@ -289,7 +330,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
             "python": platform.python_version(),
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-            "kill_rate": "killed / (killed + survived + timeout)",
+            "kill_rate": "killed / (killed + survived + timeout); equivalent survivors apart",
             "modules": {m: {"files": MODULES[m], **r} for m, r in rows.items()},
         }
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")

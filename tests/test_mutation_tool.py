@@ -1,0 +1,44 @@
+"""``benchmarks/mutation.py``: equivalent mutants are matched by what they change."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "mutation.py"
+_spec = importlib.util.spec_from_file_location("fisc_mutation_tool", _PATH)
+tool = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tool)
+
+ENTRY = {
+    "function": "fisc.metrics.micro_ap.x__labelled",
+    "changes": [["code = np.full(n, -1)", "code = np.full(n, -2)"]],
+    "reason": "any negative code matches no reference",
+}
+
+
+def test_equivalent_matched_by_function_and_changes_not_by_number():
+    changes = [(12, "code = np.full(n, -1)", "code = np.full(n, -2)")]
+    for n in (3, 62):  # mutmut's number shifts when the function is edited: irrelevant
+        name = f"fisc.metrics.micro_ap.x__labelled__mutmut_{n}"
+        assert tool.equivalent_reason(name, changes, [ENTRY]) == ENTRY["reason"]
+    other_function = "fisc.metrics.micro_ap.x__factorize__mutmut_3"
+    assert tool.equivalent_reason(other_function, changes, [ENTRY]) is None
+    other_change = [(12, "code = np.full(n, -1)", "code = np.full(n, 1)")]
+    name = "fisc.metrics.micro_ap.x__labelled__mutmut_3"
+    assert tool.equivalent_reason(name, other_change, [ENTRY]) is None
+    assert tool.equivalent_reason(name, [*changes, (13, "a", "b")], [ENTRY]) is None
+
+
+def test_equivalents_file_needs_a_reason(tmp_path):
+    path = tmp_path / "eq.json"
+    path.write_text(json.dumps([ENTRY]))
+    assert tool.load_equivalents(path) == [ENTRY]
+    path.write_text(json.dumps([{**ENTRY, "reason": " "}]))
+    with pytest.raises(ValueError, match="reason"):
+        tool.load_equivalents(path)
+    assert tool.load_equivalents(tmp_path / "absent.json") == []
+    assert isinstance(tool.load_equivalents(), list)  # the repo's own list parses
