@@ -305,3 +305,22 @@ def test_validate_submission_through_fisc_reports_failures(tmp_path, capsys):
     assert main(["validate-submission", str(bad)]) != 0
     captured = capsys.readouterr()
     assert "not a readable HDF5" in captured.out + captured.err
+
+
+@pytest.mark.parametrize("problem", ["malformed", "missing"])
+def test_validate_submission_bad_id_list_is_a_one_line_error_through_fisc(
+    tmp_path, capsys, problem
+):
+    """A list that cannot be read is bad input, not a failed check: one line on stderr, exit 2
+    (as every fisc command), not a traceback with the exit status of an invalid file (1)."""
+    from fisc.cli import main
+
+    sub = tmp_path / "sub.h5"
+    sub.write_text("nope")
+    gt = tmp_path / "gt.csv"
+    if problem == "malformed":  # a duplicate query: load_ground_truth refuses it
+        gt.write_text("query_id,reference_id\nQ00001,R000001\nQ00001,R000002\n")
+    assert main(["validate-submission", str(sub), "--queries", str(gt)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fisc validate-submission: error: ") and len(err.splitlines()) == 1
+    assert str(gt) in err

@@ -19,6 +19,9 @@ for _key, _value in (("WANDB_MODE", "offline"),):
     os.environ.setdefault(_key, _value)
 
 
+ERRORS = (OSError, ValueError, KeyError, RuntimeError)  # bad input: one line, exit 2
+
+
 def _cuda() -> bool:
     try:
         import torch
@@ -33,7 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["validate-submission"]:  # its own parser, so its options and -h pass through
         from fisc.challenge import validate_submission_main as validate_main
 
-        return validate_main(argv[1:]) or 0
+        try:  # exit 1 is an invalid file; an unreadable id list is bad input, as below
+            return validate_main(argv[1:]) or 0
+        except ERRORS as e:
+            return _error("validate-submission", e)
     if argv[:1] == ["train"]:  # Hydra's own parser: its options (-m, --cfg, --help) pass through
         from fisc.train.app import main as train_main
 
@@ -51,11 +57,16 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()  # extraction and training allocate per batch (fisc/malloc.py)
     try:
         rc = args.func(args)
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
+    except ERRORS as e:
         if args.verbose:
             raise
-        # errors re-raised from DataLoader workers carry the worker's traceback: keep the cause
-        lines = [line for line in str(e).strip().splitlines() if line.strip()] or [repr(e)]
-        print(f"fisc {args.command}: error: {lines[-1]}", file=sys.stderr)
-        return 2
+        return _error(args.command, e)
     return rc or 0
+
+
+def _error(command: str, e: BaseException) -> int:
+    """Report ``e`` as ``fisc <command>: error: ...`` (one line on stderr); the exit status 2."""
+    # errors re-raised from DataLoader workers carry the worker's traceback: keep the cause
+    lines = [line for line in str(e).strip().splitlines() if line.strip()] or [repr(e)]
+    print(f"fisc {command}: error: {lines[-1]}", file=sys.stderr)
+    return 2
