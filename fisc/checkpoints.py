@@ -4,9 +4,10 @@
   A file that needs unpickling anything else is refused (:class:`UnsafeCheckpointError`, which
   names the file); no Python code in a checkpoint ever runs. A truncated or corrupt file raises
   :class:`CorruptCheckpointError`, which names it too.
-- :func:`atomic_checkpoint_io` is Lightning's checkpoint writer for fisc runs: each file is
-  written beside its destination (same filesystem), flushed to disk, then renamed over it, so a
-  kill at any moment leaves either the previous complete file or the new complete one.
+- :func:`atomic_save`: each file is written beside its destination (same filesystem), flushed
+  to disk, then renamed over it, so a kill at any moment leaves either the previous complete
+  file or the new complete one (``fisc.train.checkpointing.AtomicCheckpointIO`` makes it
+  Lightning's checkpoint writer).
 - :func:`newest_valid_checkpoint`: the fallback when a run's ``last.ckpt`` is unreadable.
 """
 
@@ -72,21 +73,6 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to a file beside ``path``, fsync, rename over ``path``."""
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-
-
-def atomic_checkpoint_io():
-    """A Lightning checkpoint IO plugin: atomic writes (:func:`atomic_save`), safe reads
-    (:func:`load_checkpoint`). (Lightning is imported here only: inference does not need it.)"""
-    from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-
-    class AtomicCheckpointIO(TorchCheckpointIO):
-        def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-            atomic_save(checkpoint, path)
-
-        def load_checkpoint(self, path, map_location=None, weights_only=None):
-            return load_checkpoint(path, "checkpoint to resume")
-
-    return AtomicCheckpointIO()
 
 
 def readable(path: Path) -> bool:

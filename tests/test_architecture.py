@@ -27,7 +27,7 @@ LOW_LEVEL = (
     "fisc.challenge",
     "fisc.provenance",
 )
-TRAINING_STACK = ("pytorch_lightning", "lightning", "hydra", "wandb")
+TRAINING_STACK = ("pytorch_lightning", "lightning", "lightning_fabric", "hydra", "wandb")
 
 
 def module_files(root: Path) -> dict[str, Path]:
@@ -160,6 +160,23 @@ def test_low_level_packages_import_no_training_stack(low):
     assert checked, f"{low} is not a fisc module or package"
     offenders = []
     for name, path in checked.items():
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for target, _ in imported_names(name, path.name == "__init__.py", tree):
+            if target.split(".")[0] in TRAINING_STACK:
+                offenders.append(f"{name} imports {target}")
+    assert not offenders, "; ".join(offenders)
+
+
+# the modules that run training (and so may import Lightning, Hydra, W&B); the README's
+# "nothing below fisc/train imports Lightning or Hydra" is this test
+TRAINING_LAYER = ("fisc.train", "fisc.demo", "fisc.commands", "fisc.cli")
+
+
+def test_only_the_training_layer_imports_the_training_stack():
+    offenders = []
+    for name, path in module_files(FISC).items():
+        if any(name == top or name.startswith(top + ".") for top in TRAINING_LAYER):
+            continue
         tree = ast.parse(path.read_text(), filename=str(path))
         for target, _ in imported_names(name, path.name == "__init__.py", tree):
             if target.split(".")[0] in TRAINING_STACK:

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 
-from fisc.checkpoints import load_checkpoint
+from fisc.checkpoints import atomic_save, load_checkpoint
 from fisc.train.config import ConfigError
 from fisc.train.module import CopyDetectionModule
 
@@ -117,3 +118,15 @@ def history_checkpoints(cfg: DictConfig, ckpt_dir: Path) -> list[ModelCheckpoint
             )
         ]
     return history
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint IO for fisc runs: atomic writes
+    (:func:`~fisc.checkpoints.atomic_save`), safe reads (:func:`~fisc.checkpoints.load_checkpoint`:
+    tensors and plain containers only)."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        atomic_save(checkpoint, path)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None):
+        return load_checkpoint(path, "checkpoint to resume")

@@ -19,10 +19,11 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from fisc.checkpoints import atomic_checkpoint_io, check_output_dir, remove_stale_partials
+from fisc.checkpoints import check_output_dir, remove_stale_partials
 from fisc.determinism import deterministic_kernels, fixed_threads
 from fisc.malloc import keep_freed_memory
 from fisc.train.checkpointing import (
+    AtomicCheckpointIO,
     LastCheckpoint,
     StepSpan,
     best_checkpoint,
@@ -177,7 +178,7 @@ def _train_one(cfg: DictConfig, groups: dict, lr_scale: float = 1.0) -> TrainRes
         **trainer_args,
         default_root_dir=str(run_dir),
         logger=logger,
-        plugins=[atomic_checkpoint_io()],
+        plugins=[AtomicCheckpointIO()],
         callbacks=[
             ResumeAgreement(resume, run_dir, cfg.ckpt_path),  # DDP: every rank, one checkpoint
             checkpoint,
