@@ -94,7 +94,7 @@ def test_lr_scaling_rules():
     "override,message",
     [
         (["+loss.margin=0.5"], "does not use ['margin']"),
-        (["optim.name=adam"], "unknown optimizer"),
+        (["optim._target_=torch.optim.Adamm"], "unknown optimizer"),
         (["optim.lr_scaling=cubic"], "lr_scaling"),
         (["stages=[{train_size:8,epochs:1}]"], "stages[0]"),
         (["stages=[{epochs:1}]"], "stages"),

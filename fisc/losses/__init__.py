@@ -20,7 +20,15 @@ from typing import Any
 
 from fisc.losses.base import ExtraViews, TrainingLoss
 
-__all__ = ["RUNTIME_ARGS", "ExtraViews", "TrainingLoss", "build_loss", "loss_class", "loss_fields"]
+__all__ = [
+    "RUNTIME_ARGS",
+    "ExtraViews",
+    "TrainingLoss",
+    "build_loss",
+    "locate",
+    "loss_class",
+    "loss_fields",
+]
 
 # constructor parameters the run provides (a loss asks for one by naming it)
 RUNTIME_ARGS = {
@@ -38,7 +46,7 @@ def _label(cfg: Mapping) -> str:
     return f"loss {cfg.get('name') or cfg.get('_target_') or '(unnamed)'}"
 
 
-def _locate(path: str) -> Any:
+def locate(path: str) -> Any:
     """The object a dotted import path names (``package.module.Class``): the longest prefix
     that imports as a module, then attributes. Plain importlib, so that the losses need no
     Hydra (``tests/test_architecture.py``)."""
@@ -66,7 +74,7 @@ def loss_class(cfg: Mapping) -> type[TrainingLoss]:
             "(e.g. fisc.losses.infonce_koleo.InfoNCEKoLeoLoss)"
         )
     try:
-        cls = _locate(target)
+        cls = locate(target)
         if not isinstance(cls, type):
             raise TypeError(f"{target} is not a class")
     except Exception as e:  # import errors of every kind, a missing attribute, not a class

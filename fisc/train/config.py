@@ -18,6 +18,8 @@ from fisc.augment.ops import OpConfigError
 from fisc.augment.pipeline import AugmentConfig
 from fisc.models.descriptor import ModelConfig
 from fisc.train.errors import ConfigError
+from fisc.train.optim import OWN_KEYS as OWN_OPTIM_KEYS
+from fisc.train.optim import OptimConfig, OptimConfigError, optim_args
 
 
 @dataclass
@@ -47,18 +49,6 @@ class StageConfig:
     epochs: int = "???"  # type: ignore[assignment]
     lr_scale: float = 1.0  # this stage's learning rate, relative to optim.lr
     train_images: int | None = None  # first N training images (a growing ArcFace class set)
-
-
-@dataclass
-class OptimConfig:
-    name: str = "adamw"  # adamw | sgd | lars (timm's optimizers)
-    lr: float = 1e-3  # for base_batch images; scaled to the global batch by lr_scaling
-    base_batch: int = 256
-    lr_scaling: str = "linear"  # linear | sqrt | none: lr x (batch/base_batch)^1, ^0.5, ^0
-    weight_decay: float = 1e-4
-    momentum: float = 0.9  # sgd only
-    warmup_epochs: float = 1.0
-    min_lr_ratio: float = 0.01  # cosine decays to lr * min_lr_ratio
 
 
 WATCH_LOG = (None, "gradients", "parameters", "all")  # wandb.watch(log=...)
@@ -99,9 +89,16 @@ SCHEMAS = {
 
 
 def typed(cfg: DictConfig, group: str):
-    """``cfg[group]`` checked against its schema and returned as a dataclass instance."""
+    """``cfg[group]`` checked against its schema and returned as a dataclass instance. The
+    optim group's keys that are not fisc's go to ``OptimConfig.args``, checked against the
+    optimizer's signature (:func:`fisc.train.optim.optim_args`)."""
+    node, extra = cfg[group], {}
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(SCHEMAS[group]), cfg[group])
+        if group == "optim":
+            plain = OmegaConf.to_container(node, resolve=True)
+            extra = {"args": optim_args(plain)}
+            node = {k: v for k, v in plain.items() if k in OWN_OPTIM_KEYS}
+        merged = OmegaConf.merge(OmegaConf.structured(SCHEMAS[group]), node, extra)
         return OmegaConf.to_object(merged)
     except (OmegaConfBaseException, TypeError, ValueError) as e:
         raise ConfigError(f"config group '{group}': {e}") from e
@@ -113,7 +110,8 @@ NO_DEFAULT = object()
 def key_default(key: str, before: dict, now: dict) -> Any:
     """The default of ``group.field`` (``NO_DEFAULT`` when there is none), for a key a saved
     config (``before``, flattened) lacks and the current one (``now``) has: the field's default
-    in the group's schema, the parameter's default in the loss class's constructor, or for
+    in the group's schema, the parameter's default in the loss class's or the optimizer's
+    constructor (``optim.<key>`` but fisc's own keys), or for
     ``group._target_`` the class of the saved option (``conf/<group>/<before's name>.yaml``: a
     config saved before fisc named classes)."""
     group, _, name = key.partition(".")
@@ -122,11 +120,9 @@ def key_default(key: str, before: dict, now: dict) -> Any:
 
         path = config_dir() / group / f"{before.get(f'{group}.name')}.yaml"
         return OmegaConf.load(path).get("_target_", NO_DEFAULT) if path.is_file() else NO_DEFAULT
-    if group == "loss":
-        from fisc.losses import loss_class, loss_schema
-
+    if group == "loss" or (group == "optim" and name not in OWN_OPTIM_KEYS):
         try:
-            fields = dataclasses.fields(loss_schema(loss_class({"_target_": now["loss._target_"]})))
+            fields = dataclasses.fields(_target_schema(group, now[f"{group}._target_"]))
         except (KeyError, ValueError):
             return NO_DEFAULT
         return next((f.default for f in fields if f.name == name), NO_DEFAULT)
@@ -136,6 +132,17 @@ def key_default(key: str, before: dict, now: dict) -> Any:
                 return f.default
             return f.default_factory()  # type: ignore[misc]
     return NO_DEFAULT
+
+
+def _target_schema(group: str, target: str) -> type:
+    """The schema of the arguments of a loss or optimizer class (``_target_``)."""
+    if group == "loss":
+        from fisc.losses import loss_class, loss_schema
+
+        return loss_schema(loss_class({"_target_": target}))
+    from fisc.train.optim import optim_schema, optim_target
+
+    return optim_schema(optim_target({"_target_": target}))
 
 
 ROOT_KEYS = frozenset(
@@ -212,8 +219,7 @@ def check_config(cfg: DictConfig) -> dict[str, Any]:
     if cfg.batch_size < 2:
         raise ConfigError(f"batch_size (global) must be >= 2, got {cfg.batch_size}")
     out["loss"] = check_loss(resolved.loss, out["model"].dims)
-    if out["optim"].name not in ("adamw", "sgd", "lars"):
-        raise ConfigError(f"unknown optimizer {out['optim'].name!r} (adamw | sgd | lars)")
+    check_optim(out["optim"])
     if out["optim"].lr_scaling not in ("linear", "sqrt", "none"):
         rule = out["optim"].lr_scaling
         raise ConfigError(f"optim.lr_scaling: linear | sqrt | none, not {rule!r}")
@@ -252,6 +258,20 @@ def check_loss(loss: DictConfig, dims: int) -> dict[str, Any]:
     except ValueError as e:
         raise ConfigError(f"config group 'loss': {e}") from e
     return checked
+
+
+def check_optim(optim: OptimConfig) -> None:
+    """The optimizer built once as a trial, on a weight and a bias, so that its constructor's
+    own checks of the values (e.g. a negative momentum) run before the run dir is touched."""
+    import torch
+
+    from fisc.train.optim import build_optimizer
+
+    trial = torch.nn.Linear(2, 2)
+    try:
+        build_optimizer(optim, trial, optim.lr)
+    except OptimConfigError as e:
+        raise ConfigError(f"config group 'optim': {e}") from e
 
 
 def check_stages(cfg: DictConfig) -> list[StageConfig]:

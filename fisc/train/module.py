@@ -18,7 +18,7 @@ from fisc.evaluation import evaluate
 from fisc.losses import build_loss
 from fisc.models.descriptor import ModelConfig, build_descriptor_model
 from fisc.models.weights import WeightsConfig
-from fisc.train.config import OptimConfig
+from fisc.train.optim import OptimConfig, build_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -102,15 +102,10 @@ class CopyDetectionModule(pl.LightningModule):
         return o.lr * (self.hparams.batch_size / o.base_batch) ** power * self.hparams.lr_scale
 
     def configure_optimizers(self):
-        from timm.optim import create_optimizer_v2
-
         o = self.optim_cfg
         trainable = torch.nn.ModuleDict({"model": self.model, "loss": self.loss})
-        extra = {} if o.name == "adamw" else {"momentum": o.momentum}
-        # timm: no weight decay on biases and norm parameters; lars is LARS with SGD momentum
-        opt = create_optimizer_v2(
-            trainable, o.name, lr=self.scaled_lr(), weight_decay=o.weight_decay, **extra
-        )
+        # the optim group's _target_; no weight decay on biases and norm parameters
+        opt = build_optimizer(o, trainable, self.scaled_lr())
         total = max(1, int(self.trainer.estimated_stepping_batches))
         per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
         warmup = min(total - 1, int(o.warmup_epochs * per_epoch))
