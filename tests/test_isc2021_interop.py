@@ -108,6 +108,7 @@ def test_predictions_hand_computed(hand_case):
         ),
         (["Q1.jpg,R1,0.5", "Q1,R1.png,0.3"], r":3: duplicate prediction \(Q1, R1\)"),
         ([",R1,0.5"], r":2: empty query id"),
+        (["Q1,R1,0.5", "Q2,,0.5"], r":3: empty reference id"),
     ],
 )
 def test_bad_prediction_rows_are_named(tmp_path, rows, message):
@@ -148,6 +149,41 @@ def test_predictions_file_bytes_and_empty_list(tmp_path):
     q, r, s = load_predictions(path)
     assert (q.size, r.size, s.size) == (0, 0, 0)
     assert (q.dtype.kind, r.dtype.kind, s.dtype) == ("U", "U", np.float64)
+
+
+def test_write_predictions_refuses_bad_input_and_writes_any_real_score_as_a_float(tmp_path):
+    path = tmp_path / "p.csv"
+    with pytest.raises(ValueError, match="query ids, reference ids and scores differ in length"):
+        write_predictions(path, ["Q1", "Q2"], ["R1", "R2"], [0.5])
+    with pytest.raises(ValueError, match=r"query_ids must be 1-D, got shape \(1, 1\)"):
+        write_predictions(path, [["Q1"]], ["R1"], [0.5])
+    with pytest.raises(ValueError, match="reference_ids must hold string ids, got dtype int64"):
+        write_predictions(path, ["Q1"], np.array([1], np.int64), [0.5])
+    assert not path.exists()  # nothing written
+    # boolean and integer scores read back as the same float64 values
+    for scores in (np.array([True, False]), np.array([3, 0], np.uint8), [2, -1]):
+        write_predictions(path, ["Q1", "Q2"], ["R1", "R2"], scores)
+        assert load_predictions(path)[2].tolist() == np.asarray(scores, np.float64).tolist()
+
+
+def test_predictions_file_is_utf8_whatever_the_locale(tmp_path):
+    # a non-ASCII id written under the C locale (no UTF-8 mode): the file is still UTF-8
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import fisc
+
+    path = tmp_path / "p.csv"
+    code = (
+        "import sys; from fisc.metrics.micro_ap import write_predictions; "
+        "write_predictions(sys.argv[1], ['Q\\u00e9'], ['R1'], [0.5])"
+    )
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    env["PYTHONPATH"] = str(Path(fisc.__file__).resolve().parent.parent)
+    subprocess.run([sys.executable, "-c", code, str(path)], env=env, check=True, cwd=tmp_path)
+    assert path.read_bytes() == "query_id,reference_id,score\nQé,R1,0.5\n".encode()
 
 
 # ---------------------------------------------------------------- isc2021 recalls vs search

@@ -298,3 +298,71 @@ def test_end_to_end_matches_brute_force(backend):
     m = micro_average_precision(qids, rids, -dist.astype(np.float64), gt)
     assert abs(m.micro_ap - expected) <= 1e-6
     assert 0.05 < m.micro_ap < 0.999  # non-trivial: some matches missed or outranked
+
+
+# ------------------------------------------- contracts the mutation run found unpinned
+
+
+def test_bad_id_arrays_are_named_in_the_error():
+    gt = {Q[0]: R[0]}
+    with pytest.raises(ValueError, match=r"query_ids must be 1-D, got shape \(1, 2\)"):
+        micro_average_precision([[Q[0], Q[1]]], [R[0], R[1]], [0.5, 0.4], gt)
+    with pytest.raises(ValueError, match=r"reference_ids must be 1-D, got shape \(2, 1\)"):
+        micro_average_precision([Q[0], Q[1]], [[R[0]], [R[1]]], [0.5, 0.4], gt)
+    with pytest.raises(ValueError, match="query_ids must hold string ids, got dtype int64"):
+        micro_average_precision(np.array([0, 1], np.int64), [R[0], R[1]], [0.5, 0.4], gt)
+    with pytest.raises(ValueError, match="reference_ids must hold string ids, got dtype float64"):
+        micro_average_precision([Q[0], Q[1]], [0.0, 1.0], [0.5, 0.4], gt)
+
+
+def test_bytes_ids_must_be_ascii():
+    # fisc writes ids as ASCII bytes (fisc.descriptors.h5io.ascii_ids): other bytes are
+    # refused, not decoded with a guessed codec
+    gt = {"Qé": R[0]}
+    utf8 = np.array(["Qé".encode()], dtype="S")
+    with pytest.raises(UnicodeDecodeError, match="ascii"):
+        micro_average_precision(utf8, [R[0]], [0.5], gt)
+    with pytest.raises(UnicodeDecodeError, match="ascii"):
+        micro_average_precision(utf8.astype(object), [R[0]], [0.5], gt)
+
+
+def test_integer_scores_rank_by_value():
+    # unsigned scores (e.g. vote counts): the FP scored 0 ranks below the TP scored 1, and the
+    # curve's scores come back as float64 (negating a uint8 0/1 array would wrap to 0/255)
+    gt = {Q[0]: R[0], Q[1]: None}
+    s = np.array([1, 0], np.uint8)
+    m = micro_average_precision([Q[0], Q[1]], [R[0], R[1]], s, gt)
+    assert m.micro_ap == 1.0 and m.threshold_at_p90 == 1.0
+    p, rec, thr = precision_recall_curve([Q[0], Q[1]], [R[0], R[1]], s, gt)
+    assert thr.dtype == np.float64 and thr.tolist() == [1.0, 0.0]
+    np.testing.assert_allclose(p, [1, 1 / 2])
+    assert recall_at_rank(([Q[0], Q[0]], [R[1], R[0]], s[::-1]), gt, 1) == 1.0  # R0 first
+
+
+def test_predictions_to_arrays_types():
+    q, r, s = predictions_to_arrays([])
+    assert (q.dtype.kind, r.dtype.kind, s.dtype, q.size) == ("U", "U", np.float64, 0)
+    # float32 and int scores (a score is any real number) come back as float64
+    q, r, s = predictions_to_arrays([Prediction(Q[0], R[0], np.float32(0.5))])
+    assert s.dtype == np.float64 and s.tolist() == [0.5] and q.tolist() == [Q[0]]
+    assert predictions_to_arrays([Prediction(Q[0], R[1], 3)])[2].dtype == np.float64
+
+
+def test_errors_count_what_is_wrong():
+    gt = {Q[0]: R[0]}
+    with pytest.raises(ValueError, match="^2 scores are not finite"):
+        micro_average_precision([Q[0], Q[1], Q[2]], [R[0]] * 3, [np.nan, 1.0, np.inf], gt)
+    # Q7 (absent from the ground truth) predicted twice, Q0 once
+    preds = [(Q[7], R[0], 0.9), (Q[7], R[1], 0.8), (Q[0], R[1], 0.7)]
+    with pytest.raises(ValueError, match="^2 predictions for 1 queries absent"):
+        score(preds, gt, unknown_queries="error")
+
+
+def test_recall_at_rank_refuses_bad_k_and_unmatched_ground_truth():
+    ranked = {Q[0]: [R[0]]}
+    with pytest.raises(ValueError, match="k must be >= 1, got 0"):
+        recall_at_rank(ranked, {Q[0]: R[0]}, 0)
+    with pytest.raises(
+        ValueError, match=r"ground truth has no query with a matching reference \(N_gt == 0\)"
+    ):
+        recall_at_rank(ranked, {Q[0]: None}, 1)

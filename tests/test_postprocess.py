@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import asdict
 
 import numpy as np
@@ -418,3 +420,168 @@ def test_step_repr_names_class_and_parameters():
     assert repr(L2()) == "L2()"
     with pytest.raises(RuntimeError, match=r"PCA\(d=4\) used before fit"):
         PCA(d=4).transform(np.zeros((2, 8), np.float32))
+
+
+# More contracts the mutation run found unpinned (docs/mutation.md, "Survivors killed...").
+
+
+def test_training_descriptors_are_named_in_fit_errors():
+    x = np.ones((4, 3), np.float32)
+    x[1, 2] = np.nan
+    for spec in ("center", "pca2"):
+        with pytest.raises(ValueError, match="^training descriptors contain NaN or inf"):
+            PostProcessor(spec).fit(x)
+        with pytest.raises(ValueError, match=r"^training descriptors must be a non-empty 2-D"):
+            parse_spec(spec)[0].fit(np.ones((4, 0), np.float32))
+    for bad in (np.ones(3, np.float32), np.ones((0, 3), np.float32)):
+        with pytest.raises(ValueError, match=rf"non-empty n × d array, got \({len(bad)},"):
+            PostProcessor("l2").fit(bad)
+
+
+def test_center_mean_is_computed_in_float64():
+    # float32 rows 2^24, 1, 0, 0: a float32 sum drops the 1 (mean 2^22); in float64 the mean
+    # is 2^22 + 0.25, so the row 2^22 centres to -0.25 (exact in float32)
+    train = np.array([[2.0**24], [1.0], [0.0], [0.0]], np.float32)
+    step = Center().fit(train)
+    assert step.state()["mean"].tolist() == [2.0**22 + 0.25]
+    assert step.transform(np.array([[2.0**22]], np.float32)).tolist() == [[-0.25]]
+
+
+def test_l2_normalises_float32_rows_whose_squares_overflow_float32():
+    # 3e20² = 9e40 > float32's largest 3.4e38: the norm is taken in float64
+    x = np.array([[3e20, 4e20], [-3e19, 4e19]], np.float32)
+    np.testing.assert_allclose(L2().transform(x), [[0.6, 0.8], [-0.6, 0.8]], rtol=1e-6)
+
+
+def test_isc_norm_column_is_zero_below_similarity_minus_one():
+    # a query opposite its only training neighbour, norm 3: similarity -3, clipped to -1, so
+    # a(q) = sqrt(2 factor (1 - 1)) = 0 (not the square root of a negative number)
+    step = IscNorm(k=1, factor=1.0, reduction="min").fit(np.array([[1.0, 0.0]], np.float32))
+    out = step.transform(np.array([[-3.0, 0.0]], np.float32), role="query")
+    assert out.tolist() == [[-3.0, 0.0, 0.0]]
+
+
+def test_stretched_queries_have_squared_norm_m_below_the_floor_too():
+    # similarities 0 and 0.05 to the training rows: below the floor 0.1, so beta = 0.1 alpha,
+    # q' = [q / beta, 0] and ||q'||² = 1 / (0.1 alpha)² = M, as for every other unit query
+    alpha = 2.5
+    train = np.array([[1.0, 0.0, 0.0]], np.float32)
+    step = Stretch(k=1, alpha=alpha).fit(train)
+    q = _unit(np.array([[0.0, 1.0, 0.0], [0.05, 0.0, np.sqrt(1 - 0.05**2)]], np.float32))
+    out = step.transform(q, role="query").astype(np.float64)
+    np.testing.assert_allclose((out**2).sum(1), 1 / (0.1 * alpha) ** 2, rtol=1e-6)
+    np.testing.assert_allclose(out[:, -1], 0.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("spec", ["l2,isc_norm3:1.0", "l2,stretch3", "l2,score_norm3:1.0:q"])
+def test_query_column_steps_add_the_dims_they_report(data, spec):
+    train, x = data
+    pp = PostProcessor(spec).fit(train)
+    out = pp.transform_array(x[:5], role="query")
+    assert pp.dims == 17 and out.shape == (5, 17)
+    with pytest.raises(ValueError, match="gives 257-d descriptors > 256"):
+        PostProcessor(spec).fit(np.ones((5, 256), np.float32))
+
+
+def test_role_error_names_the_step():
+    step = IscNorm(k=1, factor=1.5, reduction="min").fit(TRAIN2)
+    with pytest.raises(ValueError, match=r"^step IscNorm\(k=1, factor=1.5, reduction='min'\) "):
+        step.transform(X2)
+
+
+def test_step_rebuilt_from_its_in_memory_state(data):
+    train, x = data
+    for step in _all_steps():
+        step.fit(_unit(train))
+        again = type(step).from_state(step.state())  # parameters as Python values, not arrays
+        assert repr(again) == repr(step)
+        assert np.array_equal(_apply(again, _unit(x)), _apply(step, _unit(x)))
+
+
+def test_pca_fit_memory_grows_with_n_times_d_not_n_squared():
+    # 4000 × 8 rows: the full SVD's 4000 × 4000 U would take 128 MB
+    import tracemalloc
+
+    x = np.random.default_rng(0).standard_normal((4000, 8))
+    tracemalloc.start()
+    try:
+        PCA(d=4).fit(x)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * x.nbytes
+
+
+def test_unfitted_processor_and_the_fit_set_it_records(data):
+    train, _ = data
+    pp = PostProcessor("l2")
+    assert (pp.dims, pp.in_dims, pp.fit_set) == (None, None, None)
+    pp.fit(_descs(train[:3], "T"))
+    expect = hashlib.sha256(b"T000000\nT000001\nT000002\n").hexdigest()
+    assert pp.fit_set == {"count": 3, "ids_sha256": expect}
+    assert PostProcessor("l2").fit(train[:3]).fit_set == {"count": 3, "ids_sha256": None}
+
+
+def test_fit_transforms_the_training_rows_through_every_step_but_the_last(data):
+    train, _ = data
+    pp = PostProcessor("l2,isc_norm3,center")
+    last = pp.steps[-1]
+    last.transform = lambda *a, **k: pytest.fail("the last step's output is never used")
+    pp.fit(train)
+    # center was fitted on the training rows as references: l2(train) with a 0 column
+    expect = np.r_[_unit(train.astype(np.float64)).mean(0), 0.0]
+    np.testing.assert_allclose(last.state()["mean"], expect, atol=1e-6)
+
+
+def test_transform_array_refuses_other_shapes_and_non_finite_values(data):
+    train, x = data
+    pp = PostProcessor("l2").fit(train)
+    for bad in (x[:3, :5], x[0]):
+        with pytest.raises(
+            ValueError, match=re.escape(f"expected n × 16 descriptors, got shape {bad.shape}")
+        ):
+            pp.transform_array(bad)
+    y = x[:3].copy()
+    y[1, 0] = np.inf
+    with pytest.raises(ValueError, match="descriptors contain NaN or inf"):
+        pp.transform_array(y)
+
+
+def test_a_spec_without_steps_outputs_float32(data):
+    train, x = data
+    pp = PostProcessor("maxdim300").fit(train)
+    out = pp.transform_array(x.astype(np.float64))
+    assert out.dtype == np.float32 and np.array_equal(out, x)
+
+
+def test_saved_fit_set_ignores_keyword_order_and_old_files_load(data, tmp_path):
+    train, x = data
+    a = PostProcessor("l2").fit(train, run="r1", checkpoint_sha256="c1")
+    b = PostProcessor("l2").fit(train, checkpoint_sha256="c1", run="r1")
+    a.save(tmp_path / "a.npz")
+    b.save(tmp_path / "b.npz")
+    with np.load(tmp_path / "a.npz") as za, np.load(tmp_path / "b.npz") as zb:
+        assert str(za["fit_set"]) == str(zb["fit_set"])
+        old = {k: za[k] for k in za.files if k != "fit_set"}  # a file from before fit_set
+    np.savez(tmp_path / "old.npz", **old)
+    loaded = PostProcessor.load(tmp_path / "old.npz")
+    assert loaded.fit_set is None and np.array_equal(
+        loaded.transform_array(x), a.transform_array(x)
+    )
+
+
+def test_load_refuses_pickled_arrays(tmp_path):
+    # an .npz holding an object array would run pickle code on load
+    np.savez(tmp_path / "evil.npz", spec=np.array(["l2"], dtype=object), in_dims=np.array(4))
+    with pytest.raises(ValueError, match="allow_pickle"):
+        PostProcessor.load(tmp_path / "evil.npz")
+
+
+def test_sweep_passes_evaluate_options_and_the_spec_maxdim(data):
+    train, x = data
+    rng = np.random.default_rng(7)
+    wide = [_descs(rng.standard_normal((n, 300)).astype(np.float32), p) for n, p in
+            ((20, "T"), (6, "Q"), (8, "R"))]  # fmt: skip
+    gt = {q: None for q in wide[1].ids} | {wide[1].ids[0]: wide[2].ids[0]}
+    (row,) = sweep(["l2,maxdim300"], *wide, gt, backend="torch", protocol="isc2021")
+    assert row["dims"] == 300 and row["protocol"] == "isc2021"
