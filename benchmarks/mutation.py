@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import ast
 import difflib
+import functools
 import json
 import os
 import platform
@@ -121,6 +122,13 @@ def _is_message(stmt: ast.stmt) -> bool:
     return False
 
 
+@functools.cache
+def _source(node: ast.FunctionDef) -> str:
+    """``ast.unparse(node)``, once per function (each original is diffed against many mutants)."""
+    return ast.unparse(node)
+
+
+@functools.cache
 def _functions(path: str) -> dict[str, ast.FunctionDef]:
     tree = ast.parse((ROOT / "mutants" / path).read_text())
     return {n.name: n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
@@ -134,8 +142,8 @@ def mutant_diff(path: str, name: str, funcs: dict[str, ast.FunctionDef]) -> list
     mutant = funcs.get(mangled)
     if orig is None or mutant is None:
         return []
-    a = ast.unparse(orig).splitlines()
-    b = ast.unparse(mutant).splitlines()
+    a = _source(orig).splitlines()
+    b = _source(mutant).splitlines()
     out = []
     for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a[1:], b[1:]).get_opcodes():
         if tag != "equal":
@@ -155,7 +163,7 @@ def survivor_kind(path: str, name: str, funcs: dict[str, ast.FunctionDef]) -> st
     changed = mutant_diff(path, name, funcs)
     if orig is None or not changed:
         return "code"
-    tree = ast.parse(ast.unparse(orig))
+    tree = ast.parse(_source(orig))
     stmts = [n for n in ast.walk(tree) if isinstance(n, ast.stmt) and n.lineno > 1]
     for line, _, _ in changed:
         inner = [n for n in stmts if n.lineno <= line <= n.end_lineno]
@@ -209,13 +217,12 @@ def summarize(files: list[str], equivalents: list[dict] | None = None) -> dict:
         "no_tests": [],
         "other": [],
     }
-    funcs_of: dict[str, dict[str, ast.FunctionDef]] = {}
     for path in files:
         for name, code in sorted(load_results(path).items()):
             status = classify(code)
             counts[status] += 1
             if status == "survived":
-                funcs = funcs_of.setdefault(path, _functions(path))
+                funcs = _functions(path)
                 if equivalent_reason(name, mutant_diff(path, name, funcs), equivalents):
                     counts["equivalent"] += 1
                     listed["equivalent"].append(name)
