@@ -222,3 +222,228 @@ def test_random_order_shuffles_and_fixed_order_does_not(select):
     log = []
     stage = Stage([_Tag(c, log) for c in "abc"], (3, 3) if select else None, True)
     assert len({"".join(r) for r in _runs(stage, log)}) == 6
+
+
+# ------------------------------------------------------------ configs: what each key builds
+
+
+def _three_ops(**stage):
+    return {"ops": {"hflip": {"p": 1.0}, "vflip": {"p": 1.0}, "jpeg": {"p": 1.0}}, **stage}
+
+
+def _stage(**stage):
+    return AugmentConfig(views=[{"stages": [_three_ops(**stage)]}]).build(32)[0].view.stages[0]
+
+
+def test_stage_config_sets_the_chain_range_and_the_order():
+    assert _stage().select is None and _stage(select="all").select is None
+    assert _stage(select=[1, 3]).select == (1, 3)  # max = every op of the stage
+    assert _stage(select=[2, 2]).select == (2, 2)  # min = max: a fixed chain length
+    assert _stage(select=(0, 1)).select == (0, 1)
+    assert _stage().random_order is False and _stage(order="fixed").random_order is False
+    assert _stage(order="random").random_order is True
+    assert _stage(select=[1, 2], order="random").random_order is True
+    # a chain draws only among ops of non-zero weight; it is refused when there are none
+    stage = _stage(select=[1, 1], ops={"hflip": {"p": 0.0}, "vflip": {"p": 1.0}})
+    assert [op.p for op in stage.ops] == [0.0, 1.0]
+
+
+def test_config_errors_name_the_view_the_stage_and_the_key():
+    """Every config error says where it is (``augment.views[v].stages[s]``) and what is
+    wrong; the second view's second stage is the bad one here."""
+    import re
+
+    def error(bad_stage=None, bad_view=None, **cfg):
+        good = {"stages": [_three_ops()]}
+        view = bad_view if bad_view is not None else {"stages": [_three_ops(), bad_stage]}
+        with pytest.raises(OpConfigError) as e:
+            AugmentConfig(views=[good, view], **cfg).build(32)
+        return str(e.value)
+
+    where = "augment.views[1].stages[1]"
+    assert error(_three_ops(opz=1)) == f"{where}: unknown key(s) ['opz'] (ops, select, order)"
+    assert error({"ops": {}}) == f"{where}: a stage needs at least one op"
+    assert error({"select": "all"}) == f"{where}: a stage needs at least one op"
+    assert error(_three_ops(select=[1, 2, 3])) == (
+        f"{where}.select must be 'all' or [min, max], got [1, 2, 3]"
+    )
+    assert error(_three_ops(select=[3, 2])) == f"{where}.select=[3, 2] needs 0 <= min <= max <= 3"
+    assert error(_three_ops(select=[1, 4])) == f"{where}.select=[1, 4] needs 0 <= min <= max <= 3"
+    zero = {"ops": {"hflip": {"p": 0.0}, "vflip": {"p": 0.0}}, "select": [1, 1]}
+    assert error(zero) == f"{where}: chain weights (p) are all zero"
+    assert error(_three_ops(order="shuffled")) == (
+        f"{where}.order must be 'fixed' or 'random', got 'shuffled'"
+    )
+    assert error({"ops": {"nope": {}}}).startswith(f"{where}: unknown CPU op 'nope'")
+    assert error(bad_view={"stages": [], "stage": []}) == (
+        "augment.views[1]: unknown key(s) ['stage'] (stages, gpu)"
+    )
+    assert error(bad_view={"stages": [], "gpu": {"warp_drive": {}}}).startswith(
+        "augment.views[1].gpu: "
+    )
+    with pytest.raises(OpConfigError, match=re.escape("augment.views: at least one view")):
+        AugmentConfig(views=[]).build(32)
+    with pytest.raises(OpConfigError, match=re.escape("augment.gpu_stage must be one of")):
+        AugmentConfig(views=[], gpu_stage="cpu")
+
+
+def test_work_side_accepts_any_number_from_one():
+    for side in (1, 1.0, 2, 1.25):
+        assert AugmentConfig(views=[], work_side=side).work_side == side
+    for bad in (0.99, 0, -2, "2", [2]):
+        with pytest.raises(OpConfigError, match="work_side must be null or a number >= 1"):
+            AugmentConfig(views=[], work_side=bad)
+
+
+def test_a_view_keeps_its_gpu_ops_and_a_single_view_serves_both():
+    gpu = {"blur": {"p": 0.5}}
+    views = AugmentConfig(views=[{"stages": [], "gpu": gpu}]).build(32)
+    assert len(views) == 2 and views[0] is views[1]
+    assert views[0].view.gpu == gpu
+    two = AugmentConfig(views=[{"stages": []}, {"stages": [], "gpu": gpu}]).build(32)
+    assert len(two) == 2 and two[0].view.gpu == {} and two[1].view.gpu == gpu
+
+
+def test_gpu_only_op_in_a_cpu_stage_is_named_as_such_and_cpu_configs_do_not_load_torch(
+    tmp_path,
+):
+    """A GPU-only op in a CPU stage: the error says it has a GPU implementation, while a
+    CPU-only config never imports the GPU side (torch): checked in a fresh interpreter, since
+    this test module has imported it."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import fisc
+
+    with pytest.raises(OpConfigError, match="unknown CPU op 'affine': it has only a GPU"):
+        AugmentConfig(views=[{"stages": [{"ops": {"affine": {}}}]}]).build(32)
+    code = (
+        "import sys\n"
+        "from fisc.augment.pipeline import AugmentConfig\n"
+        "AugmentConfig(views=[{'stages': [{'ops': {'hflip': {}, 'jpeg': {}}}]}]).build(32)\n"
+        "print('torch' in sys.modules, 'fisc.augment.gpu' in sys.modules)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(fisc.__file__).resolve().parent.parent)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False"]
+
+
+# --------------------------------------------------------------------- exclude_ops, chains
+
+
+def test_exclude_ops_shortens_chains_and_drops_emptied_stages():
+    """Ops left out of a stage shorten its chain range to the ops left (min and max each
+    capped); an every-op stage stays one; a stage left without ops is dropped."""
+    view = {
+        "stages": [
+            _three_ops(select=[1, 3]),
+            {"ops": {"vflip": {}, "blur": {}}},
+            {"ops": {"jpeg": {}}, "select": [1, 1]},
+            _three_ops(select=[3, 3], order="random"),
+            _three_ops(select=[0, 1]),
+        ]
+    }
+    stages = AugmentConfig(views=[view], exclude_ops=["jpeg", "hflip"]).build(32)[0].view.stages
+    assert [[op.name for op in s.ops] for s in stages] == [["vflip"], ["vflip", "blur"]] + [
+        ["vflip"]
+    ] * 2
+    assert [s.select for s in stages] == [(1, 1), None, (1, 1), (0, 1)]
+    assert [s.random_order for s in stages] == [False, False, True, False]
+    stages = AugmentConfig(views=[view], exclude_ops=["jpeg"]).build(32)[0].view.stages
+    assert [s.select for s in stages] == [(1, 2), None, (2, 2), (0, 1)]
+    # nothing excluded: the config as written
+    stages = AugmentConfig(views=[view]).build(32)[0].view.stages
+    assert [s.select for s in stages] == [(1, 3), None, (1, 1), (3, 3), (0, 1)]
+
+
+def test_chain_draws_ops_by_weight_and_never_one_of_weight_zero():
+    from fisc.augment.pipeline import Stage
+
+    log = []
+    stage = Stage([_Tag("a", log, 0.9), _Tag("b", log, 0.1), _Tag("c", log, 0.0)], (1, 1), False)
+    runs = _runs(stage, log, n=1000)
+    counts = {c: sum(r == [c] for r in runs) for c in "abc"}
+    # binomial(1000, 0.9): mean 900, sd 9.5
+    assert counts["c"] == 0 and 860 < counts["a"] < 940 and counts["a"] + counts["b"] == 1000
+    # a chain of 2 with one op of non-zero weight: that op alone
+    log = []
+    stage = Stage([_Tag("a", log, 0.0), _Tag("b", log, 0.5)], (2, 2), True)
+    assert all(r == ["b"] for r in _runs(stage, log, n=50))
+
+
+def test_every_op_stage_hands_the_other_image_provider_to_its_ops():
+    from fisc.augment.pipeline import Stage
+
+    stage = Stage.from_config({"ops": {"paste_onto": {"p": 1.0}}}, "s")
+    img = np.random.default_rng(0).integers(0, 255, (40, 40, 3), np.uint8)
+    drawn = []
+
+    def other(rng):
+        drawn.append(1)
+        return np.full((50, 60, 3), 200, np.uint8)
+
+    out = stage(img, np.random.default_rng(0), other)
+    assert drawn == [1] and out.dtype == np.uint8 and out.ndim == 3
+
+
+# ------------------------------------------------------------ the view's final resize, seed
+
+
+def test_final_resize_is_area_only_when_both_sides_shrink():
+    """The view ends ``size x size``: area interpolation when the shorter side is larger than
+    ``size`` (both sides shrink), bilinear otherwise; an image already ``size x size`` is
+    returned as it is, not copied."""
+    view = AugmentConfig(views=[{"stages": []}]).build(32)[0]
+    rng = np.random.default_rng(3)
+    for shape, interpolation in (
+        ((20, 20, 3), cv2.INTER_LINEAR),  # upscaled
+        ((32, 48, 3), cv2.INTER_LINEAR),  # shorter side = size: only the longer one shrinks
+        ((24, 48, 3), cv2.INTER_LINEAR),
+        ((33, 48, 3), cv2.INTER_AREA),
+        ((48, 40, 3), cv2.INTER_AREA),
+    ):
+        img = rng.integers(0, 255, shape, np.uint8)
+        out, _ = view(img, np.random.default_rng(0))
+        linear = cv2.resize(img, (32, 32), interpolation=cv2.INTER_LINEAR)
+        area = cv2.resize(img, (32, 32), interpolation=cv2.INTER_AREA)
+        assert not np.array_equal(linear, area)  # the input tells the two apart
+        expected = linear if interpolation == cv2.INTER_LINEAR else area
+        assert np.array_equal(out, expected), shape
+    img = rng.integers(0, 255, (32, 32, 3), np.uint8)
+    out, _ = view(img, np.random.default_rng(0))
+    assert out is img
+
+
+def test_gpu_seed_is_the_views_last_draw_uniform_in_0_to_2_pow_62():
+    """With no stage the generator makes one draw: the GPU seed, ``integers(0, 2**62)``
+    (non-negative, an int64 for the seed tensor)."""
+    view = AugmentConfig(views=[{"stages": []}]).build(8)[0]
+    img = np.zeros((8, 8, 3), np.uint8)
+    seeds = [view(img, np.random.default_rng(k))[1] for k in range(300)]
+    assert seeds == [int(np.random.default_rng(k).integers(0, 2**62)) for k in range(300)]
+    assert all(isinstance(s, int) and 0 <= s < 2**62 for s in seeds)
+    assert max(seeds) > 2**61  # the whole range is used
+
+
+def test_shrink_keeps_the_aspect_down_to_one_pixel():
+    """Shorter side -> ``side``, the longer one scaled by the same factor and rounded (at
+    least 1 px)."""
+    for (h, w), side, expected in (
+        ((10, 10), 1, (1, 1)),
+        ((11, 10), 1, (1, 1)),  # 1.1 rounds to 1
+        ((10, 11), 1, (1, 1)),
+        ((10, 25), 2, (2, 5)),
+        ((25, 10), 2, (5, 2)),
+        ((10, 26), 4, (4, 10)),  # 10.4
+        ((27, 10), 4, (11, 4)),  # 10.8
+        ((30, 30), 7, (7, 7)),
+    ):
+        img = np.random.default_rng(h * w).integers(0, 255, (h, w, 3), np.uint8)
+        out = shrink_to_short_side(img, side)
+        assert out.shape == (*expected, 3), ((h, w), side)
+        assert np.array_equal(out, cv2.resize(img, expected[::-1], interpolation=cv2.INTER_AREA))
