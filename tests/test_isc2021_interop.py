@@ -181,8 +181,10 @@ def test_predictions_file_is_utf8_whatever_the_locale(tmp_path):
         "write_predictions(sys.argv[1], ['Q\\u00e9'], ['R1'], [0.5])"
     )
     env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
-    env["PYTHONPATH"] = str(Path(fisc.__file__).resolve().parent.parent)
-    subprocess.run([sys.executable, "-c", code, str(path)], env=env, check=True, cwd=tmp_path)
+    root = Path(fisc.__file__).resolve().parent.parent
+    env["PYTHONPATH"] = str(root)
+    # cwd: the tree fisc was loaded from (under mutmut, its copy, where mutmut finds its config)
+    subprocess.run([sys.executable, "-c", code, str(path)], env=env, check=True, cwd=root)
     assert path.read_bytes() == "query_id,reference_id,score\nQé,R1,0.5\n".encode()
 
 

@@ -325,9 +325,11 @@ def test_gpu_only_op_in_a_cpu_stage_is_named_as_such_and_cpu_configs_do_not_load
         "AugmentConfig(views=[{'stages': [{'ops': {'hflip': {}, 'jpeg': {}}}]}]).build(32)\n"
         "print('torch' in sys.modules, 'fisc.augment.gpu' in sys.modules)\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(fisc.__file__).resolve().parent.parent)}
+    root = Path(fisc.__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    # cwd: the tree fisc was loaded from (under mutmut, its copy, where mutmut finds its config)
     out = subprocess.run(
-        [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True
+        [sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "False"]
