@@ -493,10 +493,16 @@ def test_global_cap_of_one_and_the_searches_it_takes(monkeypatch):
 
     def spy(qq, *args):
         calls.append((len(qq), args[1]))
+        assert len(calls) < 30, "searching without end"
         return real_knn(qq, *args)
 
     monkeypatch.setattr(exact, "_knn", spy)
     for backend in BACKENDS:
+        # one query, three identical references, cap 2: k0 = 3 is every reference; its 3rd
+        # distance ties t but it has no more references to search
+        calls.clear()
+        qi, ri, _ = global_capped_search(np.zeros((1, 2)), np.ones((3, 2)), 2, backend=backend)
+        assert as_pairs(qi, ri) == [(0, 0), (0, 1)] and calls == [(1, 3)]
         calls.clear()
         qi, ri, dist = global_capped_search(q, r, 1, backend=backend)
         [(_, i, j)] = brute_pairs(q, r, 1)
