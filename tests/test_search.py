@@ -324,3 +324,386 @@ def test_faiss_loader_noise_is_not_logged():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[0, 1, 2]"
     assert "faiss.loader" not in out.stderr and "ModuleNotFoundError" not in out.stderr
+
+
+# --- mutation triage: behaviour the tests above left unchecked --------------------------------
+
+
+def _spy_backends(monkeypatch):
+    """Record which backend search_knn runs, with the options it passes."""
+    from fisc.search import backends
+    from fisc.search import torch_knn as tk
+
+    calls = []
+    real_faiss, real_torch = backends.faiss_knn, tk.torch_knn
+
+    def faiss_spy(q, r, k, device, query_tile, on_tile):
+        calls.append(("faiss", {"device": device, "query_tile": query_tile}))
+        return real_faiss(q, r, k, device, query_tile, on_tile)
+
+    def torch_spy(q, r, k, **kw):
+        calls.append(("torch", {n: kw[n] for n in ("device", "query_tile", "ref_tile")}))
+        return real_torch(q, r, k, **kw)
+
+    monkeypatch.setattr(backends, "faiss_knn", faiss_spy)
+    monkeypatch.setattr(tk, "torch_knn", torch_spy)
+    return calls
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_each_search_runs_the_backend_asked_for_with_its_tiles(data, backend, monkeypatch):
+    q, r = data
+    calls = _spy_backends(monkeypatch)
+    tiles = {"query_tile": 21, "ref_tile": 37}
+    knn(q, r, 3, backend=backend, **tiles)
+    per_query_search(q, r, 3, backend=backend, **tiles)
+    global_capped_search(q, r, 30, backend=backend, **tiles)
+    assert {b for b, _ in calls} == {backend} and len(calls) >= 3
+    expected = {"device": "cpu", "query_tile": 21}
+    if backend == "torch":
+        expected["ref_tile"] = 37
+    assert all(kw == expected for _, kw in calls)
+
+
+@pytest.mark.parametrize("pinned", BACKENDS)
+def test_default_backend_is_auto(choice_cache, data, pinned, monkeypatch):
+    q, r = data
+    monkeypatch.setenv("FISC_SEARCH_BACKEND", pinned)
+    calls = _spy_backends(monkeypatch)
+    knn(q, r, 2)
+    per_query_search(q, r, 2)
+    global_capped_search(q, r, 20)
+    assert {b for b, _ in calls} == {pinned} and len(calls) >= 3
+
+
+def test_per_query_search_passes_both_tile_sizes(data):
+    q, r = data
+    for bad in ({"query_tile": 0}, {"ref_tile": 0}):  # the torch backend refuses either
+        with pytest.raises(ValueError, match="query_tile and ref_tile"):
+            per_query_search(q, r, 2, backend="torch", **bad)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_progress_true_shows_a_pair_count_bar_in_every_search(data, backend, capsys):
+    q, r = data
+    total = f"{len(q) * len(r) / 1000:.1f}k/{len(q) * len(r) / 1000:.1f}k"  # 17.1k/17.1k
+    for search in (
+        lambda p: knn(q, r, 3, backend=backend, progress=p),
+        lambda p: per_query_search(q, r, 3, backend=backend, progress=p),
+        lambda p: global_capped_search(q, r, 20, backend=backend, progress=p),
+    ):
+        search(False)
+        assert capsys.readouterr().err == ""
+        search(True)
+        err = capsys.readouterr().err
+        assert "k-NN search (57 x 300, k=" in err and total in err and " pairs/s" in err
+
+
+def test_query_tiles_merge_only_a_short_last_tile():
+    from fisc.search.backends import query_tiles
+
+    assert query_tiles(5, 2) == [(0, 2), (2, 4), (4, 5)]  # min_tile 1: nothing merged
+    assert query_tiles(25, 20, 20) == [(0, 25)]  # a last tile of 5 < 20 joins the first
+    assert query_tiles(40, 20, 20) == [(0, 20), (20, 40)]  # a last tile of exactly 20 stays
+    assert query_tiles(45, 20, 20) == [(0, 20), (20, 45)]
+    assert query_tiles(7, 20, 20) == [(0, 7)]
+
+
+def test_faiss_knn_tiles_and_float32_distances(data):
+    from fisc.search.backends import faiss_knn
+
+    q, r = data
+    steps = []
+    d_all, i_all = faiss_knn(q, r, 4, query_tile=None, on_tile=steps.append)
+    assert steps == [57 * 300]  # None: all queries in one tile
+    steps.clear()
+    d, i = faiss_knn(q, r, 4, query_tile=20, on_tile=steps.append)
+    assert steps == [20 * 300, 37 * 300]  # the last 17 queries join the tile before
+    np.testing.assert_array_equal(i, i_all)
+    assert d.dtype == np.float32
+    d_u, _ = knn(q, r, 4, backend="faiss", refine=False)
+    assert d_u.dtype == np.float32
+
+
+def test_faiss_knn_on_a_gpu_device_builds_the_gpu_index_on_that_device(data, monkeypatch):
+    """faiss-gpu is stood in for by a fake module whose GPU index checks its arguments and
+    searches with the CPU flat index."""
+    import sys
+    import types
+
+    import faiss as real
+
+    from fisc.search.backends import faiss_knn
+
+    made = []
+
+    class Resources:
+        pass
+
+    class Config:
+        device = "unset"
+
+    def gpu_index(resources, d, config):
+        assert isinstance(resources, Resources) and isinstance(config, Config)
+        made.append((d, config.device))
+        return real.IndexFlatL2(d)
+
+    fake = types.SimpleNamespace(
+        IndexFlatL2=real.IndexFlatL2,
+        StandardGpuResources=Resources,
+        GpuIndexFlatConfig=Config,
+        GpuIndexFlatL2=gpu_index,
+    )
+    monkeypatch.setitem(sys.modules, "faiss", fake)
+    q, r = data
+    expected = knn(q, r, 5, backend="faiss", refine=False)
+    for device, number in (("cuda", 0), ("cuda:0", 0), ("cuda:1", 1), ("cuda:12", 12)):
+        d, i = faiss_knn(q, r, 5, device)
+        assert made[-1] == (24, number), device
+        np.testing.assert_array_equal(i, expected[1])
+        np.testing.assert_array_equal(d, expected[0])
+
+
+def test_faiss_has_gpu_needs_gpu_support_and_a_gpu(monkeypatch):
+    import sys
+    import types
+
+    def fake(n_gpus, support=True):
+        mod = types.SimpleNamespace(get_num_gpus=lambda: n_gpus)
+        if support:
+            mod.StandardGpuResources = object
+        return mod
+
+    for mod, expected in ((fake(0), False), (fake(1), True), (fake(2), True),
+                          (fake(1, support=False), False), (None, False)):  # fmt: skip
+        monkeypatch.setitem(sys.modules, "faiss", mod)  # None: import faiss fails
+        assert exact._faiss_has_gpu() is expected, (mod, expected)
+
+
+def test_global_cap_of_one_and_the_searches_it_takes(monkeypatch):
+    """cap = 1 is valid. With distinct distances, the pool's cap-th distance t is the smallest:
+    with oversample 4 no query's 4th distance reaches it (a single search); with one query and
+    oversample 1 its 1st distance is t, so it is searched once more with k = 2, whose 2nd
+    distance is beyond t (two searches)."""
+    rng = np.random.default_rng(5)
+    r = rng.standard_normal((200, 6)).astype(np.float32)
+    q = rng.standard_normal((5, 6)).astype(np.float32)
+    calls = []
+    real_knn = exact._knn
+
+    def spy(qq, *args):
+        calls.append((len(qq), args[1]))
+        assert len(calls) < 30, "searching without end"
+        return real_knn(qq, *args)
+
+    monkeypatch.setattr(exact, "_knn", spy)
+    for backend in BACKENDS:
+        # one query, three identical references, cap 2: k0 = 3 is every reference; its 3rd
+        # distance ties t but it has no more references to search
+        calls.clear()
+        qi, ri, _ = global_capped_search(np.zeros((1, 2)), np.ones((3, 2)), 2, backend=backend)
+        assert as_pairs(qi, ri) == [(0, 0), (0, 1)] and calls == [(1, 3)]
+        calls.clear()
+        qi, ri, dist = global_capped_search(q, r, 1, backend=backend)
+        [(_, i, j)] = brute_pairs(q, r, 1)
+        assert as_pairs(qi, ri) == [(i, j)] and calls == [(5, 4)]
+        calls.clear()
+        qi, ri, _ = global_capped_search(q[2:3], r, 1, backend=backend, oversample=1)
+        assert calls == [(1, 1), (1, 2)]
+        assert ri.tolist() == [int(np.argmin(brute_dist2(q[2:3], r)))]
+
+
+def test_exact_dist2_covers_every_row_when_chunked():
+    from fisc.search.backends import exact_dist2
+
+    rng = np.random.default_rng(2)
+    d, k = 2000, 1000  # k * d = 2e6: chunks of 2 rows
+    q = rng.standard_normal((5, d)).astype(np.float32)
+    r = rng.standard_normal((k, d)).astype(np.float32)
+    idx = np.stack([rng.permutation(k) for _ in range(5)])
+    expected = np.take_along_axis(brute_dist2(q, r), idx, 1)
+    np.testing.assert_allclose(exact_dist2(q, r, idx), expected, rtol=1e-6)
+
+
+def test_descriptor_checks_edge_cases():
+    torch = pytest.importorskip("torch")
+    from fisc.search.exact import check_descriptors
+
+    t = torch.ones((2, 3), requires_grad=True)  # a tensor needing grad is detached first
+    np.testing.assert_array_equal(check_descriptors(t, "query"), np.ones((2, 3), np.float32))
+    np.testing.assert_array_equal(check_descriptors(np.ones((4, 1)), "query"), np.ones((4, 1)))
+    big = np.full((1, 2), 3e38, np.float32)  # finite, although its float32 row sum is not
+    np.testing.assert_array_equal(check_descriptors(big, "query"), big)
+    with pytest.raises(ValueError, match="reference descriptors must be numeric, got dtype <U1"):
+        check_descriptors(np.array([["a"]]), "reference")
+    bad = np.zeros((8, 2))
+    bad[1:7, 0] = np.nan
+    with pytest.raises(ValueError, match=r"6 of 8 rows have non-finite values \(first rows: "
+                       r"\[1, 2, 3, 4, 5\]\)"):  # fmt: skip
+        check_descriptors(bad, "query")
+    with pytest.raises(ValueError, match="oversample must be >= 1, got 0"):
+        global_capped_search(np.ones((1, 2)), np.ones((1, 2)), 1, oversample=0)
+
+
+# --- mutation triage: the auto choice, its cache and its probe ----------------------------------
+
+
+def test_cache_path_defaults_to_the_home_cache(monkeypatch, tmp_path):
+    from fisc.search import choose
+
+    monkeypatch.delenv("FISC_CACHE_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert choose.cache_path() == tmp_path / ".cache" / "fisc" / "search_backend.json"
+
+
+def test_cpu_model_reads_the_model_name_line(monkeypatch):
+    import io
+    import platform
+
+    from fisc.search import choose
+
+    cpuinfo = "processor\t: 0\nvendor_id\t: Acme\nmodel name\t: Acme X9: rev 2 @ 3.0GHz\n"
+
+    def fake_open(path, *a, **kw):
+        if path != "/proc/cpuinfo":
+            raise FileNotFoundError(path)
+        return io.StringIO(cpuinfo)
+
+    monkeypatch.setattr(choose, "open", fake_open, raising=False)
+    assert choose._cpu_model() == "Acme X9: rev 2 @ 3.0GHz"
+
+    def no_file(path, *a, **kw):
+        raise OSError(path)
+
+    monkeypatch.setattr(choose, "open", no_file, raising=False)
+    monkeypatch.setattr(platform, "processor", lambda: "")
+    monkeypatch.setattr(platform, "machine", lambda: "riscv64")
+    assert choose._cpu_model() == "riscv64"
+
+
+def test_machine_key_fields_and_cores(monkeypatch):
+    import os
+
+    import faiss
+    import torch
+
+    from fisc.search import choose
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 2, 5}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert choose.machine_key() == {
+        "cpu": choose._cpu_model(),
+        "cores": 3,  # the usable cores, not the machine's
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "faiss": faiss.__version__,
+    }
+    monkeypatch.delattr(os, "sched_getaffinity")
+    assert choose.machine_key()["cores"] == 64
+
+
+def test_cpu_backend_without_faiss(choice_cache, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "faiss", None)
+    assert choice_cache.cpu_backend(_timer({"faiss": 1.0, "torch": 2.0}, calls := [])) == (
+        "torch", "faiss is not installed")  # fmt: skip
+    assert calls == []
+
+
+def test_cached_record_memo_and_logs(choice_cache, monkeypatch, tmp_path, caplog):
+    from datetime import datetime, timedelta
+
+    choose = choice_cache
+    nested = tmp_path / "a" / "b"  # a cache folder whose parents do not exist yet
+    monkeypatch.setenv("FISC_CACHE_DIR", str(nested))
+    path = choose.cache_path()
+    caplog.set_level("DEBUG", logger=choose.__name__)
+    calls = []
+    choice, reason = choose.cpu_backend(_timer({"faiss": 2.0, "torch": 1.25}, calls))
+    assert choice == "torch" and calls == [1]
+    assert "(faiss 2.000 s, torch 1.250 s on the probe search;" in reason and str(path) in reason
+    [record] = json.loads(path.read_text())
+    assert record["probe"] == {"queries": 1024, "references": 16384, "dims": 256, "k": 64}
+    when = datetime.fromisoformat(record["measured_at"])
+    assert when.utcoffset() == timedelta(0)
+    messages = [rec.getMessage() for rec in caplog.records]
+    import re
+
+    pattern = rf"search backend: measured in (\d+\.\d) s, cached in {re.escape(str(path))}"
+    took = [re.fullmatch(pattern, m) for m in messages]
+    assert any(took) and float(next(t for t in took if t)[1]) < 30  # seconds this call took
+    assert "search backend auto -> torch (faiss 2.000 s, torch 1.250 s on the probe)" in messages
+    assert f"search backend auto -> torch: {reason}" in messages
+    # the same process answers from memory, without reading the cache again
+    path.unlink()
+    assert choose.cpu_backend(_timer({"faiss": 1.0, "torch": 2.0}, calls)) == (choice, reason)
+    assert calls == [1]
+
+
+def test_cache_with_a_bad_entry_for_this_machine_is_replaced(choice_cache, caplog):
+    choose = choice_cache
+    path = choose.cache_path()
+    path.write_text(json.dumps([{"key": choose.machine_key(), "choice": "annoy"}]))
+    assert choose.cpu_backend(_timer({"faiss": 1.0, "torch": 2.0}, [])) == choose._memo[str(path)]
+    [record] = json.loads(path.read_text())  # the bad entry for the same key is dropped
+    assert record["choice"] == "faiss"
+    choose._memo.clear()
+    path.write_text("5")  # valid JSON, not a list
+    assert choose.cpu_backend(_timer({"faiss": 2.0, "torch": 1.0}, []))[0] == "torch"
+    path.write_text("{bad")
+    choose._memo.clear()
+    caplog.set_level("WARNING", logger=choose.__name__)
+    choose.cpu_backend(_timer({"faiss": 2.0, "torch": 1.0}, []))
+    message = caplog.records[0].getMessage()  # read again before writing: logged twice
+    assert message.startswith(f"search backend cache {path} is unreadable (Expecting")
+    assert message.endswith("): measuring again")
+
+
+def test_unwritable_cache_is_logged(choice_cache, monkeypatch, tmp_path, caplog):
+    choose = choice_cache
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("FISC_CACHE_DIR", str(blocker / "sub"))
+    caplog.set_level("WARNING", logger=choose.__name__)
+    choose.cpu_backend(_timer({"faiss": 2.0, "torch": 1.0}, []))
+    message = caplog.records[-1].getMessage()  # after the unreadable-cache warnings
+    path = blocker / "sub" / "search_backend.json"
+    assert message.startswith(f"could not cache the search backend choice in {path} (")
+    assert "Errno" in message
+
+
+def test_measure_times_the_default_search_of_each_backend(choice_cache, monkeypatch, capsys):
+    """Each backend: one untimed call on fewer queries, then three timed ones on the whole
+    probe, all with knn's default tiles and refinement, on the same data in every run."""
+    import inspect
+
+    from fisc.search import backends
+
+    calls = []
+
+    def fake_search(q, r, k, backend, device, query_tile, ref_tile, refine, show=False):
+        calls.append((backend, q.shape, r.shape, k, device, query_tile, ref_tile, refine, show))
+        calls[-1] += (q.copy(),)
+        return None, None
+
+    monkeypatch.setattr(backends, "search_knn", fake_search)
+    seconds = choice_cache.measure()
+    assert set(seconds) == set(BACKENDS)
+    defaults = {n: p.default for n, p in inspect.signature(knn).parameters.items()}
+    options = ("cpu", defaults["query_tile"], defaults["ref_tile"], defaults["refine"], False)
+    assert [c[0] for c in calls] == ["faiss"] * 4 + ["torch"] * 4
+    for i, c in enumerate(calls):
+        warm = i % 4 == 0
+        assert c[4:9] == options
+        assert c[2:4] == ((16384, 256), 64)
+        assert (c[1][0] < 1024) if warm else (c[1] == (1024, 256))
+    first = [c[-1] for c in calls]
+    calls.clear()
+    choice_cache.measure(probe=(1024, 16384, 256, 64), repeats=1)
+    np.testing.assert_array_equal(calls[1][-1], first[1])  # the same probe data every time
+
+
+def test_measure_shows_no_progress_bar(choice_cache, capsys):
+    choice_cache.measure(probe=(16, 512, 8, 4), repeats=1)
+    assert capsys.readouterr().err == ""
