@@ -106,32 +106,58 @@ def loss_fields(cfg: Mapping) -> dict[str, Any]:
     converted to its types (an int where a float is declared becomes a float). Raises
     :class:`LossConfigError` naming the loss and the key: an unknown key, a wrong type, a
     required argument not set, or a key the run provides."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
     cls = loss_class(cfg)
     label = _label(cfg)
     if "name" in cfg and not isinstance(cfg["name"], str):
         raise LossConfigError(f"{label}: name must be a string, got {cfg['name']!r}")
     given = {k: v for k, v in cfg.items() if k not in LABEL_KEYS}
-    provided = sorted(set(given) & set(RUNTIME_ARGS))
+    return checked_args(
+        given,
+        loss_schema(cls),
+        label=label,
+        target=cfg["_target_"],
+        run_args=RUNTIME_ARGS,
+        error=LossConfigError,
+        run_hint=", not in the config; remove them",
+    )
+
+
+def checked_args(
+    given: Mapping[str, Any],
+    schema: type,
+    *,
+    label: str,
+    target: str,
+    run_args: Mapping[str, str],
+    error: type[Exception],
+    run_hint: str = "",
+    known_hint: str = "",
+) -> dict[str, Any]:
+    """``given`` (a config's constructor arguments) checked against ``schema`` (a dataclass
+    made from the constructor's signature) and converted to its types; ``error`` names
+    ``label`` and the key for an argument the run sets (``run_args``: key -> why), an unknown
+    key, a wrong type or a required argument not set. Shared by losses and optimizers."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    provided = sorted(set(given) & set(run_args))
     if provided:
-        raise LossConfigError(
+        raise error(
             f"{label}: {provided} are set by the run ("
-            + "; ".join(f"{k}: {RUNTIME_ARGS[k]}" for k in provided)
-            + "), not in the config; remove them"
+            + "; ".join(f"{k}: {run_args[k]}" for k in provided)
+            + ")"
+            + run_hint
         )
-    schema = loss_schema(cls)
     known = [f.name for f in dataclasses.fields(schema)]
     unknown = sorted(set(given) - set(known))
     if unknown:
-        raise LossConfigError(
-            f"{label} does not use {unknown}; remove them ({cfg['_target_']} takes {known})"
+        raise error(
+            f"{label} does not use {unknown}; remove them ({target} takes {known}{known_hint})"
         )
     try:
-        checked = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), given))
+        checked = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), dict(given)))
     except OmegaConfBaseException as e:
-        raise LossConfigError(f"{label} ({cfg['_target_']}): {e}") from e
+        raise error(f"{label} ({target}): {e}") from e
     return {k: getattr(checked, k) for k in given}
 
 

@@ -141,36 +141,25 @@ def optim_args(cfg: Mapping) -> dict[str, Any]:
     against the target's signature and converted to its types (an int where a float is declared
     becomes a float). Raises :class:`OptimConfigError` naming the option and the key: an
     unknown key, a wrong type, a required argument not set, or a parameter fisc sets."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
+    from fisc.losses import checked_args
 
     target = optim_target(cfg)
     label = _label(cfg)
     given = {k: v for k, v in cfg.items() if k not in OWN_KEYS}
-    provided = sorted(set(given) & set(RUN_ARGS))
-    if provided:
-        raise OptimConfigError(
-            f"{label}: {provided} are set by the run ("
-            + "; ".join(f"{k}: {RUN_ARGS[k]}" for k in provided)
-            + ")"
-        )
-    schema = optim_schema(target)
-    known = [f.name for f in dataclasses.fields(schema)]
-    unknown = sorted(set(given) - set(known))
-    if unknown:
-        raise OptimConfigError(
-            f"{label} does not use {unknown}; remove them ({cfg['_target_']} takes {known}; "
-            f"fisc's keys: {list(OWN_KEYS)})"
-        )
-    try:
-        checked = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), given))
-    except OmegaConfBaseException as e:
-        raise OptimConfigError(f"{label} ({cfg['_target_']}): {e}") from e
+    checked = checked_args(
+        given,
+        optim_schema(target),
+        label=label,
+        target=cfg["_target_"],
+        run_args=RUN_ARGS,
+        error=OptimConfigError,
+        known_hint=f"; fisc's keys: {list(OWN_KEYS)}",
+    )
     if cfg.get("weight_decay") and "weight_decay" not in inspect.signature(target).parameters:
         raise OptimConfigError(
             f"{label}: {cfg['_target_']} takes no weight_decay; set optim.weight_decay=0"
         )
-    return {k: getattr(checked, k) for k in given}
+    return checked
 
 
 def param_groups(module, weight_decay: float) -> list[dict[str, Any]]:
