@@ -26,6 +26,7 @@ LOW_LEVEL = (
     "fisc.files",
     "fisc.challenge",
     "fisc.provenance",
+    "fisc.targets",
 )
 TRAINING_STACK = ("pytorch_lightning", "lightning", "lightning_fabric", "hydra", "wandb")
 

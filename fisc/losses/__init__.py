@@ -12,20 +12,19 @@ losses: a new one is its module, its yaml and its tests (``docs/architecture.md`
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import inspect
 import typing
 from collections.abc import Mapping
 from typing import Any
 
 from fisc.losses.base import ExtraViews, TrainingLoss
+from fisc.targets import checked_args, locate_target, target_label
 
 __all__ = [
     "RUNTIME_ARGS",
     "ExtraViews",
     "TrainingLoss",
     "build_loss",
-    "locate",
     "loss_class",
     "loss_fields",
 ]
@@ -43,45 +42,27 @@ class LossConfigError(ValueError):
 
 
 def _label(cfg: Mapping) -> str:
-    return f"loss {cfg.get('name') or cfg.get('_target_') or '(unnamed)'}"
+    return target_label("loss", cfg)
 
 
-def locate(path: str) -> Any:
-    """The object a dotted import path names (``package.module.Class``): the longest prefix
-    that imports as a module, then attributes. Plain importlib, so that the losses need no
-    Hydra (``tests/test_architecture.py``)."""
-    parts = path.split(".")
-    for cut in range(len(parts) - 1, 0, -1):
-        module_name = ".".join(parts[:cut])
-        try:
-            obj = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            if e.name is not None and not (module_name + ".").startswith(e.name + "."):
-                raise  # the module exists but one of its own imports is missing
-            continue
-        for attr in parts[cut:]:
-            obj = getattr(obj, attr)
-        return obj
-    raise ImportError(f"no module in {path!r}")
+def _is_class(target: str, obj: Any) -> None:
+    if not isinstance(obj, type):
+        raise TypeError(f"{target} is not a class")
 
 
 def loss_class(cfg: Mapping) -> type[TrainingLoss]:
     """The class ``cfg["_target_"]`` names; it must be a :class:`TrainingLoss`."""
-    target = cfg.get("_target_")
-    if not isinstance(target, str) or not target:
-        raise LossConfigError(
-            f"{_label(cfg)}: needs a _target_, the loss class's import path "
-            "(e.g. fisc.losses.infonce_koleo.InfoNCEKoLeoLoss)"
-        )
-    try:
-        cls = locate(target)
-        if not isinstance(cls, type):
-            raise TypeError(f"{target} is not a class")
-    except Exception as e:  # import errors of every kind, a missing attribute, not a class
-        raise LossConfigError(f"{_label(cfg)}: cannot import _target_ {target!r}: {e}") from e
+    cls = locate_target(
+        cfg,
+        label=_label(cfg),
+        error=LossConfigError,
+        what="loss class",
+        example="fisc.losses.infonce_koleo.InfoNCEKoLeoLoss",
+        check=_is_class,
+    )
     if not issubclass(cls, TrainingLoss):
         raise LossConfigError(
-            f"{_label(cfg)}: _target_ {target} is not a fisc.losses.TrainingLoss subclass"
+            f"{_label(cfg)}: _target_ {cfg['_target_']} is not a fisc.losses.TrainingLoss subclass"
         )
     return cls
 
@@ -120,45 +101,6 @@ def loss_fields(cfg: Mapping) -> dict[str, Any]:
         error=LossConfigError,
         run_hint=", not in the config; remove them",
     )
-
-
-def checked_args(
-    given: Mapping[str, Any],
-    schema: type,
-    *,
-    label: str,
-    target: str,
-    run_args: Mapping[str, str],
-    error: type[Exception],
-    run_hint: str = "",
-    known_hint: str = "",
-) -> dict[str, Any]:
-    """``given`` (a config's constructor arguments) checked against ``schema`` (a dataclass
-    made from the constructor's signature) and converted to its types; ``error`` names
-    ``label`` and the key for an argument the run sets (``run_args``: key -> why), an unknown
-    key, a wrong type or a required argument not set. Shared by losses and optimizers."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    provided = sorted(set(given) & set(run_args))
-    if provided:
-        raise error(
-            f"{label}: {provided} are set by the run ("
-            + "; ".join(f"{k}: {run_args[k]}" for k in provided)
-            + ")"
-            + run_hint
-        )
-    known = [f.name for f in dataclasses.fields(schema)]
-    unknown = sorted(set(given) - set(known))
-    if unknown:
-        raise error(
-            f"{label} does not use {unknown}; remove them ({target} takes {known}{known_hint})"
-        )
-    try:
-        checked = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), dict(given)))
-    except OmegaConfBaseException as e:
-        raise error(f"{label} ({target}): {e}") from e
-    return {k: getattr(checked, k) for k in given}
 
 
 def build_loss(cfg: Mapping, dims: int, num_classes: int | None = None) -> TrainingLoss:

@@ -28,6 +28,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from fisc.targets import checked_args, locate_target, target_label
+
 __all__ = [
     "RUN_ARGS",
     "OptimConfig",
@@ -74,28 +76,27 @@ class OptimConfigError(ValueError):
 
 
 def _label(cfg: Mapping) -> str:
-    return f"optim {cfg.get('name') or cfg.get('_target_') or '(unnamed)'}"
+    return target_label("optim", cfg)
+
+
+def _is_callable(target: str, obj: Any) -> None:
+    if not callable(obj):
+        raise TypeError(f"{target} is not a class or a function")
 
 
 def optim_target(cfg: Mapping) -> Callable:
     """The class (or function) ``cfg["_target_"]`` names; it must take ``params`` and
     ``lr``."""
-    from fisc.losses import locate
-
-    target = cfg.get("_target_")
-    if not isinstance(target, str) or not target:
-        raise OptimConfigError(
-            f"{_label(cfg)}: needs a _target_, the optimizer class's import path "
-            "(e.g. torch.optim.AdamW)"
-        )
-    try:
-        obj = locate(target)
-        if not callable(obj):
-            raise TypeError(f"{target} is not a class or a function")
-    except Exception as e:  # import errors of every kind, a missing attribute, not callable
-        raise OptimConfigError(
-            f"{_label(cfg)}: unknown optimizer, cannot import _target_ {target!r}: {e}"
-        ) from e
+    obj = locate_target(
+        cfg,
+        label=_label(cfg),
+        error=OptimConfigError,
+        what="optimizer class",
+        example="torch.optim.AdamW",
+        check=_is_callable,
+        unknown="unknown optimizer, ",
+    )
+    target = cfg["_target_"]
     params = inspect.signature(obj).parameters
     if "params" not in params or "lr" not in params:
         raise OptimConfigError(
@@ -141,8 +142,6 @@ def optim_args(cfg: Mapping) -> dict[str, Any]:
     against the target's signature and converted to its types (an int where a float is declared
     becomes a float). Raises :class:`OptimConfigError` naming the option and the key: an
     unknown key, a wrong type, a required argument not set, or a parameter fisc sets."""
-    from fisc.losses import checked_args
-
     target = optim_target(cfg)
     label = _label(cfg)
     given = {k: v for k, v in cfg.items() if k not in OWN_KEYS}
