@@ -20,7 +20,16 @@ def test_arcface_matches_pytorch_metric_learning():
     theirs = pml.ArcFaceLoss(7, 5, margin=math.degrees(0.4), scale=40.0)
     with torch.no_grad():
         theirs.W.copy_(ours.weight.T)
-    assert float(ours(x, labels).loss) == pytest.approx(float(theirs(x, labels)), rel=1e-4)
+    out = ours(x, labels)
+    assert float(out.loss) == pytest.approx(float(theirs(x, labels)), rel=1e-4)
+    # top-1 class without the margin, counted by hand; logged as train/class_top1
+    cos = (
+        torch.nn.functional.normalize(x, dim=1)
+        @ torch.nn.functional.normalize(ours.weight, dim=1).T
+    )
+    hits = sum(int(cos[i].argmax()) == int(labels[i]) for i in range(8))
+    assert 0 < hits < 8 and float(out.accuracy) == hits / 8
+    assert out.logs() == {"class_top1": out.accuracy}
 
 
 def test_arcface_grows_its_classes_and_loads_smaller_heads():
@@ -36,3 +45,16 @@ def test_arcface_grows_its_classes_and_loads_smaller_heads():
         ArcFaceLoss(3, 4)(torch.randn(2, 4), torch.tensor([0, 5]))
     with pytest.raises(ValueError, match="shrink"):
         small.grow(4)
+
+
+def test_loading_a_smaller_head_keeps_the_new_rows_and_tells_classes_by_rows():
+    torch.manual_seed(0)
+    small = ArcFaceLoss(5, 12)  # more dims than classes: rows, not columns, are classes
+    big = ArcFaceLoss(9, 12)
+    new_rows = big.weight[5:].detach().clone()
+    big.load_state_dict(small.state_dict())
+    assert torch.equal(big.weight[:5], small.weight) and torch.equal(big.weight[5:], new_rows)
+    # a state dict without the head (a checkpoint of the backbone only) leaves it as it was
+    before = big.weight.detach().clone()
+    assert big.load_state_dict({}, strict=False).missing_keys == ["weight"]
+    assert torch.equal(big.weight, before)

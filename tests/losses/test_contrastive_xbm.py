@@ -17,3 +17,72 @@ def test_contrastive_matches_pytorch_metric_learning():
     ours = ContrastiveXBMLoss(pos_margin=0.0, neg_margin=1.0)(x, ids)
     theirs = pml.ContrastiveLoss(pos_margin=0.0, neg_margin=1.0)(x, ids)
     assert float(ours.loss) == pytest.approx(float(theirs), rel=1e-5)
+
+
+def _pairs_reference(x, ids, pos_margin, neg_margin):
+    """Pair by pair: each term averaged over its non-zero pairs; the share of negative pairs
+    inside the margin."""
+    pos, neg, n_neg = [], [], 0
+    for i in range(len(ids)):
+        for j in range(len(ids)):
+            if i == j:
+                continue
+            d = float(torch.dist(x[i], x[j]))
+            if ids[i] == ids[j]:
+                pos.append(max(0.0, d - pos_margin))
+            else:
+                n_neg += 1
+                neg.append(max(0.0, neg_margin - d))
+    pos, neg = [c for c in pos if c > 0], [c for c in neg if c > 0]
+    p = sum(pos) / max(1, len(pos))
+    q = sum(neg) / max(1, len(neg))
+    return p, q, len(neg) / n_neg
+
+
+@pytest.mark.parametrize(("pos_margin", "neg_margin"), [(0.0, 1.0), (0.3, 1.1), (0.6, 0.9)])
+def test_terms_and_active_negatives_match_pairs_counted_by_hand(pos_margin, neg_margin):
+    x = unit_rows(12, 4, seed=3)
+    ids = [0, 1, 2, 3, 4, 5] * 2
+    out = ContrastiveXBMLoss(pos_margin, neg_margin)(x, torch.tensor(ids))
+    p, q, active = _pairs_reference(x, ids, pos_margin, neg_margin)
+    assert 0 < active < 1
+    assert float(out.positive) == pytest.approx(p, rel=1e-9)
+    assert float(out.negative) == pytest.approx(q, rel=1e-9)
+    assert float(out.loss) == pytest.approx(p + q, rel=1e-9)
+    assert float(out.active_negatives) == pytest.approx(active, rel=1e-6)  # float32 counts
+    assert out.logs() == {
+        "pos_loss": out.positive,
+        "neg_loss": out.negative,
+        "active_neg": out.active_negatives,
+    }
+
+
+def test_no_pair_inside_a_margin_costs_zero():
+    x = unit_rows(4, 4, seed=0)
+    same = torch.cat([x, x])  # the two views identical: every positive costs nothing
+    out = ContrastiveXBMLoss(0.01, 0.02)(same, torch.arange(4).repeat(2))
+    assert float(out.loss) == 0.0 and float(out.active_negatives) == 0.0
+
+
+def test_margins_are_checked():
+    for pos, neg in [(-0.1, 1.0), (0.5, 0.5), (0.6, 0.4)]:
+        with pytest.raises(
+            ValueError, match=rf"^need 0 <= pos_margin < neg_margin, got {pos}, {neg}$"
+        ):
+            ContrastiveXBMLoss(pos, neg)
+    ContrastiveXBMLoss(0.0, 0.1)
+
+
+def test_a_single_pair_is_its_own_average():
+    """One row against one remembered embedding: one pair, whose cost is the term itself."""
+    x = unit_rows(3, 4, seed=4)
+    for same_image in (True, False):
+        loss = ContrastiveXBMLoss(0.0, 2.0, memory_size=4)
+        loss(x[:1], torch.tensor([7]))  # no pair yet; fills the memory with row 0
+        out = loss(x[1:2], torch.tensor([7 if same_image else 8]))
+        d = float(torch.dist(x[0], x[1]))
+        if same_image:
+            assert float(out.positive) == pytest.approx(d) and float(out.negative) == 0.0
+        else:
+            assert float(out.negative) == pytest.approx(2.0 - d) and float(out.positive) == 0.0
+            assert float(out.active_negatives) == 1.0

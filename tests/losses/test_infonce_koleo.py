@@ -51,6 +51,12 @@ def test_perfect_embeddings_have_low_loss_and_full_accuracy():
     out = InfoNCEKoLeoLoss(0.05, 0.0)(x, torch.arange(6).repeat(2))
     assert float(out.positive_rank_accuracy) == 1.0
     assert float(out.infonce) < 1e-6
+    # the names a run logs (train/infonce, train/koleo, train/pos_top1)
+    assert out.logs() == {
+        "infonce": out.infonce,
+        "koleo": out.koleo,
+        "pos_top1": out.positive_rank_accuracy,
+    }
 
 
 def test_row_without_positive_is_an_error():

@@ -21,6 +21,12 @@ from fisc.train.run import train
 LOSS_YAMLS = sorted(p.stem for p in (CONF / "loss").glob("*.yaml"))
 
 
+# yaml values that differ from the constructor's default on purpose
+RECIPE_VALUES = {
+    ("contrastive_xbm", "memory_size"): "the 1st-place recipe's memory; the class alone keeps none",
+}
+
+
 class RenamedInfoNCE(InfoNCEKoLeoLoss):
     """Another class with the same arguments (a ``_target_`` change alone)."""
 
@@ -35,6 +41,23 @@ def test_every_loss_yaml_builds_its_target_with_its_values(option, compose_cfg):
     for key, value in yaml.items():
         if key not in ("_target_", "name"):
             assert getattr(built, key) == value, key  # every key reaches the constructor
+
+
+@pytest.mark.parametrize("option", LOSS_YAMLS)
+def test_the_constructors_defaults_are_the_yamls_values(option):
+    """``fisc.losses.<module>.<Loss>()`` from Python builds what ``loss=<option>`` builds: each
+    argument the yaml sets is the constructor's default (the yaml documents them), but those of
+    :data:`RECIPE_VALUES`."""
+    import inspect
+
+    from fisc.targets import locate
+
+    yaml = OmegaConf.load(CONF / "loss" / f"{option}.yaml")
+    params = inspect.signature(locate(yaml._target_).__init__).parameters
+    for key, value in yaml.items():
+        if key not in ("_target_", "name"):
+            same = params[key].default == value
+            assert same != ((option, key) in RECIPE_VALUES), key
 
 
 @pytest.mark.parametrize(

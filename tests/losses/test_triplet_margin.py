@@ -12,7 +12,9 @@ from fisc.losses.triplet_margin import TripletMarginLoss
 from fisc.train.run import train
 
 
-def _mined_reference(x: torch.Tensor, ids: list[int], margin: float) -> torch.Tensor:
+def _mined_reference(
+    x: torch.Tensor, ids: list[int], margin: float, reduction: str = "mean"
+) -> torch.Tensor:
     """For each anchor, by brute force: the farthest same-image row, the nearest other-image
     row; then torch's ``triplet_margin_loss`` on those triplets."""
     pos, neg = [], []
@@ -22,7 +24,7 @@ def _mined_reference(x: torch.Tensor, ids: list[int], margin: float) -> torch.Te
         other = [j for j in range(len(ids)) if ids[j] != ids[i]]
         pos.append(max(same, key=lambda j: dist[j]))
         neg.append(min(other, key=lambda j: dist[j]))
-    return F.triplet_margin_loss(x, x[pos], x[neg], margin=margin, eps=0.0)
+    return F.triplet_margin_loss(x, x[pos], x[neg], margin=margin, eps=0.0, reduction=reduction)
 
 
 @pytest.mark.parametrize("margin", [0.1, 0.5, 1.5])
@@ -64,3 +66,47 @@ def test_trains_from_its_config_group(compose_cfg, tiny_minidisc, tmp_path):
     }
     metrics = next((run_dir / "csv").glob("version_*/metrics.csv")).read_text()
     assert "train/active_triplets" in metrics.splitlines()[0]
+
+
+def test_an_image_with_one_view_is_refused():
+    x = F.normalize(torch.randn(5, 4, dtype=torch.float64), dim=1)
+    with pytest.raises(ValueError, match=r"^every embedding needs at least one positive \("):
+        TripletMarginLoss()(x, torch.tensor([0, 1, 0, 1, 2]))  # image 2 has one row
+
+
+def test_active_is_the_share_of_anchors_inside_the_margin():
+    g = torch.Generator().manual_seed(2)
+    base = torch.randn(6, 5, generator=g, dtype=torch.float64).repeat(2, 1)
+    x = F.normalize(base + 0.4 * torch.randn(12, 5, generator=g, dtype=torch.float64), dim=1)
+    ids = [0, 1, 2, 3, 4, 5] * 2  # two noisy views of six images
+    for margin in (0.05, 0.3, 1.2):
+        per_anchor = _mined_reference(x, ids, margin, reduction="none")
+        out = TripletMarginLoss(margin)(x, torch.tensor(ids))
+        assert float(out.active) == pytest.approx(float((per_anchor > 0).double().mean()))
+        assert out.logs() == {"active_triplets": out.active}
+    # some anchors cost between 0 and 1 and some nothing: the share is not all or none
+    per_anchor = _mined_reference(x, ids, 0.3, reduction="none")
+    assert 0 < float((per_anchor > 0).double().mean()) < 1 and float(per_anchor.max()) < 1
+
+
+def test_rank_1_of_3_mines_over_the_global_batch(monkeypatch):
+    """On rank 1 of 3 the rows are the middle third of the gathered batch: each anchor's
+    positive and negative are mined over all of it, itself left out."""
+    import fisc.losses.triplet_margin as tm
+
+    g = torch.Generator().manual_seed(5)
+    x = F.normalize(torch.randn(18, 5, generator=g, dtype=torch.float64), dim=1)
+    ids = torch.tensor([0, 1, 2] * 2 + [3, 4, 5] * 2 + [6, 7, 8] * 2)
+    rows = slice(6, 12)
+    monkeypatch.setattr(tm, "world", lambda: (1, 3))
+    monkeypatch.setattr(tm, "gather_with_grad", lambda e: torch.cat([x[:6], e, x[12:]]))
+    monkeypatch.setattr(tm, "gather_no_grad", lambda i: torch.cat([ids[:6], i, ids[12:]]))
+    out = TripletMarginLoss(0.4)(x[rows], ids[rows])
+    want = _mined_reference(x, ids.tolist(), 0.4, reduction="none")[rows]
+    assert float(out.loss) == pytest.approx(float(want.mean()), rel=1e-6, abs=1e-9)
+    # the row's own column is the middle third's: a one-row image there is refused
+    lone = ids.clone()
+    lone[6] = 99
+    monkeypatch.setattr(tm, "gather_no_grad", lambda i: torch.cat([lone[:6], i, lone[12:]]))
+    with pytest.raises(ValueError, match="at least one positive"):
+        TripletMarginLoss(0.4)(x[rows], lone[rows])
