@@ -83,8 +83,10 @@ def _describe(
     pipeline: DescriptorPipeline, images: ImageSet, role: str, ec: ExportConfig, desc: str
 ) -> Descriptors:
     """Final descriptors in ``role``, one image per forward pass (bit-identical however the
-    images are batched)."""
-    d, skipped = pipeline.describe(
+    images are batched). An image that does not decode stops the export
+    (:class:`fisc.data.decode.ImageDecodeError`, naming the file): a submission describes every
+    image."""
+    d, _ = pipeline.describe(
         images,
         role,
         batch_size=ec.batch_size,
@@ -94,8 +96,6 @@ def _describe(
         progress=True,
         per_image=True,
     )
-    if skipped:
-        raise ExportError(f"{len(skipped)} {desc} images could not be decoded: {skipped[:5]}")
     return d
 
 

@@ -188,3 +188,291 @@ def test_phase2_recheck_catches_references_that_changed_under_intact_phase1_file
     with pytest.raises(ExportError, match="recomputed reference descriptors differ from Phase 1"):
         export_phase2(again)
     assert not (tmp_path / "again.h5").exists()
+
+
+# --- what the export writes and says, read back independently --------------------------------
+
+
+def _csv_query_ids(path: Path) -> list[str]:
+    lines = path.read_text().splitlines()
+    assert lines[0].startswith("query_id")
+    return [line.split(",")[0] for line in lines[1:] if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, checkpoint, tiny_minidisc):
+    """One run_export (freeze, Phase 1, Phase 2) shared by the read-only tests below."""
+    from fisc.export.phase2 import run_export
+
+    tmp = tmp_path_factory.mktemp("exported")
+    ec = _export_config(tmp, checkpoint, tiny_minidisc)
+    return ec, run_export(ec)
+
+
+def test_phase1_record_files_and_ids(exported, tiny_minidisc):
+    import json
+    from datetime import datetime, timedelta, timezone
+
+    import torch
+
+    from fisc.descriptors.h5io import read_attrs, read_submission, read_vectors
+    from fisc.export.manifest import artifact_hash
+
+    ec, summary = exported
+    phase1 = Path(ec.phase1_dir)
+    record = json.loads((phase1 / "phase1.json").read_text())
+    dev_ids = _csv_query_ids(tiny_minidisc / "dev_ground_truth.csv")
+    ref_ids = sorted(p.stem for p in (tiny_minidisc / "images" / "reference").glob("*.jpg"))
+    assert sorted(p.name for p in phase1.iterdir()) == [
+        "phase1.json",
+        "queries.h5",
+        "references.h5",
+        "submission.h5",
+    ]
+    assert not list(phase1.parent.glob(".*partial"))
+    created = datetime.strptime(record.pop("created"), "%Y-%m-%dT%H:%M:%S%z")
+    assert abs(datetime.now(timezone.utc) - created) < timedelta(hours=1)
+    assert record.pop("files").keys() == {"queries.h5", "references.h5", "submission.h5"}
+    assert record == {
+        "artifact_hash": artifact_hash(ec.artifact),
+        "queries": len(dev_ids),
+        "references": len(ref_ids),
+        "dims": 16,
+        "postprocess": None,
+        "device": "cpu",
+        "deterministic": True,
+        "torch_version": torch.__version__,
+    }
+    for name, kind in (("references", "references"), ("queries", "queries")):
+        attrs = read_attrs(phase1 / f"{name}.h5")
+        assert attrs["set"] == kind and attrs["fisc_phase"] == 1
+    assert read_attrs(phase1 / "submission.h5")["set"] == "submission"
+    refs, queries = read_vectors(phase1 / "references.h5"), read_vectors(phase1 / "queries.h5")
+    assert refs.ids.tolist() == ref_ids and queries.ids.tolist() == dev_ids
+    assert refs.vectors.shape == (len(ref_ids), 16) and queries.vectors.shape == (len(dev_ids), 16)
+    q, r = read_submission(phase1 / "submission.h5")
+    np.testing.assert_array_equal(q.vectors, queries.vectors)
+    np.testing.assert_array_equal(r.vectors, refs.vectors)
+    assert q.ids.tolist() == dev_ids and r.ids.tolist() == ref_ids
+
+
+def test_phase1_descriptors_are_the_artifacts_descriptors_of_each_role(exported, tiny_minidisc):
+    """What Phase 1 ships is what the artifact's pipeline describes, per role."""
+    from fisc.data.disc21 import Disc21
+    from fisc.descriptors.h5io import read_vectors
+    from fisc.export.load import load_artifact
+
+    ec, _ = exported
+    pipeline = load_artifact(ec.artifact)
+    data = Disc21(tiny_minidisc)
+    refs = read_vectors(Path(ec.phase1_dir) / "references.h5")
+    queries = read_vectors(Path(ec.phase1_dir) / "queries.h5")
+    for role, phase1, images in (
+        ("reference", refs, data.images("reference")),
+        ("query", queries, data.images("query")),
+    ):
+        picked = phase1.ids[[0, -1]]
+        again, skipped = pipeline.describe(
+            images.subset(picked), role, batch_size=1, per_image=True
+        )
+        assert skipped == [] and again.ids.tolist() == picked.tolist()
+        np.testing.assert_array_equal(again.vectors, phase1.vectors[[0, -1]])
+
+
+def test_phase2_summary_and_submission(exported, tiny_minidisc):
+    from fisc.descriptors.h5io import read_attrs, read_submission, read_vectors
+    from fisc.export.manifest import artifact_hash
+    from fisc.provenance import sha256_of
+
+    ec, summary = exported
+    p2_ids = _csv_query_ids(tiny_minidisc / "phase2_ground_truth.csv")
+    seconds = summary.pop("seconds")
+    assert isinstance(seconds, float) and 0 < seconds < 600
+    assert summary == {
+        "submission": ec.phase2_submission,
+        "queries": len(p2_ids),
+        "references": 16,
+        "dims": 16,
+        "postprocess": None,
+        "artifact_hash": artifact_hash(ec.artifact),
+        "references_rechecked": 8,
+        "reference_max_abs_diff": 0.0,
+        "device": "cpu",
+    }
+    attrs = read_attrs(ec.phase2_submission)
+    assert {k: attrs[k] for k in ("artifact_hash", "fisc_phase", "set")} == {
+        "artifact_hash": artifact_hash(ec.artifact),
+        "fisc_phase": 2,
+        "set": "submission",
+    }
+    refs_file = Path(ec.phase1_dir) / "references.h5"
+    assert attrs["phase1_references_sha256"] == sha256_of(refs_file)
+    q, r = read_submission(ec.phase2_submission)
+    assert q.ids.tolist() == p2_ids and q.vectors.shape == (len(p2_ids), 16)
+    np.testing.assert_array_equal(r.vectors, read_vectors(refs_file).vectors)
+
+
+def test_phase2_rechecks_at_most_every_reference(exported):
+    import dataclasses
+
+    from fisc.export.phase2 import export_phase2
+
+    ec, _ = exported
+    for sample, seed in ((100, 0), (3, 1)):
+        out = Path(ec.phase2_submission).with_name(f"sample{sample}.h5")
+        again = dataclasses.replace(
+            ec, reference_check_sample=sample, seed=seed, phase2_submission=str(out)
+        )
+        assert export_phase2(again)["references_rechecked"] == min(sample, 16)
+
+
+def test_check_phase1_lists_every_problem(exported, tmp_path):
+    import json
+    import shutil
+
+    from fisc.descriptors.h5io import read_vectors, write_vectors
+    from fisc.export.manifest import artifact_hash
+    from fisc.export.phase2 import ExportError, check_phase1
+    from fisc.provenance import sha256_of
+
+    ec, _ = exported
+    good = artifact_hash(ec.artifact)
+    phase1 = tmp_path / "phase1"
+    shutil.copytree(ec.phase1_dir, phase1)
+    record = check_phase1(phase1, good)
+    assert record == json.loads((phase1 / "phase1.json").read_text())
+    with pytest.raises(ExportError, match=rf"^artifact hash abc differs from Phase 1's {good}: "):
+        check_phase1(phase1, "abc")
+    # queries.h5 gone, submission.h5 rewritten with another stamp (its sha256 recorded anew)
+    (phase1 / "queries.h5").unlink()
+    sub = read_vectors(phase1 / "references.h5")
+    write_vectors(phase1 / "submission.h5", sub, attrs={"artifact_hash": "other"})
+    record["files"]["submission.h5"] = sha256_of(phase1 / "submission.h5")
+    (phase1 / "phase1.json").write_text(json.dumps(record))
+    with pytest.raises(ExportError) as info:
+        check_phase1(phase1, good)
+    assert str(info.value) == (
+        f"Phase 1 outputs in {phase1} fail their checks: queries.h5: missing; "
+        f"submission.h5: not stamped with artifact hash {good}"
+    )
+    del record["files"]
+    (phase1 / "phase1.json").write_text(json.dumps(record))
+    with pytest.raises(ExportError, match=r"phase1\.json lists no files \(written by an older"):
+        check_phase1(phase1, good)
+    (phase1 / "references.h5").unlink()
+    with pytest.raises(ExportError, match=rf"^missing Phase 1 reference descriptors in {phase1} "):
+        check_phase1(phase1, good)
+    (phase1 / "phase1.json").unlink()
+    with pytest.raises(ExportError, match="missing Phase 1 reference descriptors"):
+        check_phase1(phase1, good)
+
+
+def test_phase2_refuses_another_torch_and_names_overlaps_and_references(
+    exported, tmp_path, tiny_minidisc
+):
+    import dataclasses
+    import json
+    import shutil
+
+    from fisc.export.phase2 import ExportError, export_phase2
+
+    ec, _ = exported
+    phase1 = tmp_path / "phase1"
+    shutil.copytree(ec.phase1_dir, phase1)
+    out = tmp_path / "p2.h5"
+    ec = dataclasses.replace(ec, phase1_dir=str(phase1), phase2_submission=str(out))
+    record = json.loads((phase1 / "phase1.json").read_text())
+    (phase1 / "phase1.json").write_text(json.dumps({**record, "torch_version": "0.0.1"}))
+    with pytest.raises(ExportError, match=r"^Phase 1 ran on cpu with torch 0\.0\.1, this export"):
+        export_phase2(ec)
+    (phase1 / "phase1.json").write_text(json.dumps(record))
+    # two Phase 2 queries that were Phase 1 queries: counted and named
+    root = tmp_path / "data"
+    shutil.copytree(tiny_minidisc, root)
+    dev = _csv_query_ids(root / "dev_ground_truth.csv")
+    lines = (root / "phase2_ground_truth.csv").read_text().splitlines()
+    (root / "phase2_ground_truth.csv").write_text(
+        "\n".join([*lines, f"{dev[1]},", f"{dev[0]},"]) + "\n"
+    )
+    with pytest.raises(ExportError) as info:
+        export_phase2(dataclasses.replace(ec, data_root=str(root)))
+    assert str(info.value) == (
+        f"2 Phase 2 queries are Phase 1 queries, e.g. {sorted([dev[0], dev[1]])}"
+    )
+    (root / "phase2_ground_truth.csv").write_text("\n".join(lines) + "\n")
+    # one more reference image than Phase 1 described
+    refs = sorted((root / "images" / "reference").glob("*.jpg"))
+    shutil.copy(refs[0], refs[0].with_name("R999999.jpg"))
+    with pytest.raises(ExportError, match="^Phase 1 reference descriptors do not cover the ref"):
+        export_phase2(dataclasses.replace(ec, data_root=str(root)))
+    refs[0].with_name("R999999.jpg").unlink()
+    # an undecodable Phase 2 query stops the export; nothing is written
+    p2 = _csv_query_ids(root / "phase2_ground_truth.csv")
+    (root / "images" / "query" / f"{p2[0]}.jpg").write_bytes(b"not a jpeg")
+    from fisc.data.decode import ImageDecodeError
+
+    with pytest.raises(ImageDecodeError, match=rf"cannot decode image .*{p2[0]}\.jpg: "):
+        export_phase2(dataclasses.replace(ec, data_root=str(root)))
+    assert not out.exists()
+
+
+def test_recheck_returns_the_largest_difference_within_tolerance(exported, tiny_minidisc):
+    import dataclasses
+
+    from fisc.data.disc21 import Disc21
+    from fisc.descriptors import Descriptors
+    from fisc.descriptors.h5io import read_vectors
+    from fisc.export.load import load_artifact
+    from fisc.export.phase2 import ExportError, recheck_references
+
+    ec, _ = exported
+    pipeline = load_artifact(ec.artifact)
+    refs = read_vectors(Path(ec.phase1_dir) / "references.h5")
+    vectors = refs.vectors.astype(np.float64)
+    vectors[3, 2] += 2e-4
+    vectors[5, 0] -= 5e-4  # the largest, negative
+    shifted = Descriptors(refs.ids, vectors)
+    references = Disc21(tiny_minidisc).images("reference")
+    sample = np.array([1, 3, 5])
+    loose = dataclasses.replace(ec, reference_tolerance=1e-3)
+    assert recheck_references(pipeline, references, shifted, sample, loose) == pytest.approx(5e-4)
+    assert recheck_references(pipeline, references, shifted, np.array([0, 1]), ec) == 0.0
+    tight = dataclasses.replace(ec, reference_tolerance=4e-4)
+    with pytest.raises(
+        ExportError, match=r"differ from Phase 1 \(max 0\.0005, tolerance 0\.0004\)"
+    ):
+        recheck_references(pipeline, references, shifted, sample, tight)
+    with pytest.raises(ExportError, match=r"differ from Phase 1 \(max 0\.0002, tolerance 0\)"):
+        recheck_references(pipeline, references, shifted, np.array([3]), ec)
+    narrow = Descriptors(refs.ids, refs.vectors[:, :8])
+    with pytest.raises(ExportError, match=r"have shape \(2, 16\), Phase 1's \(2, 8\)"):
+        recheck_references(pipeline, references, narrow, np.array([0, 1]), ec)
+
+
+def test_export_config_defaults_and_golden_tolerance(checkpoint, tiny_minidisc, tmp_path):
+    from fisc.export.golden import GPU_GOLDEN_TOLERANCE
+    from fisc.export.phase2 import ExportConfig, _golden_tolerance
+
+    ec = ExportConfig(None, "a", "r", "q1", "q2", "p1", "p2")
+    assert (ec.reference_check_sample, ec.batch_size, ec.num_workers, ec.seed) == (32, 64, 2, 0)
+    assert (ec.device, ec.deterministic, ec.reference_tolerance) == ("cpu", True, 0.0)
+    assert ec.golden_tolerance is None and ec.postprocess == "run" and ec.runtime_formats == []
+    assert _golden_tolerance(ec) == 0.0
+    ec.device = "cuda:0"
+    assert _golden_tolerance(ec) == GPU_GOLDEN_TOLERANCE > 0
+    ec.golden_tolerance = 0.25
+    assert _golden_tolerance(ec) == 0.25
+
+
+def test_run_export_needs_an_artifact_or_a_checkpoint(tmp_path, tiny_minidisc):
+    from fisc.export.phase2 import ExportError, run_export
+
+    for checkpoint in (None, str(tmp_path / "none.ckpt")):
+        ec = _export_config(tmp_path, checkpoint, tiny_minidisc)
+        with pytest.raises(ExportError) as info:
+            run_export(ec)
+        assert str(info.value) == (
+            f"no artifact at {ec.artifact} and no checkpoint to freeze ({checkpoint}); "
+            "run `make demo` or set checkpoint"
+        )
+    assert not (tmp_path / "phase1").exists()
