@@ -200,11 +200,24 @@ def _csv_query_ids(path: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, checkpoint, tiny_minidisc):
-    """One run_export (freeze, Phase 1, Phase 2) shared by the read-only tests below."""
+def exported(tmp_path_factory, tiny_minidisc):
+    """One run_export (freeze, Phase 1, Phase 2) shared by the read-only tests below, of a
+    model with 8 dims (not the 16 references' count, so that the two cannot be confused)."""
+    import dataclasses
+
+    import torch
+
     from fisc.export.phase2 import run_export
+    from fisc.models.descriptor import ModelConfig, build_descriptor_model
 
     tmp = tmp_path_factory.mktemp("exported")
+    torch.manual_seed(2)
+    cfg = ModelConfig(name="resnet18", dims=8, eval_size=32)
+    state = {"model." + k: v for k, v in build_descriptor_model(cfg).state_dict().items()}
+    checkpoint = tmp / "dims8.ckpt"
+    torch.save(
+        {"hyper_parameters": {"model": dataclasses.asdict(cfg)}, "state_dict": state}, checkpoint
+    )
     ec = _export_config(tmp, checkpoint, tiny_minidisc)
     return ec, run_export(ec)
 
@@ -237,7 +250,7 @@ def test_phase1_record_files_and_ids(exported, tiny_minidisc):
         "artifact_hash": artifact_hash(ec.artifact),
         "queries": len(dev_ids),
         "references": len(ref_ids),
-        "dims": 16,
+        "dims": 8,
         "postprocess": None,
         "device": "cpu",
         "deterministic": True,
@@ -249,7 +262,7 @@ def test_phase1_record_files_and_ids(exported, tiny_minidisc):
     assert read_attrs(phase1 / "submission.h5")["set"] == "submission"
     refs, queries = read_vectors(phase1 / "references.h5"), read_vectors(phase1 / "queries.h5")
     assert refs.ids.tolist() == ref_ids and queries.ids.tolist() == dev_ids
-    assert refs.vectors.shape == (len(ref_ids), 16) and queries.vectors.shape == (len(dev_ids), 16)
+    assert refs.vectors.shape == (len(ref_ids), 8) and queries.vectors.shape == (len(dev_ids), 8)
     q, r = read_submission(phase1 / "submission.h5")
     np.testing.assert_array_equal(q.vectors, queries.vectors)
     np.testing.assert_array_equal(r.vectors, refs.vectors)
@@ -292,7 +305,7 @@ def test_phase2_summary_and_submission(exported, tiny_minidisc):
         "submission": ec.phase2_submission,
         "queries": len(p2_ids),
         "references": 16,
-        "dims": 16,
+        "dims": 8,
         "postprocess": None,
         "artifact_hash": artifact_hash(ec.artifact),
         "references_rechecked": 8,
@@ -308,7 +321,7 @@ def test_phase2_summary_and_submission(exported, tiny_minidisc):
     refs_file = Path(ec.phase1_dir) / "references.h5"
     assert attrs["phase1_references_sha256"] == sha256_of(refs_file)
     q, r = read_submission(ec.phase2_submission)
-    assert q.ids.tolist() == p2_ids and q.vectors.shape == (len(p2_ids), 16)
+    assert q.ids.tolist() == p2_ids and q.vectors.shape == (len(p2_ids), 8)
     np.testing.assert_array_equal(r.vectors, read_vectors(refs_file).vectors)
 
 
@@ -444,8 +457,8 @@ def test_recheck_returns_the_largest_difference_within_tolerance(exported, tiny_
         recheck_references(pipeline, references, shifted, sample, tight)
     with pytest.raises(ExportError, match=r"differ from Phase 1 \(max 0\.0002, tolerance 0\)"):
         recheck_references(pipeline, references, shifted, np.array([3]), ec)
-    narrow = Descriptors(refs.ids, refs.vectors[:, :8])
-    with pytest.raises(ExportError, match=r"have shape \(2, 16\), Phase 1's \(2, 8\)"):
+    narrow = Descriptors(refs.ids, refs.vectors[:, :4])
+    with pytest.raises(ExportError, match=r"have shape \(2, 8\), Phase 1's \(2, 4\)"):
         recheck_references(pipeline, references, narrow, np.array([0, 1]), ec)
 
 
