@@ -58,3 +58,26 @@ def test_loading_a_smaller_head_keeps_the_new_rows_and_tells_classes_by_rows():
     before = big.weight.detach().clone()
     assert big.load_state_dict({}, strict=False).missing_keys == ["weight"]
     assert torch.equal(big.weight, before)
+
+
+def test_labels_must_be_classes_of_the_head():
+    loss = ArcFaceLoss(3, 4)
+    for bad in ([0, 3], [-1, 1]):
+        with pytest.raises(ValueError, match=r"^labels must be in \[0, 3\): grow\(\) the class"):
+            loss(torch.randn(2, 4), torch.tensor(bad))
+    loss(torch.randn(2, 4), torch.tensor([0, 2]))
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_an_embedding_on_its_class_axis_has_finite_gradients(sign):
+    """cos = +1 or -1 exactly for the label's class: acos' slope is infinite there, so the
+    cosines are kept inside (-1, 1) and the gradients stay finite."""
+    torch.manual_seed(0)
+    loss = ArcFaceLoss(4, 3, margin=0.3, scale=10.0).double()
+    with torch.no_grad():
+        loss.weight.copy_(torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0.6, 0.8, 0]]))
+    x = (sign * torch.eye(3, dtype=torch.float64)[:2]).requires_grad_()
+    out = loss(x, torch.tensor([0, 1]))
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and torch.isfinite(x.grad).all()
+    assert torch.isfinite(loss.weight.grad).all()

@@ -132,6 +132,12 @@ def test_infonce_extra_views_are_the_mixed_images_and_their_targets():
     assert torch.equal(extra.images, images) and torch.equal(extra.ids, primary)
     assert extra.loss_kwargs["mix_partner"].tolist() == [-1] * 12 + partner.tolist()
     assert extra.loss_kwargs["mix_lam"].tolist() == [1.0] * 12 + lam.float().tolist()
+    for cutmix_prob in (0.0, 1.0):  # the loss's own cutmix_prob reaches mix_images
+        torch.manual_seed(6)
+        want = mix_images(view_b, index, 3, 1.0, cutmix_prob)[0]
+        torch.manual_seed(6)
+        loss = InfoNCEKoLeoLoss(mix_fraction=0.5, cutmix_prob=cutmix_prob)
+        assert torch.equal(loss.extra_views(view_b, index).images, want)
 
 
 # --- world-size invariance: 2 gloo processes == one process on the concatenated batch ------
