@@ -115,3 +115,16 @@ def test_cutmix_prob_is_the_share_of_cut_rows():
             # a cut row has pixels equal to its first source; a blend has none
             cut += bool((mixed[i] == views[i]).all(0).any())
     assert 0.18 < cut / 400 < 0.32
+
+
+def test_defaults_are_uniform_lambda_and_half_cutmix():
+    """alpha 1: λ ~ Beta(1, 1), uniform (then clamped): P(λ < 0.25) = 0.25; cutmix_prob 0.5."""
+    views, ids = _views(), torch.arange(5)
+    torch.manual_seed(0)
+    lams = torch.cat([mix_images(views, ids, 5, cutmix_prob=0.0)[3] for _ in range(80)])
+    assert 0.2 < float((lams < 0.25).float().mean()) < 0.3  # Beta(2, 2): 0.156
+    cut = 0
+    for _ in range(80):
+        mixed = mix_images(views, ids, 5)[0]
+        cut += sum(bool((mixed[i] == views[i]).all(0).any()) for i in range(5))
+    assert 0.4 < cut / 400 < 0.6
