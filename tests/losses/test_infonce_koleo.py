@@ -186,3 +186,29 @@ def test_two_gloo_ranks_equal_single_process(tmp_path):
             result["grads"], [p.grad for p in model.parameters()], strict=True
         ):
             torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_pos_top1_counts_unmixed_rows_whose_nearest_candidate_is_a_positive():
+    x = unit_rows(10, 3, seed=2)  # 3 dims: nearest neighbours are often wrong
+    ids = [0, 1, 2, 3, 0, 1, 2, 3, 1, 2]
+    partner = [-1] * 8 + [2, 3]
+    lam = torch.tensor([1.0] * 8 + [0.5, 0.5], dtype=torch.float64)
+    hit = []
+    for i in range(8):  # the mixed rows are neither counted nor candidates
+        best = max((j for j in range(8) if j != i), key=lambda j: float(x[i] @ x[j]))
+        hit.append(ids[best] == ids[i])
+    hits = sum(hit)
+    assert 0 < hits < 8
+    x[8] = F.normalize(x[hit.index(True)] + 1e-3 * x[9], dim=0)  # a mixed row nearest a hit
+    out = InfoNCEKoLeoLoss(0.1, 0.0)(x, torch.tensor(ids), torch.tensor(partner), lam)
+    assert float(out.positive_rank_accuracy) == hits / 8
+
+
+def test_a_mixed_image_without_its_partner_in_the_batch_is_an_error():
+    x = unit_rows(6, 4, seed=1)
+    ids, partner = [0, 1, 0, 1, 0, 1], [-1, -1, -1, -1, 1, 7]  # no view of image 7
+    lam = torch.tensor([1.0] * 4 + [0.5, 0.5], dtype=torch.float64)
+    with pytest.raises(ValueError, match="^every mixed image needs a view of its partner in the"):
+        InfoNCEKoLeoLoss()(x, torch.tensor(ids), torch.tensor(partner), lam)
+    with pytest.raises(ValueError, match=r"^every embedding needs at least one positive \("):
+        InfoNCEKoLeoLoss()(x[:5], torch.tensor([0, 1, 0, 1, 2]))
