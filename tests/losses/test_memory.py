@@ -112,3 +112,27 @@ def test_cross_batch_memory_survives_a_checkpoint_but_not_init_from(tmp_path):
     load_initial_weights(fresh, str(tmp_path / "init.ckpt"))
     assert fresh.loss.steps == 0 and len(fresh.loss.mem_ids) == 0
     assert torch.equal(fresh.model.weight, model.weight)
+
+
+def test_memory_arguments_are_checked():
+    with pytest.raises(ValueError, match=r"^memory_size must be >= 0, got -1$"):
+        ContrastiveXBMLoss(memory_size=-1)
+    with pytest.raises(ValueError, match=r"^memory_warmup must be >= 0, got -2$"):
+        InfoNCEKoLeoLoss(memory_size=4, memory_warmup=-2)
+    loss = ContrastiveXBMLoss(memory_size=0, memory_warmup=0)
+    assert (loss.memory_size, loss.memory_warmup) == (0, 0)
+
+
+def test_steps_count_training_calls_only_and_no_memory_keeps_nothing():
+    x, ids = unit_rows(6, 4, seed=1), torch.tensor([0, 1, 2] * 2)
+    loss = ContrastiveXBMLoss(0.1, 0.9, memory_size=4).eval()
+    loss(x, ids)  # validation: neither counted nor remembered
+    assert loss.steps == 0 and len(loss.mem_ids) == 0 and loss.memory() is None
+    loss.train()
+    loss(x, ids)
+    assert loss.steps == 1 and loss.mem_ids.tolist() == [0, 1, 2, 0]  # newest first, 4 kept
+    torch.testing.assert_close(loss.memory()[0], x[:4], rtol=0, atol=0)
+    none = ContrastiveXBMLoss(0.1, 0.9, memory_size=0).train()
+    for _ in range(3):
+        none(x, ids)
+    assert none.steps == 3 and none.mem_emb.numel() == 0 and none.memory() is None
