@@ -46,10 +46,12 @@ def test_phase2_export_reuses_frozen_phase1(tmp_path, checkpoint, tiny_minidisc)
     np.testing.assert_array_equal(r.vectors, phase1_refs.vectors)  # reused, identical
     with h5py.File(sub) as f, h5py.File(tmp_path / "phase1" / "submission.h5") as g:
         assert f.attrs["artifact_hash"] == g.attrs["artifact_hash"] == summary["artifact_hash"]
-    with pytest.raises(ExportError, match="already holds a submission"):
+    with pytest.raises(ExportError) as info:
         export_phase2(ec)
-    with pytest.raises(ExportError, match="never overwritten"):
+    assert str(info.value) == f"{sub} already holds a submission; move it away first"
+    with pytest.raises(ExportError) as info:
         export_phase1(ec)
+    assert str(info.value) == f"{ec.phase1_dir} exists: Phase 1 outputs are never overwritten"
 
 
 def test_phase2_refuses_other_model_overlap_and_missing_phase1(tmp_path, checkpoint, tiny_minidisc):
@@ -88,10 +90,13 @@ def test_phase2_refuses_other_model_overlap_and_missing_phase1(tmp_path, checkpo
         export_phase2(
             dataclasses.replace(ec, phase2_queries="dev_ground_truth.csv", phase2_submission=moved)
         )
-    with pytest.raises(ExportError, match="missing Phase 1"):
+    with pytest.raises(ExportError) as info:
         export_phase2(
             dataclasses.replace(ec, phase1_dir=str(tmp_path / "nowhere"), phase2_submission=moved)
         )
+    assert str(info.value) == (
+        f"missing Phase 1 reference descriptors in {tmp_path / 'nowhere'} (export Phase 1 first)"
+    )
     assert not Path(moved).exists()
 
 
@@ -99,6 +104,8 @@ def test_phase1_files_stamped_and_checked(tmp_path, checkpoint, tiny_minidisc):
     import dataclasses
     import hashlib
     import json
+
+    import torch
 
     from fisc.descriptors import Descriptors
     from fisc.descriptors.h5io import read_attrs, read_vectors, write_vectors
@@ -123,8 +130,14 @@ def test_phase1_files_stamped_and_checked(tmp_path, checkpoint, tiny_minidisc):
     record["device"] = "cuda:0"
     (phase1 / "phase1.json").write_text(json.dumps(record))
     other = dataclasses.replace(ec, phase2_submission=str(tmp_path / "b.h5"))
-    with pytest.raises(ExportError, match="bit-identical only on the same device"):
+    with pytest.raises(ExportError) as info:
         export_phase2(other)
+    assert str(info.value) == (
+        f"Phase 1 ran on cuda:0 with torch {torch.__version__}, this export on cpu with torch "
+        f"{torch.__version__}: descriptors are bit-identical only on the same device and "
+        "software. Export on the Phase 1 setup, or set reference_tolerance to accept rounding "
+        "differences."
+    )
     assert export_phase2(dataclasses.replace(other, reference_tolerance=1e-6))["queries"] == 12
 
     # a reference descriptor changed after Phase 1, even with the right stamp, is caught
@@ -489,3 +502,44 @@ def test_run_export_needs_an_artifact_or_a_checkpoint(tmp_path, tiny_minidisc):
             "run `make demo` or set checkpoint"
         )
     assert not (tmp_path / "phase1").exists()
+
+
+def test_an_artifact_must_come_from_the_checkpoint_and_its_fitted_postprocessor(
+    exported, checkpoint, tmp_path
+):
+    import dataclasses
+    import shutil
+
+    from fisc.descriptors import Descriptors
+    from fisc.export.phase2 import ExportError, check_artifact_source
+    from fisc.inference import run_postprocess_path
+    from fisc.postprocess.spec import PostProcessor
+
+    ec, _ = exported  # frozen from its own 8-dim checkpoint, without post-processing
+    check_artifact_source(ec)
+    for absent in (None, str(tmp_path / "gone.ckpt")):  # nothing to compare with
+        check_artifact_source(dataclasses.replace(ec, checkpoint=absent))
+    with pytest.raises(ExportError) as info:
+        check_artifact_source(dataclasses.replace(ec, checkpoint=str(checkpoint)))
+    assert str(info.value) == (
+        f"artifact {ec.artifact} was frozen from another checkpoint than {checkpoint} "
+        "(retrained since?): move the artifact and the Phase 1 folder away to export this "
+        "checkpoint, or set checkpoint=null to export the artifact as it is"
+    )
+    # the run has fitted a post-processor since the artifact was frozen without one
+    run = tmp_path / "run"
+    run.mkdir()
+    ckpt = run / "last.ckpt"
+    shutil.copy(ec.checkpoint, ckpt)
+    rng = np.random.default_rng(0)
+    train = Descriptors(np.array([f"T{i}" for i in range(40)]), rng.normal(size=(40, 8)))
+    PostProcessor("pca4,l2").fit(train).save(run_postprocess_path(ckpt))
+    with_run = dataclasses.replace(ec, checkpoint=str(ckpt))
+    with pytest.raises(ExportError) as info:
+        check_artifact_source(with_run)
+    assert str(info.value) == (
+        f"artifact {ec.artifact} was frozen with post-processing None, not the run's fitted "
+        f"'pca4,l2' ({run_postprocess_path(ckpt)}): move the artifact and the Phase 1 folder "
+        "away to export the run as it is now"
+    )
+    check_artifact_source(dataclasses.replace(with_run, postprocess=None))  # not asked for
