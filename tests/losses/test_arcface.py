@@ -81,3 +81,21 @@ def test_an_embedding_on_its_class_axis_has_finite_gradients(sign):
     out.loss.backward()
     assert torch.isfinite(out.loss) and torch.isfinite(x.grad).all()
     assert torch.isfinite(loss.weight.grad).all()
+
+
+def test_class_count_and_margin_bounds():
+    with pytest.raises(ValueError, match=r"^ArcFace needs >= 2 classes, got 1$"):
+        ArcFaceLoss(1, 4)
+    for margin in (-0.01, math.pi / 2, 1.6):
+        with pytest.raises(ValueError, match=r"^margin must be in \[0, pi/2\), got "):
+            ArcFaceLoss(3, 4, margin=margin)
+    for margin in (0.0, 1.2, math.pi / 2 - 1e-6):
+        assert ArcFaceLoss(2, 4, margin=margin).margin == margin
+
+
+def test_class_rows_start_as_unit_vectors_and_grown_ones_too():
+    torch.manual_seed(0)
+    loss = ArcFaceLoss(5, 6)
+    torch.testing.assert_close(loss.weight.norm(dim=1), torch.ones(5))
+    loss.grow(9)
+    torch.testing.assert_close(loss.weight.norm(dim=1), torch.ones(9))

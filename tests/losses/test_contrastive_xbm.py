@@ -86,3 +86,52 @@ def test_a_single_pair_is_its_own_average():
         else:
             assert float(out.negative) == pytest.approx(2.0 - d) and float(out.positive) == 0.0
             assert float(out.active_negatives) == 1.0
+
+
+def test_memory_warmup_reaches_the_memory():
+    x, ids = unit_rows(6, 4, seed=1), torch.arange(3).repeat(2)
+    loss = ContrastiveXBMLoss(0.1, 0.9, memory_size=8, memory_warmup=2).train()
+    loss(x, ids)
+    assert loss.memory() is None  # 1 step < 2
+    loss(x, ids)
+    assert loss.memory() is not None and loss.memory_warmup == 2
+
+
+def test_remembered_rows_of_another_precision_are_cast_to_the_batchs():
+    loss = ContrastiveXBMLoss(0.1, 0.9, memory_size=8).train()
+    loss(unit_rows(6, 4, seed=1), torch.arange(3).repeat(2))  # float64 rows remembered
+    x = unit_rows(6, 4, seed=2)
+    out = loss(x.float(), torch.arange(3, 6).repeat(2))
+    assert out.loss.dtype == torch.float32
+    ref = ContrastiveXBMLoss(0.1, 0.9, memory_size=8).train()
+    ref(unit_rows(6, 4, seed=1).float(), torch.arange(3).repeat(2))
+    want = ref(x.float(), torch.arange(3, 6).repeat(2))
+    assert float(out.loss) == pytest.approx(float(want.loss), rel=1e-6)
+
+
+def test_rank_1_of_3_leaves_out_its_own_rows_of_the_gathered_batch(monkeypatch):
+    """Rank 1's rows are the middle third of the global batch: each pairs with every other
+    row of it, its own left out (counts summed over ranks: the stand-in sums as one rank)."""
+    import fisc.losses.contrastive_xbm as cx
+
+    x = unit_rows(18, 4, seed=6)
+    ids = torch.arange(9).repeat(2)
+    ids = torch.cat([ids[:6], ids[6:12], ids[12:]])
+    rows = slice(6, 12)
+    monkeypatch.setattr(cx, "world", lambda: (1, 3))
+    monkeypatch.setattr(cx, "gather_with_grad", lambda e: torch.cat([x[:6], e, x[12:]]))
+    monkeypatch.setattr(cx, "gather_no_grad", lambda i: torch.cat([ids[:6], i, ids[12:]]))
+    monkeypatch.setattr(cx, "_global_sum", lambda counts: counts)
+    out = ContrastiveXBMLoss(0.0, 1.0)(x[rows], ids[rows])
+    pos, neg = [], []
+    for i in range(6, 12):
+        for j in range(18):
+            if j != i:
+                d = float(torch.dist(x[i], x[j]))
+                (pos if ids[j] == ids[i] else neg).append(
+                    max(0.0, d) if ids[j] == ids[i] else max(0.0, 1.0 - d)
+                )
+    mean = lambda v: sum(c for c in v if c > 0) / max(1, sum(c > 0 for c in v))  # noqa: E731
+    # world size 3 with counts of one rank: each term is 3x this rank's own average
+    assert float(out.positive) == pytest.approx(3 * mean(pos), rel=1e-9)
+    assert float(out.negative) == pytest.approx(3 * mean(neg), rel=1e-9)
