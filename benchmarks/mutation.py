@@ -144,13 +144,14 @@ def mutant_diff(path: str, name: str, funcs: dict[str, ast.FunctionDef]) -> list
         return []
     a = _source(orig).splitlines()
     b = _source(mutant).splitlines()
+    s = len(orig.decorator_list) + 1  # the decorators and the def line (its name differs)
     out = []
-    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a[1:], b[1:]).get_opcodes():
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a[s:], b[s:]).get_opcodes():
         if tag != "equal":
             for k in range(max(i2 - i1, j2 - j1)):
-                old = a[1 + i1 + k] if i1 + k < i2 else ""
-                new = b[1 + j1 + k] if j1 + k < j2 else ""
-                out.append((min(i1 + k, max(i2 - 1, i1)) + 2, old.strip(), new.strip()))
+                old = a[s + i1 + k] if i1 + k < i2 else ""
+                new = b[s + j1 + k] if j1 + k < j2 else ""
+                out.append((min(i1 + k, max(i2 - 1, i1)) + s + 1, old.strip(), new.strip()))
     return out
 
 

@@ -42,3 +42,23 @@ def test_equivalents_file_needs_a_reason(tmp_path):
         tool.load_equivalents(path)
     assert tool.load_equivalents(tmp_path / "absent.json") == []
     assert isinstance(tool.load_equivalents(), list)  # the repo's own list parses
+
+
+def test_mutant_diff_leaves_out_decorators_and_the_def_line():
+    import ast
+
+    source = (
+        "@staticmethod\n"
+        "def x_init__mutmut_orig(n):\n    m = n * 2\n    return m + 1\n"
+        "@staticmethod\n"
+        "def x_init__mutmut_4(n):\n    m = n * 2\n    return m + 2\n"
+        "def x_plain__mutmut_orig(n):\n    return n\n"
+        "def x_plain__mutmut_1(n):\n    return None\n"
+    )
+    funcs = {f.name: f for f in ast.parse(source).body}
+    assert tool.mutant_diff("p.py", "fisc.m.x_init__mutmut_4", funcs) == [
+        (4, "return m + 1", "return m + 2")
+    ]
+    assert tool.mutant_diff("p.py", "fisc.m.x_plain__mutmut_1", funcs) == [
+        (2, "return n", "return None")
+    ]
