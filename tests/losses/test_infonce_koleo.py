@@ -212,3 +212,38 @@ def test_a_mixed_image_without_its_partner_in_the_batch_is_an_error():
         InfoNCEKoLeoLoss()(x, torch.tensor(ids), torch.tensor(partner), lam)
     with pytest.raises(ValueError, match=r"^every embedding needs at least one positive \("):
         InfoNCEKoLeoLoss()(x[:5], torch.tensor([0, 1, 0, 1, 2]))
+
+
+def _others(t, ids, rows):
+    """A stand-in for gathering ``t`` over 3 ranks: the other ranks' ids, or no mixed rows."""
+    if t.dtype == torch.bool:  # the mixed-row flags: none elsewhere
+        return torch.cat(
+            [
+                torch.zeros(rows.start, dtype=torch.bool),
+                t,
+                torch.zeros(18 - rows.stop, dtype=torch.bool),
+            ]
+        )
+    return torch.cat([ids[: rows.start], t, ids[rows.stop :]])
+
+
+def test_three_ranks_average_to_the_loss_of_the_whole_batch(monkeypatch):
+    """Each of 3 ranks holds a third of the global batch (gathered by stand-ins): the mean of
+    the ranks' losses, InfoNCE, KoLeo and pos_top1 is the one-process figure on all rows."""
+    import fisc.losses.infonce_koleo as ik
+
+    x = unit_rows(18, 5, seed=8)
+    ids = torch.tensor([0, 1, 2] * 2 + [3, 4, 5] * 2 + [6, 7, 8] * 2)
+    whole = InfoNCEKoLeoLoss(0.1, 2.0)(x, ids)
+    parts = []
+    for rank in range(3):
+        rows = slice(6 * rank, 6 * rank + 6)
+        monkeypatch.setattr(ik, "world", lambda r=rank: (r, 3))
+        monkeypatch.setattr(
+            ik, "gather_with_grad", lambda e, r=rows: torch.cat([x[: r.start], e, x[r.stop :]])
+        )
+        monkeypatch.setattr(ik, "gather_no_grad", lambda t, r=rows: _others(t, ids, r))
+        parts.append(InfoNCEKoLeoLoss(0.1, 2.0)(x[rows], ids[rows]))
+    for field in ("loss", "infonce", "koleo", "positive_rank_accuracy"):
+        mean = sum(float(getattr(p, field)) for p in parts) / 3
+        assert mean == pytest.approx(float(getattr(whole, field)), rel=1e-9), field
