@@ -543,3 +543,15 @@ def test_an_artifact_must_come_from_the_checkpoint_and_its_fitted_postprocessor(
         "away to export the run as it is now"
     )
     check_artifact_source(dataclasses.replace(with_run, postprocess=None))  # not asked for
+    # frozen with the run's post-processor: accepted; refitted since on other rows (the same
+    # spec, another fit set): refused
+    from fisc.export.freeze import freeze
+
+    art = tmp_path / "art_pp"
+    freeze(ckpt, art, postprocess="run")
+    frozen = dataclasses.replace(with_run, artifact=str(art))
+    check_artifact_source(frozen)
+    other = Descriptors(train.ids[:30], train.vectors[:30])
+    PostProcessor("pca4,l2").fit(other).save(run_postprocess_path(ckpt))
+    with pytest.raises(ExportError, match=r"was frozen with post-processing 'pca4,l2', not the"):
+        check_artifact_source(frozen)
