@@ -247,3 +247,14 @@ def test_three_ranks_average_to_the_loss_of_the_whole_batch(monkeypatch):
     for field in ("loss", "infonce", "koleo", "positive_rank_accuracy"):
         mean = sum(float(getattr(p, field)) for p in parts) / 3
         assert mean == pytest.approx(float(getattr(whole, field)), rel=1e-9), field
+
+
+def test_remembered_rows_of_another_precision_are_cast_to_the_batchs():
+    loss = InfoNCEKoLeoLoss(0.1, 0.0, memory_size=8).train()
+    loss(unit_rows(6, 4, seed=1).float(), torch.arange(3).repeat(2))  # float32 remembered
+    x, ids = unit_rows(6, 4, seed=2), torch.arange(3, 6).repeat(2)
+    out = loss(x, ids)  # float64 batch
+    ref = InfoNCEKoLeoLoss(0.1, 0.0, memory_size=8).train()
+    ref(unit_rows(6, 4, seed=1).float().double(), torch.arange(3).repeat(2))
+    assert out.loss.dtype == torch.float64
+    assert float(out.loss) == pytest.approx(float(ref(x, ids).loss), rel=1e-12)

@@ -128,3 +128,19 @@ def test_defaults_are_uniform_lambda_and_half_cutmix():
         mixed = mix_images(views, ids, 5)[0]
         cut += sum(bool((mixed[i] == views[i]).all(0).any()) for i in range(5))
     assert 0.4 < cut / 400 < 0.6
+
+
+def test_box_sides_stay_between_one_pixel_and_one_short_of_the_side():
+    """λ is clamped to [0.05, 0.95]: at 0.95 a 3-pixel side keeps a 1-pixel box
+    (round(3 x 0.224) = 1), at 0.05 a 3-pixel box is cut to 2 so a row of each source stays;
+    at 16 x 12 px the extremes are 4 x 3 and 15 x 11."""
+    for (h, w), low, high in (((3, 3), (1, 1), (2, 2)), ((16, 12), (4, 3), (15, 11))):
+        views, ids = _views(h=h, w=w), torch.arange(5)
+        sides = set()
+        for seed in range(40):
+            torch.manual_seed(seed)  # alpha 0.1: λ mostly at the clamps
+            mixed, _, _, _ = mix_images(views, ids, 5, alpha=0.1, cutmix_prob=1.0)
+            for i in range(5):
+                y0, y1, x0, x1 = _box(mixed[i], views[i], views[(i + 1) % 5])
+                sides.add((y1 - y0, x1 - x0))
+        assert min(sides) == low and max(sides) == high
