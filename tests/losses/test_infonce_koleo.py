@@ -258,3 +258,24 @@ def test_remembered_rows_of_another_precision_are_cast_to_the_batchs():
     ref(unit_rows(6, 4, seed=1).float().double(), torch.arange(3).repeat(2))
     assert out.loss.dtype == torch.float64
     assert float(out.loss) == pytest.approx(float(ref(x, ids).loss), rel=1e-12)
+
+
+def test_argument_checks():
+    with pytest.raises(ValueError, match=r"^temperature must be > 0, got 0\.0$"):
+        InfoNCEKoLeoLoss(temperature=0.0)
+    with pytest.raises(ValueError, match=r"^entropy_weight must be >= 0, got -1\.0$"):
+        InfoNCEKoLeoLoss(entropy_weight=-1.0)
+    InfoNCEKoLeoLoss(entropy_weight=0.0)
+
+
+def test_koleo_of_coinciding_descriptors_is_finite_and_eps_bounded():
+    """Two images with the same descriptor: distance 0, KoLeo term -log(sqrt(0 + eps^2) + eps)
+    = -log(2 eps) for each, as the reference computes it."""
+    x = unit_rows(8, 5, seed=4)
+    x[1] = x[0]  # image 1's first view on image 0's
+    ids = [0, 1, 2, 3] * 2
+    out = InfoNCEKoLeoLoss(0.1, 1.0, eps=1e-6)(x, torch.tensor(ids))
+    _, infonce, koleo = reference_loss(x, ids, 0.1, 1.0, eps=1e-6)
+    assert math.isfinite(float(out.koleo))
+    assert float(out.koleo) == pytest.approx(koleo, rel=1e-9)
+    assert float(out.infonce) == pytest.approx(infonce, rel=1e-9)

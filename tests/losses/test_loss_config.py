@@ -53,11 +53,15 @@ def test_the_constructors_defaults_are_the_yamls_values(option):
     from fisc.targets import locate
 
     yaml = OmegaConf.load(CONF / "loss" / f"{option}.yaml")
-    params = inspect.signature(locate(yaml._target_).__init__).parameters
+    cls = locate(yaml._target_)
+    params = inspect.signature(cls.__init__).parameters
+    runtime = {k: v for k, v in {"dims": 16, "num_classes": 10}.items() if k in params}
+    built = cls(**runtime)  # every other argument at its default
     for key, value in yaml.items():
         if key not in ("_target_", "name"):
             same = params[key].default == value
             assert same != ((option, key) in RECIPE_VALUES), key
+            assert (getattr(built, key) == value) == same, key
 
 
 @pytest.mark.parametrize(

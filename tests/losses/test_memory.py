@@ -136,3 +136,24 @@ def test_steps_count_training_calls_only_and_no_memory_keeps_nothing():
     for _ in range(3):
         none(x, ids)
     assert none.steps == 3 and none.mem_emb.numel() == 0 and none.memory() is None
+
+
+def test_ids_and_step_count_are_integers_and_a_memory_of_one_is_used():
+    big = 2**40 + 1  # exact only as an integer (float32 keeps 24 bits, float64 53)
+    loss = InfoNCEKoLeoLoss(0.1, 0.0, memory_size=1).train()
+    assert loss.mem_ids.dtype == loss.mem_steps.dtype == torch.long
+    loss(unit_rows(4, 3, seed=0), torch.tensor([big, 7, big, 7]))
+    state = loss.state_dict()
+    assert state["mem_ids"].dtype == state["mem_steps"].dtype == torch.long
+    assert loss.mem_ids.tolist() == [big] and loss.memory()[1].tolist() == [big]
+
+
+def test_the_mixins_warmup_defaults_to_zero():
+    from fisc.losses.memory import CrossBatchMemory
+
+    class Remembering(CrossBatchMemory):
+        def __init__(self):
+            super().__init__()
+            self._init_memory(3)
+
+    assert Remembering().memory_warmup == 0
