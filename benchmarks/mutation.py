@@ -221,13 +221,14 @@ def summarize(files: list[str], equivalents: list[dict] | None = None) -> dict:
     for path in files:
         for name, code in sorted(load_results(path).items()):
             status = classify(code)
-            counts[status] += 1
             if status == "survived":
                 funcs = _functions(path)
                 if equivalent_reason(name, mutant_diff(path, name, funcs), equivalents):
-                    counts["equivalent"] += 1
+                    counts["equivalent"] += 1  # not a survivor: outside the kill rate
                     listed["equivalent"].append(name)
                     continue
+            counts[status] += 1
+            if status == "survived":
                 kind = survivor_kind(path, name, funcs)
                 kinds[kind] += 1
                 listed[f"survived ({kind})"].append(name)

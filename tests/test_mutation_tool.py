@@ -62,3 +62,28 @@ def test_mutant_diff_leaves_out_decorators_and_the_def_line():
     assert tool.mutant_diff("p.py", "fisc.m.x_plain__mutmut_1", funcs) == [
         (2, "return n", "return None")
     ]
+
+
+def test_summary_counts_each_mutant_once_and_equivalents_outside_the_rate(monkeypatch):
+    """5 mutants: 2 killed, 1 timeout, 2 survivors of which 1 is listed as equivalent."""
+    codes = {f"fisc.metrics.micro_ap.x__labelled__mutmut_{i}": c for i, c in
+             enumerate([1, 1, 36, 0, 0])}  # fmt: skip
+    changes = {
+        "fisc.metrics.micro_ap.x__labelled__mutmut_3": [(12, *ENTRY["changes"][0])],
+        "fisc.metrics.micro_ap.x__labelled__mutmut_4": [(12, "a = 1", "a = 2")],
+    }
+    monkeypatch.setattr(tool, "load_results", lambda path: codes)
+    monkeypatch.setattr(tool, "_functions", lambda path: {})
+    monkeypatch.setattr(tool, "mutant_diff", lambda path, name, funcs: changes[name])
+    monkeypatch.setattr(tool, "survivor_kind", lambda path, name, funcs: "code")
+    s = tool.summarize(["fisc/metrics/micro_ap.py"], [ENTRY])
+    assert (s["mutants"], s["killed"], s["timeout"], s["survived"], s["equivalent"]) == (
+        5,
+        2,
+        1,
+        1,
+        1,
+    )
+    assert s["kill_rate"] == round(2 / 4, 4)
+    assert s["not_killed"]["equivalent"] == ["fisc.metrics.micro_ap.x__labelled__mutmut_3"]
+    assert s["not_killed"]["survived (code)"] == ["fisc.metrics.micro_ap.x__labelled__mutmut_4"]
