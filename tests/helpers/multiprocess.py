@@ -27,6 +27,10 @@ def _rank_entry(
     try:
         result = fn(rank, *args)
         torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
+        # every rank done with its collectives before any tears its group down: a rank whose
+        # peer closed the connection mid-teardown can abort in gloo's threads (seen once in CI:
+        # "terminate called without an active exception", SIGABRT)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
