@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["checked_args", "locate", "locate_target", "target_label"]
+__all__ = ["checked_args", "locate", "locate_target", "signature_schema", "target_label"]
 
 
 def locate(path: str) -> Any:
@@ -66,6 +67,27 @@ def locate_target(
     except Exception as e:
         raise error(f"{label}: {unknown}cannot import _target_ {target!r}: {e}") from e
     return obj
+
+
+def signature_schema(
+    fn: Callable,
+    hints: Mapping[str, Any],
+    *,
+    skip: Mapping[str, Any] | set[str],
+    name: str,
+    type_of: Callable[[Any], Any] = lambda hint: hint,
+) -> type:
+    """A dataclass of ``fn``'s configurable parameters, for :func:`checked_args`: each
+    parameter's type (``type_of`` of its hint in ``hints``, ``Any`` without one) and default (a
+    parameter without one is required); ``self``, ``*args``, ``**kwargs`` and the names in
+    ``skip`` (those the run sets) left out."""
+    fields = []
+    for p in inspect.signature(fn).parameters.values():
+        if p.name == "self" or p.name in skip or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        default = dataclasses.MISSING if p.default is p.empty else p.default
+        fields.append((p.name, type_of(hints.get(p.name, Any)), dataclasses.field(default=default)))
+    return dataclasses.make_dataclass(name, fields)
 
 
 def checked_args(

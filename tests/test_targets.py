@@ -106,3 +106,20 @@ def test_checked_args_refusals_name_label_and_key():
         _check({"margin": 1.0, "scale": "many"})
     with pytest.raises(Refused, match=r"(?s)^loss x \(m\.X\): .*margin"):
         _check({"scale": 2})  # a required argument missing
+
+
+def test_signature_schema_keeps_the_configurable_parameters():
+    from fisc.targets import signature_schema
+
+    class Loss:
+        def __init__(self, dims: int, margin: float, *args, scale: int = 3, **kw):
+            pass
+
+    hints = {"margin": float, "scale": int}
+    schema = signature_schema(
+        Loss.__init__, hints, skip={"dims"}, name="LossFields", type_of=lambda h: (h, "t")
+    )
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    assert schema.__name__ == "LossFields" and list(fields) == ["margin", "scale"]
+    assert fields["margin"].type == (float, "t") and fields["scale"].default == 3
+    assert fields["margin"].default is dataclasses.MISSING

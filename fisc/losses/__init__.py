@@ -11,14 +11,13 @@ losses: a new one is its module, its yaml and its tests (``docs/architecture.md`
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import typing
 from collections.abc import Mapping
 from typing import Any
 
 from fisc.losses.base import ExtraViews, TrainingLoss
-from fisc.targets import checked_args, locate_target, target_label
+from fisc.targets import checked_args, locate_target, signature_schema, target_label
 
 __all__ = [
     "RUNTIME_ARGS",
@@ -71,15 +70,7 @@ def loss_schema(cls: type) -> type:
     """A dataclass of ``cls``'s configurable constructor parameters: their type hints and
     defaults (a parameter without a default is required), :data:`RUNTIME_ARGS` left out."""
     hints = typing.get_type_hints(cls.__init__)
-    fields = []
-    for p in inspect.signature(cls.__init__).parameters.values():
-        if p.name == "self" or p.name in RUNTIME_ARGS:
-            continue
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue
-        default = dataclasses.MISSING if p.default is p.empty else p.default
-        fields.append((p.name, hints.get(p.name, Any), dataclasses.field(default=default)))
-    return dataclasses.make_dataclass(f"{cls.__name__}Fields", fields)
+    return signature_schema(cls.__init__, hints, skip=RUNTIME_ARGS, name=f"{cls.__name__}Fields")
 
 
 def loss_fields(cfg: Mapping) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fisc.targets import checked_args, locate_target, target_label
+from fisc.targets import checked_args, locate_target, signature_schema, target_label
 
 __all__ = [
     "RUN_ARGS",
@@ -128,13 +128,8 @@ def optim_schema(target: Callable) -> type:
         hints = typing.get_type_hints(target.__init__ if isinstance(target, type) else target)
     except Exception:  # a hint that does not evaluate here: no types, the values unchecked
         hints = {}
-    fields = []
-    for p in inspect.signature(target).parameters.values():
-        if p.name in RUN_ARGS or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue
-        default = dataclasses.MISSING if p.default is p.empty else p.default
-        fields.append((p.name, _config_type(hints.get(p.name, Any)), field(default=default)))
-    return dataclasses.make_dataclass(f"{getattr(target, '__name__', 'Optimizer')}Args", fields)
+    name = f"{getattr(target, '__name__', 'Optimizer')}Args"
+    return signature_schema(target, hints, skip=RUN_ARGS, name=name, type_of=_config_type)
 
 
 def optim_args(cfg: Mapping) -> dict[str, Any]:
