@@ -246,7 +246,9 @@ def test_phase1_record_files_and_ids(exported, tiny_minidisc):
 
     ec, summary = exported
     phase1 = Path(ec.phase1_dir)
-    record = json.loads((phase1 / "phase1.json").read_text())
+    text = (phase1 / "phase1.json").read_text()
+    assert text.startswith('{\n  "artifact_hash": "') and text.endswith('"\n}\n')  # for people too
+    record = json.loads(text)
     dev_ids = _csv_query_ids(tiny_minidisc / "dev_ground_truth.csv")
     ref_ids = sorted(p.stem for p in (tiny_minidisc / "images" / "reference").glob("*.jpg"))
     assert sorted(p.name for p in phase1.iterdir()) == [
@@ -313,7 +315,7 @@ def test_phase2_summary_and_submission(exported, tiny_minidisc):
     ec, summary = exported
     p2_ids = _csv_query_ids(tiny_minidisc / "phase2_ground_truth.csv")
     seconds = summary.pop("seconds")
-    assert isinstance(seconds, float) and 0 < seconds < 600
+    assert isinstance(seconds, float) and 0 < seconds < 600 and seconds == round(seconds, 1)
     assert summary == {
         "submission": ec.phase2_submission,
         "queries": len(p2_ids),
@@ -555,3 +557,63 @@ def test_an_artifact_must_come_from_the_checkpoint_and_its_fitted_postprocessor(
     PostProcessor("pca4,l2").fit(other).save(run_postprocess_path(ckpt))
     with pytest.raises(ExportError, match=r"was frozen with post-processing 'pca4,l2', not the"):
         check_artifact_source(frozen)
+
+
+def test_exports_describe_each_set_per_image_with_progress_under_deterministic_kernels(
+    exported, tmp_path, monkeypatch, tiny_minidisc
+):
+    """What each export asks of the pipeline: every set described once, one image per forward
+    pass (bit-identical however batched), with a progress bar naming the set, with the export's
+    batch size, workers and device, and inside deterministic kernels when (and only when) the
+    config asks for them; the Phase 2 reference check on ``reference_check_sample`` distinct
+    references drawn by ``seed``. The outputs go to folders that do not exist yet."""
+    import dataclasses
+
+    import torch
+
+    from fisc.export.phase2 import export_phase1, export_phase2
+    from fisc.inference import DescriptorPipeline
+
+    calls = []
+    describe = DescriptorPipeline.describe
+
+    def spy(self, images, role, **kwargs):
+        deterministic = torch.are_deterministic_algorithms_enabled()
+        desc = kwargs.pop("desc")
+        calls.append((role, desc, list(images.ids), deterministic, dict(kwargs)))
+        return describe(self, images, role, desc=desc, **kwargs)
+
+    monkeypatch.setattr(DescriptorPipeline, "describe", spy)
+    ec, _ = exported
+    ref_ids = sorted(p.stem for p in (tiny_minidisc / "images" / "reference").glob("*.jpg"))
+    dev_ids = _csv_query_ids(tiny_minidisc / "dev_ground_truth.csv")
+    p2_ids = _csv_query_ids(tiny_minidisc / "phase2_ground_truth.csv")
+    phase1_dir = tmp_path / "nested" / "phase1"
+    phase1_sets = [("reference", "phase 1 references"), ("query", "phase 1 queries")]
+    phase2_sets = [("reference", "reference check"), ("query", "phase 2 queries")]
+    rechecked = []
+    for step, deterministic, workers in (("1", False, 1), ("2", True, 0), ("2", False, 1)):
+        ec2 = dataclasses.replace(
+            ec,
+            phase1_dir=str(phase1_dir),
+            phase2_submission=str(tmp_path / f"p2_{deterministic}" / "submission.h5"),
+            deterministic=deterministic,
+            num_workers=workers,
+            batch_size=3,
+            reference_check_sample=5,
+            seed=7,
+        )
+        calls.clear()
+        (export_phase1 if step == "1" else export_phase2)(ec2)
+        expected = {"batch_size": 3, "num_workers": workers, "device": "cpu"}
+        expected.update(progress=True, per_image=True)
+        assert all(c[3] is deterministic and c[4] == expected for c in calls)
+        if step == "1":
+            assert [c[:2] for c in calls] == phase1_sets
+            assert calls[0][2] == ref_ids and calls[1][2] == sorted(dev_ids)
+        else:
+            assert [c[:2] for c in calls] == phase2_sets
+            assert calls[1][2] == sorted(p2_ids)
+            assert len(calls[0][2]) == 5 and set(calls[0][2]) < set(ref_ids)
+            rechecked.append(calls[0][2])
+    assert rechecked[0] == rechecked[1]  # the same seed draws the same references
