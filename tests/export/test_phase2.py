@@ -56,6 +56,7 @@ def test_phase2_export_reuses_frozen_phase1(tmp_path, checkpoint, tiny_minidisc)
 
 def test_phase2_refuses_other_model_overlap_and_missing_phase1(tmp_path, checkpoint, tiny_minidisc):
     import dataclasses
+    import shutil
 
     import torch
 
@@ -90,13 +91,22 @@ def test_phase2_refuses_other_model_overlap_and_missing_phase1(tmp_path, checkpo
         export_phase2(
             dataclasses.replace(ec, phase2_queries="dev_ground_truth.csv", phase2_submission=moved)
         )
-    with pytest.raises(ExportError) as info:
-        export_phase2(
-            dataclasses.replace(ec, phase1_dir=str(tmp_path / "nowhere"), phase2_submission=moved)
+    # no Phase 1, or half of one: said before the artifact is even looked at
+    halves = {"json": "phase1.json", "refs": "references.h5"}
+    for name, kept in halves.items():
+        (tmp_path / name).mkdir()
+        shutil.copy(Path(ec.phase1_dir) / kept, tmp_path / name)
+    for phase1 in (tmp_path / "nowhere", tmp_path / "json", tmp_path / "refs"):
+        no_artifact = str(tmp_path / "no_artifact")
+        with pytest.raises(ExportError) as info:
+            export_phase2(
+                dataclasses.replace(
+                    ec, phase1_dir=str(phase1), phase2_submission=moved, artifact=no_artifact
+                )
+            )
+        assert str(info.value) == (
+            f"missing Phase 1 reference descriptors in {phase1} (export Phase 1 first)"
         )
-    assert str(info.value) == (
-        f"missing Phase 1 reference descriptors in {tmp_path / 'nowhere'} (export Phase 1 first)"
-    )
     assert not Path(moved).exists()
 
 
