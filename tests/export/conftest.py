@@ -1,4 +1,5 @@
-"""Fixtures of the export tests: a small training checkpoint (resnet18, 16 dims, 32 px) and
+"""Fixtures of the export tests: a small training checkpoint (timm's ``test_resnet``, 16 dims,
+32 px; six times faster to export than resnet18, and nothing here depends on the backbone) and
 the artifact frozen from it, each built once per session (read-only: a test that alters an
 artifact works on a copy, ``helpers.artifacts.copy_artifact``)."""
 
@@ -16,7 +17,7 @@ def checkpoint(tmp_path_factory):
     from fisc.models.descriptor import ModelConfig, build_descriptor_model
 
     torch.manual_seed(0)
-    cfg = ModelConfig(name="resnet18", dims=16, eval_size=32)
+    cfg = ModelConfig(name="test_resnet", dims=16, eval_size=32)
     model = build_descriptor_model(cfg)
     path = tmp_path_factory.mktemp("ckpt") / "last.ckpt"
     torch.save(

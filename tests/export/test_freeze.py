@@ -22,7 +22,7 @@ def test_freeze_writes_verifiable_artifact(artifact, checkpoint):
     lines = (artifact / MANIFEST_FILE).read_text().splitlines()
     assert [line.split("  ")[1] for line in lines] == [n for n in names if n != MANIFEST_FILE]
     card = json.loads((artifact / "model_card.json").read_text())
-    assert card["timm"]["name"] == "resnet18" and card["dims"] == 16
+    assert card["timm"]["name"] == "test_resnet" and card["dims"] == 16
     assert card["preprocess"]["resize"] == "square resize, bilinear"
     assert card["preprocess"]["eval_size"] == 32
     assert card["training_config"] == {"epochs": 2, "lr": 0.1}

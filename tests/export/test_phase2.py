@@ -68,7 +68,7 @@ def test_phase2_refuses_other_model_overlap_and_missing_phase1(tmp_path, checkpo
     run_export(ec)
     # another model (other weights): its artifact hash differs from Phase 1's stamp
     torch.manual_seed(1)
-    cfg = ModelConfig(name="resnet18", dims=16, eval_size=32)
+    cfg = ModelConfig(name="test_resnet", dims=16, eval_size=32)
     other = tmp_path / "other.ckpt"
     torch.save(
         {
@@ -235,7 +235,7 @@ def exported(tmp_path_factory, tiny_minidisc):
 
     tmp = tmp_path_factory.mktemp("exported")
     torch.manual_seed(2)
-    cfg = ModelConfig(name="resnet18", dims=8, eval_size=32)
+    cfg = ModelConfig(name="test_resnet", dims=8, eval_size=32)
     state = {"model." + k: v for k, v in build_descriptor_model(cfg).state_dict().items()}
     checkpoint = tmp / "dims8.ckpt"
     torch.save(
