@@ -36,8 +36,12 @@ def test_phase2_export_reuses_frozen_phase1(tmp_path, checkpoint, tiny_minidisc)
     from fisc.export.phase2 import ExportError, export_phase1, export_phase2, run_export
 
     ec = _export_config(tmp_path, checkpoint, tiny_minidisc)
+    stale = tmp_path / ".phase1.partial"  # left by a killed Phase 1 export: cleared
+    stale.mkdir()
+    (stale / "references.h5").write_bytes(b"half written")
     summary = run_export(ec)
     assert summary["queries"] == 12 and summary["references"] == 16
+    assert not stale.exists() and len(list((tmp_path / "phase1").iterdir())) == 4
     sub = Path(ec.phase2_submission)
     assert validate_submission(sub) == []
     q, r = read_submission(sub)
@@ -164,22 +168,52 @@ def test_phase1_files_stamped_and_checked(tmp_path, checkpoint, tiny_minidisc):
     assert not (tmp_path / "c.h5").exists()
 
 
-def test_run_export_makes_runtime_once_for_its_artifact(tmp_path, checkpoint, tiny_minidisc):
+def test_run_export_makes_runtime_once_for_its_artifact(
+    tmp_path, checkpoint, tiny_minidisc, exported
+):
     import dataclasses
 
     from fisc.export.artifact import ArtifactError
+    from fisc.export.manifest import artifact_hash
     from fisc.export.phase2 import run_export
+    from fisc.export.runtime import RuntimeExportError, read_runtime_card
 
+    runtime = tmp_path / "runtime"
     ec = _export_config(
         tmp_path,
         checkpoint,
         tiny_minidisc,
-        runtime_dir=str(tmp_path / "runtime"),
+        runtime_dir=str(runtime),
         runtime_formats=["torchscript"],
+        dynamic_resolution=True,
     )
     summary = run_export(ec)
-    assert summary["runtime"]["torchscript"] <= 1e-5
-    (tmp_path / "runtime" / "runtime.json").write_text("{}")  # altered: its manifest catches it
+    assert summary["runtime"].keys() == {"dir", "torchscript"}  # the formats asked for only
+    assert summary["runtime"]["dir"] == str(runtime) and summary["runtime"]["torchscript"] <= 1e-5
+    card = read_runtime_card(runtime, artifact_hash(ec.artifact))
+    assert card["dynamic_resolution"] is True and card["exports"].keys() == {"torchscript"}
+    # a runtime folder made for another artifact is refused, before any Phase 1 is written
+    other_ec, _ = exported
+    other = dataclasses.replace(
+        ec,
+        checkpoint=other_ec.checkpoint,
+        artifact=other_ec.artifact,
+        phase1_dir=str(tmp_path / "other_phase1"),
+    )
+    with pytest.raises(RuntimeExportError, match=rf"^{runtime} was exported from artifact "):
+        run_export(other)
+    assert not (tmp_path / "other_phase1").exists()
+    # a folder but no formats, or formats but no folder: no runtime export
+    for folder, formats in ((str(tmp_path / "no_formats"), []), (None, ["torchscript"])):
+        plain = dataclasses.replace(
+            ec,
+            runtime_dir=folder,
+            runtime_formats=formats,
+            phase2_submission=str(tmp_path / f"plain_{folder is None}.h5"),
+        )
+        assert "runtime" not in run_export(plain)
+    assert not (tmp_path / "no_formats").exists()
+    (runtime / "runtime.json").write_text("{}")  # altered: its manifest catches it
     with pytest.raises(ArtifactError, match="runtime.json: sha256 differs"):
         run_export(dataclasses.replace(ec, phase2_submission=str(tmp_path / "again.h5")))
 
@@ -557,11 +591,17 @@ def test_an_artifact_must_come_from_the_checkpoint_and_its_fitted_postprocessor(
     check_artifact_source(dataclasses.replace(with_run, postprocess=None))  # not asked for
     # frozen with the run's post-processor: accepted; refitted since on other rows (the same
     # spec, another fit set): refused
-    from fisc.export.freeze import freeze
+    from fisc.export.phase2 import run_export
 
-    art = tmp_path / "art_pp"
-    freeze(ckpt, art, postprocess="run")
-    frozen = dataclasses.replace(with_run, artifact=str(art))
+    def fresh(name, **over):  # an export of its own: artifact, Phase 1 and Phase 2
+        folder = tmp_path / name
+        paths = {"artifact": folder / "art", "phase1_dir": folder / "p1"}
+        paths["phase2_submission"] = folder / "p2.h5"
+        return dataclasses.replace(with_run, **{k: str(v) for k, v in paths.items()}, **over)
+
+    frozen = fresh("pp")  # run_export freezes the run's fitted post-processor...
+    assert run_export(frozen)["postprocess"] == "pca4,l2"
+    assert run_export(fresh("bare", postprocess=None))["postprocess"] is None  # ...if asked to
     check_artifact_source(frozen)
     other = Descriptors(train.ids[:30], train.vectors[:30])
     PostProcessor("pca4,l2").fit(other).save(run_postprocess_path(ckpt))
@@ -576,11 +616,13 @@ def test_exports_describe_each_set_per_image_with_progress_under_deterministic_k
     pass (bit-identical however batched), with a progress bar naming the set, with the export's
     batch size, workers and device, and inside deterministic kernels when (and only when) the
     config asks for them; the Phase 2 reference check on ``reference_check_sample`` distinct
-    references drawn by ``seed``. The outputs go to folders that do not exist yet."""
+    references drawn by ``seed``; the artifact loaded once, at the configured golden tolerance
+    and device. The outputs go to folders that do not exist yet."""
     import dataclasses
 
     import torch
 
+    from fisc.export import phase2
     from fisc.export.phase2 import export_phase1, export_phase2
     from fisc.inference import DescriptorPipeline
 
@@ -594,6 +636,14 @@ def test_exports_describe_each_set_per_image_with_progress_under_deterministic_k
         return describe(self, images, role, desc=desc, **kwargs)
 
     monkeypatch.setattr(DescriptorPipeline, "describe", spy)
+    loads = []
+    load_artifact = phase2.load_artifact
+
+    def load_spy(root, **kwargs):
+        loads.append((root, kwargs))
+        return load_artifact(root, **kwargs)
+
+    monkeypatch.setattr(phase2, "load_artifact", load_spy)
     ec, _ = exported
     ref_ids = sorted(p.stem for p in (tiny_minidisc / "images" / "reference").glob("*.jpg"))
     dev_ids = _csv_query_ids(tiny_minidisc / "dev_ground_truth.csv")
@@ -612,9 +662,14 @@ def test_exports_describe_each_set_per_image_with_progress_under_deterministic_k
             batch_size=3,
             reference_check_sample=5,
             seed=7,
+            golden_tolerance=0.25 if deterministic else None,
         )
         calls.clear()
+        loads.clear()
         (export_phase1 if step == "1" else export_phase2)(ec2)
+        # the artifact loaded once, its golden check at the configured tolerance (0 on cpu)
+        golden = {"tolerance": 0.25 if deterministic else 0.0, "device": "cpu"}
+        assert loads == [(ec.artifact, golden)]
         expected = {"batch_size": 3, "num_workers": workers, "device": "cpu"}
         expected.update(progress=True, per_image=True)
         assert all(c[3] is deterministic and c[4] == expected for c in calls)
