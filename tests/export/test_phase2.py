@@ -458,19 +458,18 @@ def test_phase2_refuses_another_torch_and_names_overlaps_and_references(
     with pytest.raises(ExportError, match=r"^Phase 1 ran on cpu with torch 0\.0\.1, this export"):
         export_phase2(ec)
     (phase1 / "phase1.json").write_text(json.dumps(record))
-    # two Phase 2 queries that were Phase 1 queries: counted and named
+    # seven Phase 2 queries that were Phase 1 queries: counted, the first five by id named
     root = tmp_path / "data"
     shutil.copytree(tiny_minidisc, root)
-    dev = _csv_query_ids(root / "dev_ground_truth.csv")
+    dev = sorted(_csv_query_ids(root / "dev_ground_truth.csv"))
     lines = (root / "phase2_ground_truth.csv").read_text().splitlines()
     (root / "phase2_ground_truth.csv").write_text(
-        "\n".join([*lines, f"{dev[1]},", f"{dev[0]},"]) + "\n"
+        "\n".join([*lines, *(f"{q}," for q in reversed(dev[:7]))]) + "\n"
     )
     with pytest.raises(ExportError) as info:
         export_phase2(dataclasses.replace(ec, data_root=str(root)))
-    assert str(info.value) == (
-        f"2 Phase 2 queries are Phase 1 queries, e.g. {sorted([dev[0], dev[1]])}"
-    )
+    named = [dev[0], dev[1], dev[2], dev[3], dev[4]]
+    assert str(info.value) == f"7 Phase 2 queries are Phase 1 queries, e.g. {named}"
     (root / "phase2_ground_truth.csv").write_text("\n".join(lines) + "\n")
     # one more reference image than Phase 1 described
     refs = sorted((root / "images" / "reference").glob("*.jpg"))
@@ -640,7 +639,7 @@ def test_exports_describe_each_set_per_image_with_progress_under_deterministic_k
     load_artifact = phase2.load_artifact
 
     def load_spy(root, **kwargs):
-        loads.append((root, kwargs))
+        loads.append((root, torch.are_deterministic_algorithms_enabled(), kwargs))
         return load_artifact(root, **kwargs)
 
     monkeypatch.setattr(phase2, "load_artifact", load_spy)
@@ -667,9 +666,10 @@ def test_exports_describe_each_set_per_image_with_progress_under_deterministic_k
         calls.clear()
         loads.clear()
         (export_phase1 if step == "1" else export_phase2)(ec2)
-        # the artifact loaded once, its golden check at the configured tolerance (0 on cpu)
+        # the artifact loaded once (its golden check under the same kernels as the export), at
+        # the configured tolerance (0 on cpu)
         golden = {"tolerance": 0.25 if deterministic else 0.0, "device": "cpu"}
-        assert loads == [(ec.artifact, golden)]
+        assert loads == [(ec.artifact, deterministic, golden)]
         expected = {"batch_size": 3, "num_workers": workers, "device": "cpu"}
         expected.update(progress=True, per_image=True)
         assert all(c[3] is deterministic and c[4] == expected for c in calls)
