@@ -226,7 +226,8 @@ def _compare(
     failures: list[str],
     complete: bool = True,
 ) -> None:
-    have, want = set(found), set(expected)
+    # str(): ids given as numpy strings are named like any other ('R000000', not np.str_(...))
+    have, want = {str(i) for i in found}, {str(i) for i in expected}
     missing = sorted(want - have)
     extra = sorted(have - want) if complete else []
     if missing:

@@ -256,10 +256,13 @@ def _csv_query_ids(path: Path) -> list[str]:
     return [line.split(",")[0] for line in lines[1:] if line.strip()]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def exported(tmp_path_factory, tiny_minidisc):
-    """One run_export (freeze, Phase 1, Phase 2) shared by the read-only tests below, of a
-    model with 8 dims (not the 16 references' count, so that the two cannot be confused)."""
+    """A run_export (freeze, Phase 1, Phase 2) for each test below, of a model with 8 dims (not
+    the 16 references' count, so that the two cannot be confused). Not shared by the tests
+    (about a second each): mutmut records which tests reach a function while each test runs,
+    so a shared fixture's export would count for the first test only, and the mutants of the
+    export code would never meet the tests that read its outputs."""
     import dataclasses
 
     import torch
@@ -682,3 +685,34 @@ def test_exports_describe_each_set_per_image_with_progress_under_deterministic_k
             assert len(calls[0][2]) == 5 and set(calls[0][2]) < set(ref_ids)
             rechecked.append(calls[0][2])
     assert rechecked[0] == rechecked[1]  # the same seed draws the same references
+
+
+def test_phase2_submission_is_validated_before_it_is_kept(exported, tmp_path, monkeypatch):
+    import dataclasses
+
+    """The written Phase 2 submission is checked against the Phase 2 query ids and the Phase 1
+    reference ids before it is moved into place: a writer that loses one query and one
+    reference is refused with both problems listed, and nothing is left at its path."""
+    from fisc.descriptors import Descriptors
+    from fisc.export import phase2
+
+    ec, _ = exported
+    write = phase2.write_submission
+    lost = []
+
+    def lossy(path, queries, references, attrs):
+        lost[:] = [queries.ids[-1], references.ids[0]]
+        q = Descriptors(queries.ids[:-1], queries.vectors[:-1])
+        r = Descriptors(references.ids[1:], references.vectors[1:])
+        write(path, q, r, attrs=attrs)
+
+    monkeypatch.setattr(phase2, "write_submission", lossy)
+    out = tmp_path / "lossy.h5"
+    with pytest.raises(phase2.ExportError) as info:
+        phase2.export_phase2(dataclasses.replace(ec, phase2_submission=str(out)))
+    assert str(info.value) == (
+        "Phase 2 submission fails validation:\n"
+        f"query_ids: 1 ids of the list are missing from the file (e.g. '{lost[0]}')\n"
+        f"reference_ids: 1 ids of the list are missing from the file (e.g. '{lost[1]}')"
+    )
+    assert not out.exists() and not list(tmp_path.iterdir())
