@@ -432,8 +432,12 @@ def test_check_phase1_lists_every_problem(exported, tmp_path):
     )
     del record["files"]
     (phase1 / "phase1.json").write_text(json.dumps(record))
-    with pytest.raises(ExportError, match=r"phase1\.json lists no files \(written by an older"):
+    with pytest.raises(ExportError) as info:
         check_phase1(phase1, good)
+    assert str(info.value) == (
+        f"Phase 1 outputs in {phase1} fail their checks: phase1.json lists no files (written "
+        "by an older fisc: export again)"
+    )
     (phase1 / "references.h5").unlink()
     with pytest.raises(ExportError, match=rf"^missing Phase 1 reference descriptors in {phase1} "):
         check_phase1(phase1, good)
@@ -509,7 +513,11 @@ def test_recheck_returns_the_largest_difference_within_tolerance(exported, tiny_
     references = Disc21(tiny_minidisc).images("reference")
     sample = np.array([1, 3, 5])
     loose = dataclasses.replace(ec, reference_tolerance=1e-3)
-    assert recheck_references(pipeline, references, shifted, sample, loose) == pytest.approx(5e-4)
+    worst = recheck_references(pipeline, references, shifted, sample, loose)
+    assert worst == pytest.approx(5e-4)
+    for tolerance in (worst, 1.0):  # the bound is inclusive; any tolerance > 0 is one
+        at = dataclasses.replace(ec, reference_tolerance=tolerance)
+        assert recheck_references(pipeline, references, shifted, sample, at) == worst
     assert recheck_references(pipeline, references, shifted, np.array([0, 1]), ec) == 0.0
     tight = dataclasses.replace(ec, reference_tolerance=4e-4)
     with pytest.raises(
