@@ -658,11 +658,15 @@ def test_exports_describe_each_set_per_image_with_progress_under_deterministic_k
     ref_ids = sorted(p.stem for p in (tiny_minidisc / "images" / "reference").glob("*.jpg"))
     dev_ids = _csv_query_ids(tiny_minidisc / "dev_ground_truth.csv")
     p2_ids = _csv_query_ids(tiny_minidisc / "phase2_ground_truth.csv")
-    phase1_dir = tmp_path / "nested" / "phase1"
     phase1_sets = [("reference", "phase 1 references"), ("query", "phase 1 queries")]
     phase2_sets = [("reference", "reference check"), ("query", "phase 2 queries")]
     rechecked = []
-    for step, deterministic, workers in (("1", False, 1), ("2", True, 0), ("2", False, 1)):
+    steps = (("1", False, 1), ("1", True, 0), ("2", True, 0), ("2", False, 1))
+    for step, deterministic, workers in steps:
+        # Phase 1 on and off (the last, with deterministic kernels, is the one Phase 2 uses)
+        phase1_dir = tmp_path / f"nested_{deterministic}" / "phase1"
+        if step == "2":
+            phase1_dir = tmp_path / "nested_True" / "phase1"
         ec2 = dataclasses.replace(
             ec,
             phase1_dir=str(phase1_dir),
