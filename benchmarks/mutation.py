@@ -279,6 +279,14 @@ def restrict_tests() -> None:
     path.write_text(json.dumps(stats, indent=4))
 
 
+THREAD_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_WAIT_POLICY": "PASSIVE",
+}
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     files = [f for m in args.modules for f in MODULES[m]]
     restrict_tests()
@@ -307,6 +315,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     # mutmut takes this process's place, so that a Ctrl-C (or `timeout -s INT`) reaches it and
     # it stops its workers; each result is saved as it comes, a next run resumes
     os.chdir(ROOT)
+    # one thread per mutant process, and OpenMP threads that sleep when idle: with --max-children
+    # processes on as many cores, a second torch (libgomp) thread spinning at its barrier took
+    # about 40% of each process's CPU time in the Phase 2 group's run (/proc and gdb)
+    for var, value in THREAD_ENV.items():
+        os.environ.setdefault(var, value)
     os.execv(mutmut[0], [*mutmut, *names])
 
 
