@@ -604,10 +604,7 @@ def test_an_artifact_must_come_from_the_checkpoint_and_its_fitted_postprocessor(
     from fisc.export.phase2 import run_export
 
     def fresh(name, **over):  # an export of its own: artifact, Phase 1 and Phase 2
-        folder = tmp_path / name
-        paths = {"artifact": folder / "art", "phase1_dir": folder / "p1"}
-        paths["phase2_submission"] = folder / "p2.h5"
-        return dataclasses.replace(with_run, **{k: str(v) for k, v in paths.items()}, **over)
+        return _export_config(tmp_path / name, ckpt, with_run.data_root, **over)
 
     frozen = fresh("pp")  # run_export freezes the run's fitted post-processor...
     assert run_export(frozen)["postprocess"] == "pca4,l2"
@@ -661,15 +658,17 @@ def test_exports_describe_each_set_per_image_with_progress_under_deterministic_k
     phase1_sets = [("reference", "phase 1 references"), ("query", "phase 1 queries")]
     phase2_sets = [("reference", "reference check"), ("query", "phase 2 queries")]
     rechecked = []
-    steps = (("1", False, 1), ("1", True, 0), ("2", True, 0), ("2", False, 1))
-    for step, deterministic, workers in steps:
-        # Phase 1 on and off (the last, with deterministic kernels, is the one Phase 2 uses)
-        phase1_dir = tmp_path / f"nested_{deterministic}" / "phase1"
-        if step == "2":
-            phase1_dir = tmp_path / "nested_True" / "phase1"
+    # Phase 1 with deterministic kernels off and on; Phase 2 (on and off) reuses the second
+    steps = (
+        ("1", False, 1, "off"),
+        ("1", True, 0, "on"),
+        ("2", True, 0, "on"),
+        ("2", False, 1, "on"),
+    )
+    for step, deterministic, workers, phase1 in steps:
         ec2 = dataclasses.replace(
             ec,
-            phase1_dir=str(phase1_dir),
+            phase1_dir=str(tmp_path / f"nested_{phase1}" / "phase1"),
             phase2_submission=str(tmp_path / f"p2_{deterministic}" / "submission.h5"),
             deterministic=deterministic,
             num_workers=workers,
@@ -685,8 +684,9 @@ def test_exports_describe_each_set_per_image_with_progress_under_deterministic_k
         # the configured tolerance (0 on cpu)
         golden = {"tolerance": 0.25 if deterministic else 0.0, "device": "cpu"}
         assert loads == [(ec.artifact, deterministic, golden)]
-        expected = {"batch_size": 3, "num_workers": workers, "device": "cpu"}
-        expected.update(progress=True, per_image=True)
+        expected = dict(
+            batch_size=3, num_workers=workers, device="cpu", progress=True, per_image=True
+        )
         assert all(c[3] is deterministic and c[4] == expected for c in calls)
         if step == "1":
             assert [c[:2] for c in calls] == phase1_sets
@@ -700,11 +700,11 @@ def test_exports_describe_each_set_per_image_with_progress_under_deterministic_k
 
 
 def test_phase2_submission_is_validated_before_it_is_kept(exported, tmp_path, monkeypatch):
-    import dataclasses
-
     """The written Phase 2 submission is checked against the Phase 2 query ids and the Phase 1
     reference ids before it is moved into place: a writer that loses one query and one
     reference is refused with both problems listed, and nothing is left at its path."""
+    import dataclasses
+
     from fisc.descriptors import Descriptors
     from fisc.export import phase2
 
