@@ -7,9 +7,9 @@
 For each data set and ``augment`` pipeline, three measurements of the training data path as
 ``train.py`` builds it (``fisc.train.run.build_datamodule`` / ``build_module``):
 
-1. **stages**, in this process on one core, per view: decode (``load_rgb``), the CPU edits,
-   tensor conversion, the per-sample GPU stage where it runs on CPU, collation, and the model's
-   training step (forward, backward, optimizer) per view;
+1. **stages**, in this process on one core, per view: decode (the training set's ``load``), the
+   CPU edits, tensor conversion, the per-sample GPU stage where it runs on CPU, collation, and
+   the model's training step (forward, backward, optimizer) per view;
 2. **loader**: views/s the training DataLoader delivers with ``--workers`` workers (no model),
    and per CPU-core-second (divided by the cores the workers use); side by side, the same
    loader with OpenCV's default threads in each worker (what fisc did before it pinned one
@@ -44,7 +44,6 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from fisc.data.decode import load_rgb
 from fisc.files import atomic_path
 from fisc.malloc import keep_freed_memory
 from fisc.train.config import check_config
@@ -115,7 +114,7 @@ def stage_times(dm, module, device: str, n: int) -> dict[str, float]:
     views = []
     for i in range(n):
         t0 = time.perf_counter()
-        img = np.asarray(load_rgb(ds.images.paths[i % len(ds)], min_side=ds.min_side))
+        img = ds.load(i % len(ds))[1]  # the training set's own decode
         t1 = time.perf_counter()
         per["decode"].append((t1 - t0) / 2)  # one decode feeds both views
         for v in range(2):

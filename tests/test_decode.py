@@ -97,3 +97,104 @@ def test_jpeg_decodes_at_reduced_scale_down_to_min_side(tmp_path):
     assert load_rgb(tmp_path / "a.png", min_side=100).size == (640, 480)
     full = np.asarray(load_rgb(tmp_path / "a.jpg").resize((160, 120), Image.BOX), np.float32)
     assert np.abs(np.asarray(small, np.float32) - full).mean() < 12
+
+
+def _jpeg_cases(tmp_path) -> dict[str, tuple]:
+    """name -> (path, decoded by OpenCV?): the RGB JPEGs load_rgb_array hands to OpenCV, and
+    files it must leave to load_rgb."""
+    y, x = np.mgrid[0:333, 0:517]
+    pixels = np.stack([x % 256, y % 256, (x // 3 + y // 5) % 256], -1).astype(np.uint8)
+    pixels[100:200, 150:300] = np.random.default_rng(1).integers(0, 255, (100, 150, 3))
+    rgb = Image.fromarray(pixels)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    upright = Image.Exif()
+    upright[0x0112] = 1
+    cases = {
+        "q95_444.jpg": (dict(quality=95, subsampling=0), True),
+        "q75_422.jpg": (dict(quality=75, subsampling=1), True),
+        "q50_420.jpg": (dict(quality=50, subsampling=2), True),
+        "progressive.jpg": (dict(quality=85, progressive=True), True),
+        "upright_exif.jpg": (dict(exif=upright.tobytes()), True),
+        "rotated_exif.jpg": (dict(exif=exif.tobytes()), False),
+        "png.png": ({}, False),
+    }
+    out = {name: (_save(rgb, tmp_path / name, **kw), fast) for name, (kw, fast) in cases.items()}
+    out["gray.jpg"] = (_save(rgb.convert("L"), tmp_path / "gray.jpg"), False)
+    out["cmyk.jpg"] = (_save(rgb.convert("CMYK"), tmp_path / "cmyk.jpg"), False)
+    return out
+
+
+@pytest.mark.parametrize("min_side", [None, 40, 80, 100, 166, 167])
+def test_load_rgb_array_equals_load_rgb(tmp_path, monkeypatch, min_side):
+    """Pixel for pixel the array of load_rgb, at every decode scale (333 px short side:
+    1/8 at 40, 1/4 at 80, 1/2 at 100 and 166, full at 167), with OpenCV decoding exactly the
+    RGB JPEGs without an EXIF rotation and load_rgb the rest."""
+    import fisc.data.decode as decode
+
+    calls = {"imdecode": 0, "load_rgb": 0}
+
+    def counting(name, fn):
+        def wrapped(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+
+        return wrapped
+
+    for name, (path, fast) in _jpeg_cases(tmp_path).items():
+        expected = np.asarray(load_rgb(path, min_side=min_side))
+        calls.update(imdecode=0, load_rgb=0)
+        with monkeypatch.context() as m:
+            m.setattr(decode.cv2, "imdecode", counting("imdecode", decode.cv2.imdecode))
+            m.setattr(decode, "load_rgb", counting("load_rgb", decode.load_rgb))
+            got = decode.load_rgb_array(path, min_side=min_side)
+        assert got.dtype == np.uint8 and got.flags.c_contiguous, name
+        np.testing.assert_array_equal(got, expected, err_msg=name)
+        assert calls == {"imdecode": int(fast), "load_rgb": int(not fast)}, name
+
+
+def test_load_rgb_array_scales_like_load_rgb(tmp_path):
+    """A 640x480 JPEG: 1/4 scale at min_side=100, 1/2 at 240, full at 241."""
+    from fisc.data.decode import load_rgb_array
+
+    pixels = np.random.default_rng(0).integers(0, 255, (480, 640, 3), np.uint8)
+    path = _save(Image.fromarray(pixels), tmp_path / "a.jpg", quality=90)
+    assert load_rgb_array(path, min_side=100).shape == (120, 160, 3)
+    assert load_rgb_array(path, min_side=240).shape == (240, 320, 3)
+    assert load_rgb_array(path, min_side=241).shape == (480, 640, 3)
+    assert load_rgb_array(path).shape == (480, 640, 3)
+
+
+@pytest.mark.parametrize("kind", ["zero", "text", "truncated", "missing", "bomb"])
+def test_load_rgb_array_bad_files_name_the_file(tmp_path, kind):
+    from fisc.data.decode import load_rgb_array
+
+    path = tmp_path / f"bad_{kind}.jpg"
+    buf = io.BytesIO()  # noise: the headers are a small part of the file
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(
+        buf, "JPEG"
+    )
+    if kind == "zero":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("this is not an image")
+    elif kind == "truncated":
+        path.write_bytes(buf.getvalue()[: len(buf.getvalue()) * 3 // 4])  # headers intact
+    elif kind == "bomb":
+        path.write_bytes(buf.getvalue())
+    with pytest.raises(ImageDecodeError) as err:
+        load_rgb_array(path, max_pixels=4095 if kind == "bomb" else 64_000_000)
+    assert str(path) in str(err.value)
+    if kind == "bomb":
+        assert "4096 pixels exceeds max_pixels=4095" in str(err.value)
+
+
+def test_load_rgb_array_falls_back_when_opencv_disagrees(tmp_path, monkeypatch):
+    """An OpenCV result of another shape than Pillow's header promises is not trusted: the
+    file goes through load_rgb."""
+    import fisc.data.decode as decode
+
+    pixels = np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8)
+    path = _save(Image.fromarray(pixels), tmp_path / "a.jpg")
+    monkeypatch.setattr(decode.cv2, "imdecode", lambda *a: np.zeros((47, 64, 3), np.uint8))
+    np.testing.assert_array_equal(decode.load_rgb_array(path), np.asarray(load_rgb(path)))

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from fisc.augment.pipeline import ViewPipeline
-from fisc.data.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, load_rgb
+from fisc.data.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, load_rgb, load_rgb_array
 from fisc.data.disc21 import ImageSet
 from fisc.data.preprocess import Preprocess
 
@@ -72,7 +72,7 @@ class TwoViewDataset(Dataset):
         for k in range(n):
             i = (index + k) % n
             try:
-                return i, np.asarray(load_rgb(self.images.paths[i], min_side=self.min_side))
+                return i, load_rgb_array(self.images.paths[i], min_side=self.min_side)
             except ImageDecodeError as e:
                 if self.skip_log is None:
                     raise

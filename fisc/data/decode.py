@@ -8,10 +8,12 @@ Handled: grayscale, palette, CMYK, RGBA/LA (composited on white), 16-bit and flo
 
 from __future__ import annotations
 
+import io
 import math
 import warnings
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -69,9 +71,7 @@ def load_rgb(
                 )
             if w == 0 or h == 0:
                 raise ImageDecodeError(path, f"empty image {w}x{h}")
-            if min_side is not None and img.format == "JPEG" and min(w, h) >= 2 * min_side:
-                f = min_side / min(w, h)  # draft picks the smallest scale at least this size
-                img.draft(img.mode, (math.ceil(w * f), math.ceil(h * f)))
+            _draft(img, min_side)
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 img.load()  # raises on truncated data (LOAD_TRUNCATED_IMAGES stays False)
@@ -85,3 +85,69 @@ def load_rgb(
         raise ImageDecodeError(path, f"{type(e).__name__}: {e}") from e
     except Image.DecompressionBombWarning as e:
         raise ImageDecodeError(path, f"decompression bomb: {e}") from e
+
+
+def _draft(img: Image.Image, min_side: int | None) -> int:
+    """Ask Pillow to decode the JPEG ``img`` at 1/2, 1/4 or 1/8 scale if its shorter side stays
+    at least ``min_side``; returns the scale divisor chosen (1: full size)."""
+    w, h = img.size
+    if min_side is None or img.format != "JPEG" or min(w, h) < 2 * min_side:
+        return 1
+    f = min_side / min(w, h)  # draft picks the smallest scale at least this size
+    drafted = img.draft(img.mode, (math.ceil(w * f), math.ceil(h * f)))
+    return 1 if drafted is None else round(w / drafted[1][2])
+
+
+_CV2_JPEG_FLAGS = {
+    1: cv2.IMREAD_COLOR,
+    2: cv2.IMREAD_REDUCED_COLOR_2,
+    4: cv2.IMREAD_REDUCED_COLOR_4,
+    8: cv2.IMREAD_REDUCED_COLOR_8,
+}
+_EXIF_ORIENTATION = 0x0112
+
+
+def load_rgb_array(
+    path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | None = None
+) -> np.ndarray:
+    """:func:`load_rgb` as an ``HxWx3`` uint8 array, pixel for pixel
+    ``np.asarray(load_rgb(path, max_pixels, min_side))``, faster for the common case: an RGB
+    JPEG without an EXIF rotation is decoded by OpenCV (the libjpeg-turbo in its wheel, about
+    twice as fast as Pillow's decode plus conversion here, same pixels), at the DCT scale
+    :func:`load_rgb` picks. Every other file, and every file OpenCV refuses (truncated data:
+    OpenCV returns nothing), goes through :func:`load_rgb`, which decodes it or raises
+    :class:`ImageDecodeError`."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError:
+        data = b""
+    plan = _opencv_plan(data, max_pixels, min_side) if data else None
+    if plan is not None:
+        flags, shape = plan
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), flags | cv2.IMREAD_IGNORE_ORIENTATION)
+        if img is not None and img.shape == shape:
+            return cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img)
+    return np.asarray(load_rgb(path, max_pixels, min_side))
+
+
+def _opencv_plan(
+    data: bytes, max_pixels: int, min_side: int | None
+) -> tuple[int, tuple[int, int, int]] | None:
+    """OpenCV's decode flags and the expected shape for a JPEG that :func:`load_rgb` would
+    return unchanged apart from the scale (RGB, within ``max_pixels``, no EXIF rotation);
+    None for anything else."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                w, h = img.size
+                if img.format != "JPEG" or img.mode != "RGB" or not 0 < w * h <= max_pixels:
+                    return None
+                if img.getexif().get(_EXIF_ORIENTATION, 1) != 1:
+                    return None
+                scale = _draft(img, min_side)
+                w, h = img.size
+                return _CV2_JPEG_FLAGS[scale], (h, w, 3)
+    except Exception:  # noqa: BLE001 - load_rgb decides what is wrong with the file
+        return None
