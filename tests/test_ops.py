@@ -284,3 +284,30 @@ def test_fit_size_bounds():
     assert fit_size(IMG) is IMG
     for shape, expect in [((1, 1), (8, 8)), ((4, 4000), (8, 2048)), ((3000, 1500), (2048, 1024))]:
         assert fit_size(np.zeros((*shape, 3), np.uint8)).shape[:2] == expect
+
+
+def test_resize_to_box_filters_integer_factors_then_bilinear():
+    """resize_to: the same array at its own size; a shrink by k >= 2 whole times averages k x k
+    blocks (rows and columns past the last whole block dropped), then bilinear to the exact
+    size; shrinks under 2x and enlargements are bilinear."""
+    from fisc.augment.ops.geometric import resize_to
+
+    img = np.random.default_rng(3).integers(0, 256, (45, 63, 3), np.uint8)
+
+    def blocks(a: np.ndarray, k: int) -> np.ndarray:
+        h, w = a.shape[0] // k, a.shape[1] // k
+        return a[: h * k, : w * k].reshape(h, k, w, k, 3).mean(axis=(1, 3))
+
+    assert resize_to(img, 63, 45) is img
+    out = resize_to(img, 15, 11)  # k = 4: 44 x 60 of the source, exactly 11 x 15 blocks
+    assert out.shape == (11, 15, 3) and out.dtype == np.uint8
+    assert np.abs(out - blocks(img, 4)).max() <= 0.5 + 1e-9  # rounded block means
+    out = resize_to(img, 31, 22)  # k = 2: exactly 22 x 31 blocks
+    assert np.abs(out - blocks(img, 2)).max() <= 0.5 + 1e-9
+    out = resize_to(img, 20, 14)  # k = 3 (63 // 20, 45 // 14): 15 x 21 blocks, then bilinear
+    box = np.rint(blocks(img, 3)).astype(np.uint8)
+    linear = cv2.resize(box, (20, 14), interpolation=cv2.INTER_LINEAR)
+    assert np.abs(out.astype(int) - linear).max() <= 1
+    for w, h in ((40, 30), (100, 70)):  # under 2x, and larger: bilinear
+        expected = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+        assert np.array_equal(resize_to(img, w, h), expected), (w, h)

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from fisc.augment.gpu import build_gpu_pipeline
 from fisc.augment.ops import OpConfigError
+from fisc.augment.ops.geometric import resize_to
 from fisc.augment.pipeline import AugmentConfig, shrink_to_short_side
 from fisc.data.datasets import TwoViewDataset
 from fisc.data.disc21 import Disc21
@@ -134,7 +135,8 @@ def test_excluded_ops_never_run():
 
 def test_work_side_shrinks_after_the_first_stage_only():
     """``work_side``: the first stage (the crop) edits the source's pixels, the later stages a
-    copy whose shorter side is work_side x the view size (aspect kept, area interpolation)."""
+    copy whose shorter side is work_side x the view size (aspect kept; a shrink by under 2x is
+    bilinear)."""
     img = np.random.default_rng(1).integers(0, 255, (90, 120, 3), np.uint8)
     two_flips = {"stages": [{"ops": {"hflip": {"p": 1.0}}}, {"ops": {"hflip": {"p": 1.0}}}]}
     seen = []
@@ -153,8 +155,8 @@ def test_work_side_shrinks_after_the_first_stage_only():
     out, _ = view(img, np.random.default_rng(0))
     assert seen == [(90, 120), (48, 64)]  # 90 x 120 -> shorter side 1.5 x 32 = 48
     area = cv2.INTER_AREA
-    expected = cv2.resize(
-        cv2.resize(img, (64, 48), interpolation=area), (32, 32), interpolation=area
+    expected = cv2.resize(  # 1.875x: bilinear; the final resize to the view is area
+        cv2.resize(img, (64, 48), interpolation=cv2.INTER_LINEAR), (32, 32), interpolation=area
     )
     assert np.array_equal(out, expected)
     # tall images keep their aspect too; images already small enough are left alone
@@ -448,4 +450,4 @@ def test_shrink_keeps_the_aspect_down_to_one_pixel():
         img = np.random.default_rng(h * w).integers(0, 255, (h, w, 3), np.uint8)
         out = shrink_to_short_side(img, side)
         assert out.shape == (*expected, 3), ((h, w), side)
-        assert np.array_equal(out, cv2.resize(img, expected[::-1], interpolation=cv2.INTER_AREA))
+        assert np.array_equal(out, resize_to(img, *expected[::-1])), ((h, w), side)
