@@ -295,6 +295,7 @@ def main() -> None:
                 "augment": augment,
                 "variant": variant,
                 "overrides": extra,
+                "base_overrides": a.overrides,
                 "median_width_px": px,
                 "train_size": groups["model"].train_size,
                 "model": groups["model"].name,
