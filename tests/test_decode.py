@@ -149,6 +149,7 @@ def test_load_rgb_array_equals_load_rgb(tmp_path, monkeypatch, min_side):
             m.setattr(decode, "load_rgb", counting("load_rgb", decode.load_rgb))
             got = decode.load_rgb_array(path, min_side=min_side)
         assert got.dtype == np.uint8 and got.flags.c_contiguous, name
+        assert not got.flags.writeable, name  # the two views start from the same pixels
         np.testing.assert_array_equal(got, expected, err_msg=name)
         assert calls == {"imdecode": int(fast), "load_rgb": int(not fast)}, name
 

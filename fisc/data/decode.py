@@ -116,7 +116,8 @@ def load_rgb_array(
     twice as fast as Pillow's decode plus conversion here, same pixels), at the DCT scale
     :func:`load_rgb` picks. Every other file, and every file OpenCV refuses (truncated data:
     OpenCV returns nothing), goes through :func:`load_rgb`, which decodes it or raises
-    :class:`ImageDecodeError`."""
+    :class:`ImageDecodeError`. The array is read-only either way, so that no edit of one
+    training view can change the pixels the other view starts from."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -127,7 +128,9 @@ def load_rgb_array(
         flags, shape = plan
         img = cv2.imdecode(np.frombuffer(data, np.uint8), flags | cv2.IMREAD_IGNORE_ORIENTATION)
         if img is not None and img.shape == shape:
-            return cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img)
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img)
+            img.flags.writeable = False  # as np.asarray of a Pillow image
+            return img
     return np.asarray(load_rgb(path, max_pixels, min_side))
 
 
