@@ -9,6 +9,7 @@
 #      recipe at 224 px on a 50k-image minidisc for MINUTES of training, every split scored;
 #   3. the export's GPU tolerance (benchmarks/export_determinism.py --device cuda).
 # PARTS picks them (default "bench quality": the export tolerance was recorded on 2026-11-30).
+# Before it, on the machine that calls `run`: bash benchmarks/device_wheels.sh (writes .whl/).
 # Results land in $OUT: train_gpu.json, the quality JSON, export_determinism.json, session.log.
 # Copy them to benchmarks/results/ and experiments/gpu/ and commit them.
 source "$(dirname "$0")/device_env.sh"
