@@ -54,9 +54,19 @@ def _key(item) -> str:
 class OfflineRun:
     """What one launch wrote: its run record, config, history rows, summary, metrics."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, wait_s: float = 10.0):
         self.folder = folder
-        records = wandb_records(next(folder.glob("run-*.wandb")))
+        # W&B's service process writes the log; once, on a clean-clone CI run, the file held
+        # no run record yet when read right after wandb.finish(): read again for a while (a
+        # log that never gets its run record still fails below)
+        deadline = time.monotonic() + wait_s
+        while True:
+            records = wandb_records(next(folder.glob("run-*.wandb")))
+            if any(r.WhichOneof("record_type") == "run" for r in records):
+                break
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         by = lambda kind: [r for r in records if r.WhichOneof("record_type") == kind]  # noqa: E731
         (run,) = by("run")
         self.run = run.run
