@@ -199,3 +199,23 @@ def test_load_rgb_array_falls_back_when_opencv_disagrees(tmp_path, monkeypatch):
     path = _save(Image.fromarray(pixels), tmp_path / "a.jpg")
     monkeypatch.setattr(decode.cv2, "imdecode", lambda *a: np.zeros((47, 64, 3), np.uint8))
     np.testing.assert_array_equal(decode.load_rgb_array(path), np.asarray(load_rgb(path)))
+
+
+def test_evaluation_inputs_are_those_of_load_rgb(tmp_path):
+    """EvalImageDataset (validation, extraction, export) gives, for every kind of file, the
+    tensor its preprocessing makes of load_rgb's picture, bit for bit."""
+    import torch
+
+    from fisc.data.datasets import EvalImageDataset
+    from fisc.data.disc21 import list_images
+    from fisc.data.preprocess import Preprocess
+
+    cases = _jpeg_cases(tmp_path)
+    prep = Preprocess(96, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    images = list_images(tmp_path)
+    assert len(images) == len(cases)
+    ds = EvalImageDataset(images, prep)
+    for i, path in enumerate(images.paths):
+        x, index, ok = ds[i]
+        assert (index, ok) == (i, True)
+        assert torch.equal(x, prep(load_rgb(path))), path.name
