@@ -76,6 +76,14 @@ def child(a: argparse.Namespace) -> None:
     print(json.dumps({"views_per_s": rate, "applied": applied}))
 
 
+def rate_summary(rates: list[float], ref: list[float]) -> tuple[float, list[float], float]:
+    """Median views/s over rounds, its range (min, max) and the median of each round's ratio to
+    ``ref`` (the reference's rates, round by round), rounded for the results files."""
+    median = round(statistics.median(rates), 1)
+    ratio = round(statistics.median(x / y for x, y in zip(rates, ref, strict=True)), 3)
+    return median, [round(min(rates), 1), round(max(rates), 1)], ratio
+
+
 def parse_tree(spec: str) -> dict:
     label, sep, rest = spec.partition("=")
     if not sep or not label or not rest:
@@ -164,19 +172,16 @@ def main() -> None:
                 + ", ".join(f"{k} {v[-1]:.0f}" for k, v in rates.items()),
                 flush=True,
             )
-        ref = rates[trees[0]["label"]]
         for t in trees:
-            v = rates[t["label"]]
+            median, span, ratio = rate_summary(rates[t["label"]], rates[trees[0]["label"]])
             rows.append(
                 {
                     **t,
                     "applied": applied[t["label"]],
                     "augment": augment,
-                    "views_per_s_median": round(statistics.median(v), 1),
-                    "views_per_s_min_max": [round(min(v), 1), round(max(v), 1)],
-                    "ratio_to_first_median": round(
-                        statistics.median(x / y for x, y in zip(v, ref, strict=True)), 3
-                    ),
+                    "views_per_s_median": median,
+                    "views_per_s_min_max": span,
+                    "ratio_to_first_median": ratio,
                 }
             )
     print(
@@ -201,7 +206,10 @@ def main() -> None:
             "rounds": a.rounds,
             "command": " ".join(sys.argv),
         }
-        a.out.write_text(json.dumps({"info": info, "rows": rows}, indent=1) + "\n")
+        from fisc.files import atomic_path  # this checkout's (a child imports its tree's fisc)
+
+        with atomic_path(a.out) as tmp:
+            tmp.write_text(json.dumps({"info": info, "rows": rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

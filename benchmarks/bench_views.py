@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import pstats
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from ab_trees import rate_summary
 from bench_train import compose_cfg, parse_variants
 
 from fisc.data.datasets import TwoViewDataset
@@ -131,17 +131,15 @@ def main() -> None:
         for _ in range(a.rounds):
             for label, ds in sets.items():
                 rates[label].append(views_per_s(ds, items))
-        base = rates["default"]
         for label, r in rates.items():
+            median, span, ratio = rate_summary(r, rates["default"])
             row = {
                 "augment": augment,
                 "variant": label,
                 "overrides": dict(variants)[label],
-                "views_per_s_median": round(statistics.median(r), 1),
-                "views_per_s_min_max": [round(min(r), 1), round(max(r), 1)],
-                "ratio_to_default_median": round(
-                    statistics.median(x / b for x, b in zip(r, base, strict=True)), 3
-                ),
+                "views_per_s_median": median,
+                "views_per_s_min_max": span,
+                "ratio_to_default_median": ratio,
             }
             if a.profile:
                 row["cpu_share"] = stage_shares(sets[label], items)

@@ -213,11 +213,9 @@ class DescriptorPipeline:
 
     def tensor(self, path: str | Path, height: int | None = None, width: int | None = None):
         """The model input of one image file (at the pipeline's size, or ``height x width``)."""
-        from PIL import Image
+        from fisc.data.decode import load_rgb
 
-        from fisc.data.decode import load_rgb_array
-
-        img = Image.fromarray(load_rgb_array(path))
+        img = load_rgb(path)
         if height is None and width is None:
             return self.preprocess(img)
         return self.preprocess.at(img, height or width, width or height)

@@ -84,3 +84,10 @@ def test_two_trees_measured_in_turn_with_their_settings(tmp_path):
     for r in rows:
         lo, hi = r["views_per_s_min_max"]
         assert 0 < lo <= r["views_per_s_median"] <= hi
+
+
+def test_rate_summary_is_median_range_and_median_ratio():
+    """Shared with bench_views: rates 2, 4, 6 against 1, 2, 2 give median 4, range 2-6 and
+    per-round ratios 2, 2, 3 whose median is 2."""
+    assert ab.rate_summary([2.0, 4.0, 6.0], [1.0, 2.0, 2.0]) == (4.0, [2.0, 6.0], 2.0)
+    assert ab.rate_summary([1.23456], [3.0]) == (1.2, [1.2, 1.2], 0.412)

@@ -101,7 +101,7 @@ def test_jpeg_decodes_at_reduced_scale_down_to_min_side(tmp_path):
 
 def _jpeg_cases(tmp_path) -> dict[str, tuple]:
     """name -> (path, decoded by OpenCV?): the RGB JPEGs load_rgb_array hands to OpenCV, and
-    files it must leave to load_rgb."""
+    files it must leave to Pillow's path."""
     y, x = np.mgrid[0:333, 0:517]
     pixels = np.stack([x % 256, y % 256, (x // 3 + y // 5) % 256], -1).astype(np.uint8)
     pixels[100:200, 150:300] = np.random.default_rng(1).integers(0, 255, (100, 150, 3))
@@ -127,12 +127,12 @@ def _jpeg_cases(tmp_path) -> dict[str, tuple]:
 
 @pytest.mark.parametrize("min_side", [None, 40, 80, 100, 166, 167])
 def test_load_rgb_array_equals_load_rgb(tmp_path, monkeypatch, min_side):
-    """Pixel for pixel the array of load_rgb, at every decode scale (333 px short side:
+    """Pixel for pixel the array of Pillow's path, at every decode scale (333 px short side:
     1/8 at 40, 1/4 at 80, 1/2 at 100 and 166, full at 167), with OpenCV decoding exactly the
-    RGB JPEGs without an EXIF rotation and load_rgb the rest."""
+    RGB JPEGs without an EXIF rotation and Pillow the rest."""
     import fisc.data.decode as decode
 
-    calls = {"imdecode": 0, "load_rgb": 0}
+    calls = {"imdecode": 0, "pillow": 0}
 
     def counting(name, fn):
         def wrapped(*args, **kwargs):
@@ -142,16 +142,16 @@ def test_load_rgb_array_equals_load_rgb(tmp_path, monkeypatch, min_side):
         return wrapped
 
     for name, (path, fast) in _jpeg_cases(tmp_path).items():
-        expected = np.asarray(load_rgb(path, min_side=min_side))
-        calls.update(imdecode=0, load_rgb=0)
+        expected = np.asarray(decode._load_rgb_pillow(path, min_side=min_side))
+        calls.update(imdecode=0, pillow=0)
         with monkeypatch.context() as m:
             m.setattr(decode.cv2, "imdecode", counting("imdecode", decode.cv2.imdecode))
-            m.setattr(decode, "load_rgb", counting("load_rgb", decode.load_rgb))
+            m.setattr(decode, "_load_rgb_pillow", counting("pillow", decode._load_rgb_pillow))
             got = decode.load_rgb_array(path, min_side=min_side)
         assert got.dtype == np.uint8 and got.flags.c_contiguous, name
         assert not got.flags.writeable, name  # the two views start from the same pixels
         np.testing.assert_array_equal(got, expected, err_msg=name)
-        assert calls == {"imdecode": int(fast), "load_rgb": int(not fast)}, name
+        assert calls == {"imdecode": int(fast), "pillow": int(not fast)}, name
 
 
 def test_load_rgb_array_scales_like_load_rgb(tmp_path):
@@ -192,21 +192,23 @@ def test_load_rgb_array_bad_files_name_the_file(tmp_path, kind):
 
 def test_load_rgb_array_falls_back_when_opencv_disagrees(tmp_path, monkeypatch):
     """An OpenCV result of another shape than Pillow's header promises is not trusted: the
-    file goes through load_rgb."""
+    file goes through Pillow's path."""
     import fisc.data.decode as decode
 
     pixels = np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8)
     path = _save(Image.fromarray(pixels), tmp_path / "a.jpg")
     monkeypatch.setattr(decode.cv2, "imdecode", lambda *a: np.zeros((47, 64, 3), np.uint8))
-    np.testing.assert_array_equal(decode.load_rgb_array(path), np.asarray(load_rgb(path)))
+    expected = np.asarray(decode._load_rgb_pillow(path))
+    np.testing.assert_array_equal(decode.load_rgb_array(path), expected)
 
 
-def test_evaluation_inputs_are_those_of_load_rgb(tmp_path):
+def test_evaluation_inputs_are_those_of_pillow(tmp_path):
     """EvalImageDataset (validation, extraction, export) gives, for every kind of file, the
-    tensor its preprocessing makes of load_rgb's picture, bit for bit."""
+    tensor its preprocessing makes of Pillow's picture, bit for bit."""
     import torch
 
     from fisc.data.datasets import EvalImageDataset
+    from fisc.data.decode import _load_rgb_pillow
     from fisc.data.disc21 import list_images
     from fisc.data.preprocess import Preprocess
 
@@ -218,4 +220,4 @@ def test_evaluation_inputs_are_those_of_load_rgb(tmp_path):
     for i, path in enumerate(images.paths):
         x, index, ok = ds[i]
         assert (index, ok) == (i, True)
-        assert torch.equal(x, prep(load_rgb(path))), path.name
+        assert torch.equal(x, prep(_load_rgb_pillow(path))), path.name

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from fisc.augment.pipeline import ViewPipeline
-from fisc.data.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, load_rgb_array
+from fisc.data.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, load_rgb, load_rgb_array
 from fisc.data.disc21 import ImageSet
 from fisc.data.preprocess import Preprocess
 
@@ -140,7 +139,7 @@ class EvalImageDataset(Dataset):
 
     def __getitem__(self, index: int):
         try:
-            img = Image.fromarray(load_rgb_array(self.images.paths[index], self.max_pixels))
+            img = load_rgb(self.images.paths[index], self.max_pixels)
         except ImageDecodeError as e:
             if self.on_error == "raise":
                 raise

@@ -4,6 +4,10 @@ that names it.
 Handled: grayscale, palette, CMYK, RGBA/LA (composited on white), 16-bit and float images
 (rescaled to 8 bit), EXIF orientation (applied), decompression bombs (refused above
 ``max_pixels``), corrupt, truncated, zero-byte and non-image files (:class:`ImageDecodeError`).
+
+One path for every caller: :func:`load_rgb_array` (training) and :func:`load_rgb` (the same
+pixels as a Pillow image: evaluation, extraction, export, pHash). OpenCV decodes the plain RGB
+JPEGs; everything else goes through Pillow (:func:`_load_rgb_pillow`).
 """
 
 from __future__ import annotations
@@ -54,7 +58,15 @@ def load_rgb(
     """Decode ``path`` fully into an RGB :class:`PIL.Image.Image`, or raise
     :class:`ImageDecodeError`. ``min_side``: a JPEG may be decoded at 1/2, 1/4 or 1/8 scale
     (libjpeg's DCT scaling, much cheaper than decoding in full and resizing) as long as its
-    shorter side stays at least ``min_side`` pixels; other formats decode in full."""
+    shorter side stays at least ``min_side`` pixels; other formats decode in full. The pixels
+    of :func:`load_rgb_array`."""
+    return Image.fromarray(load_rgb_array(path, max_pixels, min_side))
+
+
+def _load_rgb_pillow(
+    path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | None = None
+) -> Image.Image:
+    """:func:`load_rgb` by Pillow alone: every format and mode, and the errors."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -110,12 +122,12 @@ _EXIF_ORIENTATION = 0x0112
 def load_rgb_array(
     path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | None = None
 ) -> np.ndarray:
-    """:func:`load_rgb` as an ``HxWx3`` uint8 array, pixel for pixel
-    ``np.asarray(load_rgb(path, max_pixels, min_side))``, faster for the common case: an RGB
-    JPEG without an EXIF rotation is decoded by OpenCV (the libjpeg-turbo in its wheel, about
-    twice as fast as Pillow's decode plus conversion here, same pixels), at the DCT scale
-    :func:`load_rgb` picks. Every other file, and every file OpenCV refuses (truncated data:
-    OpenCV returns nothing), goes through :func:`load_rgb`, which decodes it or raises
+    """The decoded picture as an ``HxWx3`` uint8 array, pixel for pixel
+    ``np.asarray(_load_rgb_pillow(path, max_pixels, min_side))``, faster for the common case:
+    an RGB JPEG without an EXIF rotation is decoded by OpenCV (the libjpeg-turbo in its wheel,
+    about twice as fast as Pillow's decode plus conversion here, same pixels), at the DCT scale
+    Pillow's path picks. Every other file, and every file OpenCV refuses (truncated data:
+    OpenCV returns nothing), goes through :func:`_load_rgb_pillow`, which decodes it or raises
     :class:`ImageDecodeError`. The array is read-only either way, so that no edit of one
     training view can change the pixels the other view starts from."""
     path = Path(path)
@@ -131,14 +143,14 @@ def load_rgb_array(
             img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img)
             img.flags.writeable = False  # as np.asarray of a Pillow image
             return img
-    return np.asarray(load_rgb(path, max_pixels, min_side))
+    return np.asarray(_load_rgb_pillow(path, max_pixels, min_side))
 
 
 def _opencv_plan(
     data: bytes, max_pixels: int, min_side: int | None
 ) -> tuple[int, tuple[int, int, int]] | None:
-    """OpenCV's decode flags and the expected shape for a JPEG that :func:`load_rgb` would
-    return unchanged apart from the scale (RGB, within ``max_pixels``, no EXIF rotation);
+    """OpenCV's decode flags and the expected shape for a JPEG that :func:`_load_rgb_pillow`
+    would return unchanged apart from the scale (RGB, within ``max_pixels``, no EXIF rotation);
     None for anything else."""
     try:
         with warnings.catch_warnings():
@@ -152,5 +164,5 @@ def _opencv_plan(
                 scale = _draft(img, min_side)
                 w, h = img.size
                 return _CV2_JPEG_FLAGS[scale], (h, w, 3)
-    except Exception:  # noqa: BLE001 - load_rgb decides what is wrong with the file
+    except Exception:  # noqa: BLE001 - _load_rgb_pillow says what is wrong with the file
         return None
