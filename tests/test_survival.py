@@ -164,19 +164,23 @@ def test_a_checkpoint_whose_epoch_disagrees_with_its_data_position_is_refused(
     same checkpoint untouched goes on to the uninterrupted weights."""
     run_dir = tmp_path / "run"
     last = run_dir / "checkpoints" / "last.ckpt"
-    good = {}
+    versions = {}  # inode -> an open handle: each saved last.ckpt, readable after its rename
 
-    def epoch_0_saved() -> bool:  # its end is the third save; kept before the next replaces it
+    def five_saves() -> bool:  # opening is cheap, so no save is missed between two polls
         try:
-            ckpt = torch.load(last, map_location="cpu", weights_only=True)
-        except (FileNotFoundError, RuntimeError, EOFError):
-            return False
-        if ckpt["global_step"] == 3:
-            good["ckpt"] = ckpt
-        return ckpt["global_step"] >= 3
+            inode = last.stat().st_ino
+            if inode not in versions:
+                versions[inode] = last.open("rb")
+        except FileNotFoundError:
+            pass
+        return len(versions) >= 5  # steps 1, 2, end of epoch 0 (step 3), 4, 5
 
-    kill_when(launch(tiny_minidisc, run_dir), epoch_0_saved)
-    ckpt = good["ckpt"]
+    kill_when(launch(tiny_minidisc, run_dir), five_saves)
+    saved = []
+    for f in versions.values():
+        with f:
+            saved.append(torch.load(f, map_location="cpu", weights_only=True))
+    (ckpt,) = [c for c in saved if c["global_step"] == 3]  # the end of epoch 0
     torch.save(ckpt, last)
     good = last.read_bytes()
     for side in ckpt["loops"]["fit_loop"]["epoch_progress"].values():
