@@ -41,6 +41,9 @@ BASE = ["augment=disc_full", "postprocess='pca_whiten128,l2'"]
 EPOCH = 15  # optimizer steps per epoch: 1000 minidisc training images / batch 64 (drop_last)
 BUDGET_STEPS = 120  # 8 epochs: twice the demo's 4, about 6 minutes on 2 cores
 BIG = "data.root=${paths.data_dir}/minidisc10k data.minidisc.n_train=10000"
+# minidisc with DISC21-sized images (longest side 640 px, short side about 390-640): the
+# training JPEGs are large enough for reduced-scale decoding to matter
+BIG640 = "data.root=${paths.data_dir}/minidisc640 data.minidisc.image_size=640"
 
 
 def epochs(steps: int) -> list[str]:
@@ -60,6 +63,19 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "the current demo recipe with its edits after the first crop at the view size "
         "(augment.work_side=1), for its quality cost",
         ["augment.work_side=1"],
+    ),
+    # like `demo`, on 640 px images: what the GPU-feeding settings cost in quality where they
+    # change the decode (the default decodes these JPEGs at 1/2 scale, the GPU-feeding
+    # decode_min_side at 1/4; on minidisc's 160 px images both decode in full)
+    "demo640": (
+        "the current demo recipe on minidisc built at 640 px (JPEGs decode at 1/2 scale: "
+        "decode_min_side defaults to 2 x the train size)",
+        BIG640.split(),
+    ),
+    "demo640_gpufeed": (
+        "demo640 with the GPU-feeding settings (augment.work_side=1 data.decode_min_side=96: "
+        "JPEGs decode at 1/4 scale, edits after the first crop at the view size)",
+        [*BIG640.split(), "augment.work_side=1", "data.decode_min_side=96"],
     ),
     "lr4x": ("4x the learning rate (1e-3 at batch 64)", [*epochs(BUDGET_STEPS), "optim.lr=4e-3"]),
     "lr_half": ("half the learning rate", [*epochs(BUDGET_STEPS), "optim.lr=5e-4"]),
@@ -109,7 +125,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 
 
 # variants on today's demo recipe at its own budget (no BASE)
-FULL_DEMO = {"demo", "demo_work_side1"}
+FULL_DEMO = {"demo", "demo_work_side1", "demo640", "demo640_gpufeed"}
 
 
 def pos_top1(run_dir: Path, last: int = 3) -> float | None:
@@ -222,6 +238,10 @@ def main() -> None:
             for path in sorted((a.out / v).glob("seed*/scores.json"))]  # fmt: skip
     cfg = study._compose("demo", [*BASE, *a.overrides])
     base = curves.baselines(cfg, study._data(cfg), 0, ROOT / "outputs" / "curves")
+    if any(r["variant"].startswith("demo640") for r in rows):  # their own data's baselines
+        cfg = study._compose("demo", [*BIG640.split(), *a.overrides])
+        big = curves.baselines(cfg, study._data(cfg), 0, ROOT / "outputs" / "curves" / "640")
+        base.update({f"{name}, 640 px": scores for name, scores in big.items()})
     a.results.mkdir(parents=True, exist_ok=True)
     with atomic_path(a.results / "results.json") as tmp:
         tmp.write_text(json.dumps({"runs": rows, "baselines": base}, indent=2) + "\n")

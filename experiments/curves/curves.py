@@ -90,11 +90,12 @@ def score_checkpoint(path: Path, step: int, cfg, data) -> dict:
 
 def baselines(cfg, data, seed: int, out: Path) -> dict:
     """The untrained backbone (with the recipe's post-processing; its random projection is
-    keyed by the seed) and pHash, cached per seed for one backbone and post-processing."""
+    keyed by the seed) and pHash, cached per seed for one data set, backbone and
+    post-processing."""
     cached = out / f"baselines-seed{seed}.json"
     _, truths, queries, references, train_images = data
     m = check_config(cfg)["model"]
-    key = {"model": m.name, "postprocess": cfg.postprocess}
+    key = {"data": str(cfg.data.root), "model": m.name, "postprocess": cfg.postprocess}
     if cached.is_file():
         saved = json.loads(cached.read_text())
         rows = saved.get("rows", {})
