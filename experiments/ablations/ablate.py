@@ -77,6 +77,11 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "JPEGs decode at 1/4 scale, edits after the first crop at the view size)",
         [*BIG640.split(), "augment.work_side=1", "data.decode_min_side=96"],
     ),
+    "demo640_work_side1": (
+        "demo640 with augment.work_side=1 only (JPEGs still decode at 1/2 scale): which of the "
+        "two GPU-feeding settings costs what",
+        [*BIG640.split(), "augment.work_side=1"],
+    ),
     "lr4x": ("4x the learning rate (1e-3 at batch 64)", [*epochs(BUDGET_STEPS), "optim.lr=4e-3"]),
     "lr_half": ("half the learning rate", [*epochs(BUDGET_STEPS), "optim.lr=5e-4"]),
     "tau0.1_nokoleo": (
@@ -125,7 +130,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 
 
 # variants on today's demo recipe at its own budget (no BASE)
-FULL_DEMO = {"demo", "demo_work_side1", "demo640", "demo640_gpufeed"}
+FULL_DEMO = {"demo", "demo_work_side1", "demo640", "demo640_gpufeed", "demo640_work_side1"}
 
 
 def pos_top1(run_dir: Path, last: int = 3) -> float | None:
