@@ -221,3 +221,114 @@ def test_evaluation_inputs_are_those_of_pillow(tmp_path):
         x, index, ok = ds[i]
         assert (index, ok) == (i, True)
         assert torch.equal(x, prep(_load_rgb_pillow(path))), path.name
+
+
+def _pillow_only_plan(decode, data, max_pixels, min_side):
+    """``_opencv_plan`` with every header read by Pillow (the marker reader disabled)."""
+    saved = decode._plain_jpeg_size
+    decode._plain_jpeg_size = lambda data: None
+    try:
+        return decode._opencv_plan(data, max_pixels, min_side)
+    finally:
+        decode._plain_jpeg_size = saved
+
+
+def _outcome(decode):
+    try:
+        return decode()
+    except ImageDecodeError as e:
+        return f"ImageDecodeError: {e}"
+
+
+def test_marker_reader_plans_as_pillow_does(tmp_path, monkeypatch):
+    """The JPEG marker reader takes exactly the plain YCbCr JPEGs without EXIF or Adobe
+    blocks (comments, ICC profiles and restart markers included), and plans each as Pillow's
+    header parse does at every decode scale and pixel limit; the rest go to Pillow."""
+    import fisc.data.decode as decode
+
+    cases = {name: (p.read_bytes(), fast) for name, (p, fast) in _jpeg_cases(tmp_path).items()}
+    rgb = Image.fromarray(np.random.default_rng(2).integers(0, 255, (61, 97, 3), np.uint8))
+    for name, kw in {
+        "comment.jpg": dict(comment=b"hello"),
+        "icc.jpg": dict(icc_profile=b"\0" * 300),
+        "restarts.jpg": dict(restart_marker_blocks=1),
+        "optimized.jpg": dict(optimize=True, quality=30),
+    }.items():
+        cases[name] = (_save(rgb, tmp_path / name, **kw).read_bytes(), True)
+    plain = cases["comment.jpg"][0]
+    sof = plain.index(b"\xff\xc0")
+    cases["fill_bytes.jpg"] = (plain[:sof] + b"\xff\xff" + plain[sof:], True)
+    # an Adobe marker (transform 1: YCbCr) after the start of image
+    adobe = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x01"
+    cases["adobe.jpg"] = (plain[:2] + adobe + plain[2:], True)
+    # components numbered R, G, B (82, 71, 66) in the frame and scan headers
+    sos = plain.index(b"\xff\xda")
+    rgb_ids = bytearray(plain)
+    for at in (sof + 10, sof + 13, sof + 16, sos + 5, sos + 7, sos + 9):
+        rgb_ids[at] = {1: 82, 2: 71, 3: 66}[rgb_ids[at]]
+    cases["rgb_ids.jpg"] = (bytes(rgb_ids), True)
+    cases["arithmetic.jpg"] = (plain[: sof + 1] + b"\xc9" + plain[sof + 2 :], True)
+    cases["no_start_marker.jpg"] = (b"\0\0" + plain[2:], True)
+    cmyk = cases["cmyk.jpg"][0]  # four components, its Adobe marker cut out
+    app14 = cmyk.index(b"\xff\xee")
+    cmyk = bytearray(cmyk[:app14] + cmyk[app14 + 2 + cmyk[app14 + 3] :])
+    assert b"Adobe" not in cmyk
+    sof, sos = cmyk.index(b"\xff\xc0"), cmyk.index(b"\xff\xda")  # components 1, 2, 3, 4
+    for k, at in enumerate((sof + 10, sof + 13, sof + 16, sof + 19)):
+        cmyk[at] = k + 1
+    for k, at in enumerate((sos + 5, sos + 7, sos + 9, sos + 11)):
+        cmyk[at] = k + 1
+    cases["cmyk_no_adobe.jpg"] = (bytes(cmyk), True)
+    # the EXIF-carrying files go to Pillow even when upright: the reader does not parse EXIF
+    accepted = {"q95_444.jpg", "q75_422.jpg", "q50_420.jpg", "progressive.jpg", "comment.jpg",
+                "icc.jpg", "restarts.jpg", "optimized.jpg", "fill_bytes.jpg"}  # fmt: skip
+    got = {name for name, (data, _) in cases.items() if decode._plain_jpeg_size(data)}
+    assert got == accepted
+    for name, (data, _) in cases.items():
+        for min_side in (None, 7, 8, 15, 16, 30, 31, 40, 80, 100, 166, 167, 10_000):
+            for max_pixels in (64_000_000, 517 * 333, 517 * 333 - 1, 97 * 61 - 1):
+                expected = _pillow_only_plan(decode, data, max_pixels, min_side)
+                assert decode._opencv_plan(data, max_pixels, min_side) == expected, (
+                    name, min_side, max_pixels)  # fmt: skip
+        path = tmp_path / f"bytes_{name}"
+        path.write_bytes(data)  # and the whole path gives Pillow's pixels, or its error
+        got, expected = (_outcome(lambda f=f, path=path: np.asarray(f(path, min_side=20)))
+                         for f in (decode.load_rgb_array, decode._load_rgb_pillow))  # fmt: skip
+        np.testing.assert_array_equal(got, expected, err_msg=name)
+    # Pillow refuses more pixels than its own bomb limit whatever max_pixels says: so does this
+    with monkeypatch.context() as m:
+        m.setattr(Image, "MAX_IMAGE_PIXELS", 97 * 61 - 1)
+        assert decode._opencv_plan(plain, 64_000_000, None) is None
+        m.setattr(Image, "MAX_IMAGE_PIXELS", 97 * 61)
+        full = (decode.cv2.IMREAD_COLOR, (61, 97, 3))
+        assert decode._opencv_plan(plain, 64_000_000, None) == full
+
+
+def test_marker_reader_refuses_damaged_headers(tmp_path):
+    """Cut or corrupted headers give None (Pillow's path then names the problem), never an
+    exception or a made-up size."""
+    import fisc.data.decode as decode
+
+    rgb = Image.fromarray(np.random.default_rng(3).integers(0, 255, (40, 50, 3), np.uint8))
+    data = _save(rgb, tmp_path / "a.jpg").read_bytes()
+    assert decode._plain_jpeg_size(data) == (50, 40)
+    sof = data.index(b"\xff\xc0")
+    for cut in range(sof + 12):  # every prefix that ends before the frame header does
+        assert decode._plain_jpeg_size(data[:cut]) is None, cut
+    broken = bytearray(data)
+    broken[2] = 0x00  # the first marker's 0xFF
+    assert decode._plain_jpeg_size(bytes(broken)) is None
+    twelve_bit = bytearray(data)
+    twelve_bit[sof + 4] = 12  # sample precision
+    assert decode._plain_jpeg_size(bytes(twelve_bit)) is None
+
+
+def test_draft_scale_is_pillows(tmp_path):
+    """The decode scale computed from the size alone is the one Pillow's draft picks."""
+    from fisc.data.decode import _draft, _draft_scale
+
+    for w, h in [(517, 333), (640, 480), (333, 517), (1024, 97), (97, 97), (160, 120)]:
+        path = _save(Image.new("RGB", (w, h)), tmp_path / f"{w}x{h}.jpg")
+        for min_side in (None, 1, 12, 13, 24, 25, 40, 48, 49, 60, 61, 100, 120, 166, 167, 240):
+            with Image.open(path) as img:
+                assert _draft_scale(w, h, min_side) == _draft(img, min_side), (w, h, min_side)

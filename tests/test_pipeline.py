@@ -68,6 +68,27 @@ def test_pipeline_views_are_reproducible_and_sized(name, tiny_minidisc):
     assert seeds[0] != seeds[1]  # the two views differ in their randomness
 
 
+def test_an_item_is_its_views_pixels_channel_first(tiny_minidisc):
+    """Item ``i``'s tensors are the views' ``H x W x RGB`` pixels as ``RGB x H x W``: each
+    view made here from the decoded image with its key ``(seed, epoch, i, v)``."""
+    from fisc.data.decode import load_rgb_array
+
+    images = Disc21(tiny_minidisc).images("training")
+    views = load("disc_full").build(40)
+    ds = TwoViewDataset(images, views, seed=7)
+    ds.epoch = 2
+    for i in (0, 5):
+        got = ds[i]
+        for v in range(2):
+            rng = np.random.default_rng([7, 2, i, v])
+            pixels, gpu_seed = views[v](load_rgb_array(images.paths[i]), rng, ds.other_image)
+            assert pixels.shape == (40, 40, 3)
+            expected = torch.tensor([[[pixels[y, x, c] for x in range(40)] for y in range(40)]
+                                     for c in range(3)], dtype=torch.uint8)  # fmt: skip
+            assert torch.equal(got[v], expected), (i, v)
+            assert int(got[2][v]) == gpu_seed
+
+
 def test_workers_give_the_same_batches(tiny_minidisc):
     images = Disc21(tiny_minidisc).images("training")
     cfg = load("sscd_advanced")

@@ -146,12 +146,69 @@ def load_rgb_array(
     return np.asarray(_load_rgb_pillow(path, max_pixels, min_side))
 
 
+def _draft_scale(w: int, h: int, min_side: int | None) -> int:
+    """The divisor (1, 2, 4 or 8) :func:`_draft` makes Pillow decode a ``w x h`` JPEG at,
+    by Pillow's own arithmetic (its ``JpegImageFile.draft``)."""
+    if min_side is None or min(w, h) < 2 * min_side:
+        return 1
+    f = min_side / min(w, h)
+    scale = min(w // math.ceil(w * f), h // math.ceil(h * f))
+    return next(s for s in (8, 4, 2, 1) if scale >= s)
+
+
+# start-of-frame markers of baseline, extended and progressive Huffman-coded JPEGs (a file
+# with another frame type, or whose scan comes first, runs out of markers: None)
+_SOF_HUFFMAN = (0xC0, 0xC1, 0xC2)
+
+
+def _plain_jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` of the commonest JPEG, read from its markers without Pillow: an
+    8-bit Huffman-coded YCbCr picture (three components numbered 1, 2, 3, as libjpeg writes)
+    with no EXIF block (so no rotation) and no Adobe marker (which can declare other colour
+    transforms). None for anything else, which :func:`_opencv_plan` then asks Pillow about."""
+    n = len(data)
+    if data[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        length = int.from_bytes(data[i + 2 : i + 4], "big")  # the segment's, with itself
+        segment = data[i + 4 : i + 2 + length]
+        if marker in _SOF_HUFFMAN:
+            if len(segment) < 15 or segment[0] != 8 or segment[5] != 3:
+                return None
+            if (segment[6], segment[9], segment[12]) != (1, 2, 3):
+                return None
+            return int.from_bytes(segment[3:5], "big"), int.from_bytes(segment[1:3], "big")
+        if marker == 0xE1 and segment.startswith(b"Exif"):
+            return None
+        if marker == 0xEE and segment.startswith(b"Adobe"):
+            return None
+        i += 2 + length
+    return None
+
+
 def _opencv_plan(
     data: bytes, max_pixels: int, min_side: int | None
 ) -> tuple[int, tuple[int, int, int]] | None:
     """OpenCV's decode flags and the expected shape for a JPEG that :func:`_load_rgb_pillow`
     would return unchanged apart from the scale (RGB, within ``max_pixels``, no EXIF rotation);
-    None for anything else."""
+    None for anything else. The commonest JPEGs are recognised from their markers
+    (:func:`_plain_jpeg_size`, about a tenth of Pillow's header parse); Pillow reads the
+    header of the others."""
+    size = _plain_jpeg_size(data)
+    if size is not None:
+        w, h = size
+        limit = Image.MAX_IMAGE_PIXELS  # Pillow's bomb warning, which its path refuses
+        if 0 < w * h <= max_pixels and (limit is None or w * h <= limit):
+            scale = _draft_scale(w, h, min_side)
+            return _CV2_JPEG_FLAGS[scale], (-(-h // scale), -(-w // scale), 3)
+        return None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
