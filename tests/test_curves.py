@@ -169,12 +169,13 @@ def test_curves_summary_gives_mean_sd_and_margins_over_seeds():
     assert "training 40.0 / 41.5 min" in text and "seeds 0, 1, 2, step 20" in text
 
 
-def test_curves_baselines_cache_is_kept_only_for_the_same_backbone_and_postprocessing(
+def test_curves_baselines_cache_is_kept_only_for_the_same_data_backbone_and_postprocessing(
     tmp_path, monkeypatch
 ):
     curves = _curves_module()
     cfg = curves.study._compose("long", [])
-    key = {"model": curves.check_config(cfg)["model"].name, "postprocess": cfg.postprocess}
+    key = {"data": str(cfg.data.root), "model": curves.check_config(cfg)["model"].name,
+           "postprocess": cfg.postprocess}  # fmt: skip
     rows = {"pHash (64-bit)": {"dev": {"raw": {"micro_ap": 0.4}}}}
     data = (None, {"dev": {}}, None, None, None)
     (tmp_path / "baselines-seed1.json").write_text(json.dumps({"key": key, "rows": rows}))
@@ -184,10 +185,11 @@ def test_curves_baselines_cache_is_kept_only_for_the_same_backbone_and_postproce
 
     monkeypatch.setattr(curves, "untrained_pipeline", recompute)
     assert curves.baselines(cfg, data, 1, tmp_path) == rows  # same key: from the cache
-    stale = {"key": {**key, "postprocess": "pca_whiten128,l2"}, "rows": rows}
-    (tmp_path / "baselines-seed1.json").write_text(json.dumps(stale))
-    with pytest.raises(RuntimeError, match="recomputed"):
-        curves.baselines(cfg, data, 1, tmp_path)
+    for stale_key in ({"postprocess": "pca_whiten128,l2"}, {"data": "data/minidisc640"}):
+        stale = {"key": {**key, **stale_key}, "rows": rows}
+        (tmp_path / "baselines-seed1.json").write_text(json.dumps(stale))
+        with pytest.raises(RuntimeError, match="recomputed"):
+            curves.baselines(cfg, data, 1, tmp_path)
     (tmp_path / "baselines-seed1.json").write_text(json.dumps(rows))  # an old file without key
     with pytest.raises(RuntimeError, match="recomputed"):
         curves.baselines(cfg, data, 1, tmp_path)
