@@ -246,7 +246,7 @@ def test_marker_reader_plans_as_pillow_does(tmp_path, monkeypatch):
     header parse does at every decode scale and pixel limit; the rest go to Pillow."""
     import fisc.data.decode as decode
 
-    cases = {name: (p.read_bytes(), fast) for name, (p, fast) in _jpeg_cases(tmp_path).items()}
+    cases = {name: p.read_bytes() for name, (p, _) in _jpeg_cases(tmp_path).items()}
     rgb = Image.fromarray(np.random.default_rng(2).integers(0, 255, (61, 97, 3), np.uint8))
     for name, kw in {
         "comment.jpg": dict(comment=b"hello"),
@@ -254,22 +254,22 @@ def test_marker_reader_plans_as_pillow_does(tmp_path, monkeypatch):
         "restarts.jpg": dict(restart_marker_blocks=1),
         "optimized.jpg": dict(optimize=True, quality=30),
     }.items():
-        cases[name] = (_save(rgb, tmp_path / name, **kw).read_bytes(), True)
-    plain = cases["comment.jpg"][0]
+        cases[name] = _save(rgb, tmp_path / name, **kw).read_bytes()
+    plain = cases["comment.jpg"]
     sof = plain.index(b"\xff\xc0")
-    cases["fill_bytes.jpg"] = (plain[:sof] + b"\xff\xff" + plain[sof:], True)
+    cases["fill_bytes.jpg"] = plain[:sof] + b"\xff\xff" + plain[sof:]
     # an Adobe marker (transform 1: YCbCr) after the start of image
     adobe = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x01"
-    cases["adobe.jpg"] = (plain[:2] + adobe + plain[2:], True)
+    cases["adobe.jpg"] = plain[:2] + adobe + plain[2:]
     # components numbered R, G, B (82, 71, 66) in the frame and scan headers
     sos = plain.index(b"\xff\xda")
     rgb_ids = bytearray(plain)
     for at in (sof + 10, sof + 13, sof + 16, sos + 5, sos + 7, sos + 9):
         rgb_ids[at] = {1: 82, 2: 71, 3: 66}[rgb_ids[at]]
-    cases["rgb_ids.jpg"] = (bytes(rgb_ids), True)
-    cases["arithmetic.jpg"] = (plain[: sof + 1] + b"\xc9" + plain[sof + 2 :], True)
-    cases["no_start_marker.jpg"] = (b"\0\0" + plain[2:], True)
-    cmyk = cases["cmyk.jpg"][0]  # four components, its Adobe marker cut out
+    cases["rgb_ids.jpg"] = bytes(rgb_ids)
+    cases["arithmetic.jpg"] = plain[: sof + 1] + b"\xc9" + plain[sof + 2 :]
+    cases["no_start_marker.jpg"] = b"\0\0" + plain[2:]
+    cmyk = cases["cmyk.jpg"]  # four components, its Adobe marker cut out
     app14 = cmyk.index(b"\xff\xee")
     cmyk = bytearray(cmyk[:app14] + cmyk[app14 + 2 + cmyk[app14 + 3] :])
     assert b"Adobe" not in cmyk
@@ -278,13 +278,13 @@ def test_marker_reader_plans_as_pillow_does(tmp_path, monkeypatch):
         cmyk[at] = k + 1
     for k, at in enumerate((sos + 5, sos + 7, sos + 9, sos + 11)):
         cmyk[at] = k + 1
-    cases["cmyk_no_adobe.jpg"] = (bytes(cmyk), True)
+    cases["cmyk_no_adobe.jpg"] = bytes(cmyk)
     # the EXIF-carrying files go to Pillow even when upright: the reader does not parse EXIF
     accepted = {"q95_444.jpg", "q75_422.jpg", "q50_420.jpg", "progressive.jpg", "comment.jpg",
                 "icc.jpg", "restarts.jpg", "optimized.jpg", "fill_bytes.jpg"}  # fmt: skip
-    got = {name for name, (data, _) in cases.items() if decode._plain_jpeg_size(data)}
+    got = {name for name, data in cases.items() if decode._plain_jpeg_size(data)}
     assert got == accepted
-    for name, (data, _) in cases.items():
+    for name, data in cases.items():
         for min_side in (None, 7, 8, 15, 16, 30, 31, 40, 80, 100, 166, 167, 10_000):
             for max_pixels in (64_000_000, 517 * 333, 517 * 333 - 1, 97 * 61 - 1):
                 expected = _pillow_only_plan(decode, data, max_pixels, min_side)
@@ -327,7 +327,7 @@ def test_draft_scale_is_pillows(tmp_path):
     """The decode scale computed from the size alone is the one Pillow's draft picks."""
     from fisc.data.decode import _draft, _draft_scale
 
-    for w, h in [(517, 333), (640, 480), (333, 517), (1024, 97), (97, 97), (160, 120)]:
+    for w, h in [(517, 333), (640, 480), (333, 517), (1024, 97), (97, 97), (160, 120), (100, 97)]:
         path = _save(Image.new("RGB", (w, h)), tmp_path / f"{w}x{h}.jpg")
         for min_side in (None, 1, 12, 13, 24, 25, 40, 48, 49, 60, 61, 100, 120, 166, 167, 240):
             with Image.open(path) as img:

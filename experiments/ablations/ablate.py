@@ -243,7 +243,7 @@ def main() -> None:
             for path in sorted((a.out / v).glob("seed*/scores.json"))]  # fmt: skip
     cfg = study._compose("demo", [*BASE, *a.overrides])
     base = curves.baselines(cfg, study._data(cfg), 0, ROOT / "outputs" / "curves")
-    if any(r["variant"].startswith("demo640") for r in rows):  # their own data's baselines
+    if any(BIG640.split()[0] in r["overrides"] for r in rows):  # their own data's baselines
         cfg = study._compose("demo", [*BIG640.split(), *a.overrides])
         big = curves.baselines(cfg, study._data(cfg), 0, ROOT / "outputs" / "curves" / "640")
         base.update({f"{name}, 640 px": scores for name, scores in big.items()})

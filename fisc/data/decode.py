@@ -99,14 +99,24 @@ def _load_rgb_pillow(
         raise ImageDecodeError(path, f"decompression bomb: {e}") from e
 
 
+def _draft_request(w: int, h: int, min_side: int | None) -> tuple[int, int] | None:
+    """The size Pillow's draft is asked for: a ``w x h`` JPEG scaled so that its shorter side
+    is ``min_side`` (draft picks the smallest DCT scale at least this size); None: decode in
+    full (no ``min_side``, or not even 1/2 scale keeps it)."""
+    if min_side is None or min(w, h) < 2 * min_side:
+        return None
+    f = min_side / min(w, h)
+    return math.ceil(w * f), math.ceil(h * f)
+
+
 def _draft(img: Image.Image, min_side: int | None) -> int:
     """Ask Pillow to decode the JPEG ``img`` at 1/2, 1/4 or 1/8 scale if its shorter side stays
     at least ``min_side``; returns the scale divisor chosen (1: full size)."""
     w, h = img.size
-    if min_side is None or img.format != "JPEG" or min(w, h) < 2 * min_side:
+    size = _draft_request(w, h, min_side)
+    if size is None or img.format != "JPEG":
         return 1
-    f = min_side / min(w, h)  # draft picks the smallest scale at least this size
-    drafted = img.draft(img.mode, (math.ceil(w * f), math.ceil(h * f)))
+    drafted = img.draft(img.mode, size)
     return 1 if drafted is None else round(w / drafted[1][2])
 
 
@@ -149,10 +159,10 @@ def load_rgb_array(
 def _draft_scale(w: int, h: int, min_side: int | None) -> int:
     """The divisor (1, 2, 4 or 8) :func:`_draft` makes Pillow decode a ``w x h`` JPEG at,
     by Pillow's own arithmetic (its ``JpegImageFile.draft``)."""
-    if min_side is None or min(w, h) < 2 * min_side:
+    size = _draft_request(w, h, min_side)
+    if size is None:
         return 1
-    f = min_side / min(w, h)
-    scale = min(w // math.ceil(w * f), h // math.ceil(h * f))
+    scale = min(w // size[0], h // size[1])
     return next(s for s in (8, 4, 2, 1) if scale >= s)
 
 
@@ -178,16 +188,17 @@ def _plain_jpeg_size(data: bytes) -> tuple[int, int] | None:
             i += 1
             continue
         length = int.from_bytes(data[i + 2 : i + 4], "big")  # the segment's, with itself
-        segment = data[i + 4 : i + 2 + length]
         if marker in _SOF_HUFFMAN:
+            segment = data[i + 4 : i + 2 + length]
             if len(segment) < 15 or segment[0] != 8 or segment[5] != 3:
                 return None
             if (segment[6], segment[9], segment[12]) != (1, 2, 3):
                 return None
             return int.from_bytes(segment[3:5], "big"), int.from_bytes(segment[1:3], "big")
-        if marker == 0xE1 and segment.startswith(b"Exif"):
+        # other segments (ICC profiles, thumbnails: up to 64 KB) are looked at, not copied
+        if marker == 0xE1 and data.startswith(b"Exif", i + 4, i + 2 + length):
             return None
-        if marker == 0xEE and segment.startswith(b"Adobe"):
+        if marker == 0xEE and data.startswith(b"Adobe", i + 4, i + 2 + length):
             return None
         i += 2 + length
     return None
