@@ -98,9 +98,9 @@ def test_global_cap_one_query_owns_most_pairs(backend, monkeypatch):
     rng = np.random.default_rng(7)
     d = 8
     centre = rng.standard_normal(d).astype(np.float32)
-    r = 10 * rng.standard_normal((400, d)).astype(np.float32)
-    r[100:250] = centre + 0.05 * rng.standard_normal((150, d)).astype(np.float32)
-    q = 10 * rng.standard_normal((20, d)).astype(np.float32)
+    r = 3 * rng.standard_normal((400, d)).astype(np.float32)
+    r[100:250] = centre + 0.2 * rng.standard_normal((150, d)).astype(np.float32)
+    q = 3 * rng.standard_normal((20, d)).astype(np.float32)
     q[4] = centre
     cap = 60
     calls = []
@@ -137,6 +137,38 @@ def test_global_cap_ties_and_everything(backend):
     qi, ri, _ = global_capped_search(q, r, 100, backend=backend)  # cap >= n_q * n_r
     assert len(qi) == 12
     assert as_pairs(qi, ri) == [(i, j) for i in range(3) for j in range(4)]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_global_cap_is_exact_whatever_the_float32_rounding_within_its_bound(monkeypatch, seed):
+    """The backend ranks with float32 distances that may be off by up to the rounding bound;
+    the global search must still return the exact ``cap`` closest pairs. Grid points give
+    many exact ties; a stand-in backend perturbs every distance by up to 0.99 x the bound
+    before ranking, so that without the margin tied pairs fall on the wrong side of the
+    cap-th distance, of a query's k-th, or of the refined cut."""
+    from fisc.search.backends import float32_error_bound
+
+    rng = np.random.default_rng(seed)
+    r = rng.integers(0, 3, (60, 4)).astype(np.float32)
+    q = np.unique(rng.integers(0, 3, (25, 4)), axis=0).astype(np.float32)  # distinct queries
+    err = float32_error_bound(q, r)
+    assert 1e-5 < err < 1e-3  # integer distances stay far apart: only ties can reorder
+    full = brute_dist2(q, r)
+    noisy = full + rng.uniform(-0.99, 0.99, full.shape) * err
+    row_of = {row.tobytes(): i for i, row in enumerate(q)}
+
+    def fake_knn(qq, rr, k, *args):  # the searched queries' rows of the perturbed distances
+        d = noisy[[row_of[x.tobytes()] for x in qq]]
+        idx = np.argsort(d, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(d, idx, 1).astype(np.float32), idx
+
+    monkeypatch.setattr(exact, "_knn", fake_knn)
+    for cap in (7, 30, 61, 200):
+        for oversample in (1, 4):
+            qi, ri, dist = global_capped_search(q, r, cap, oversample=oversample)
+            expected = brute_pairs(q, r, cap)
+            assert as_pairs(qi, ri) == [(i, j) for _, i, j in expected], (cap, oversample)
+            np.testing.assert_array_equal(dist, [d for d, _, _ in expected])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -513,6 +545,45 @@ def test_global_cap_of_one_and_the_searches_it_takes(monkeypatch):
         assert ri.tolist() == [int(np.argmin(brute_dist2(q[2:3], r)))]
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("d", [8, 256])
+def test_backend_float32_distances_stay_within_the_rounding_bound(backend, d):
+    """The bound the global search relies on holds for both backends' own float32 distances,
+    on data made for cancellation (a large common offset: the norms dwarf the distances)."""
+    from fisc.search.backends import float32_error_bound
+
+    rng = np.random.default_rng(d)
+    offset = 30 * rng.standard_normal(d)
+    r = (offset + rng.standard_normal((400, d))).astype(np.float32)
+    q = (offset + rng.standard_normal((40, d))).astype(np.float32)
+    dist, idx = knn(q, r, 400, backend=backend, refine=False)
+    error = np.abs(dist - np.take_along_axis(brute_dist2(q, r), idx, 1))
+    assert error.max() > 0  # the float32 distances do err here
+    assert error.max() <= float32_error_bound(q, r)
+
+
+def test_torch_search_runs_full_float32_products_whatever_the_callers_setting(monkeypatch):
+    torch = pytest.importorskip("torch")
+    from fisc.search import torch_knn
+
+    seen, real_addmm = [], torch.addmm
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_float32_matmul_precision())
+        return real_addmm(*args, **kwargs)
+
+    monkeypatch.setattr(torch_knn.torch, "addmm", spy)
+    saved = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        q = np.eye(3, 4, dtype=np.float32)
+        torch_knn.torch_knn(q, q, 2)
+        assert seen and set(seen) == {"highest"}
+        assert torch.get_float32_matmul_precision() == "medium"  # restored
+    finally:
+        torch.set_float32_matmul_precision(saved)
+
+
 def test_exact_dist2_covers_every_row_when_chunked():
     from fisc.search.backends import exact_dist2
 
@@ -523,6 +594,18 @@ def test_exact_dist2_covers_every_row_when_chunked():
     idx = np.stack([rng.permutation(k) for _ in range(5)])
     expected = np.take_along_axis(brute_dist2(q, r), idx, 1)
     np.testing.assert_allclose(exact_dist2(q, r, idx), expected, rtol=1e-6)
+
+
+def test_exact_pair_dist2_covers_every_pair_when_chunked():
+    from fisc.search.backends import exact_pair_dist2
+
+    rng = np.random.default_rng(4)
+    d = 2000  # chunks of 2,000 pairs: 4,001 pairs make three, the last of one pair
+    q = rng.standard_normal((7, d)).astype(np.float32)
+    r = rng.standard_normal((30, d)).astype(np.float32)
+    qi, ri = rng.integers(0, 7, 4001), rng.integers(0, 30, 4001)
+    expected = brute_dist2(q, r)[qi, ri]
+    np.testing.assert_allclose(exact_pair_dist2(q, r, qi, ri), expected, rtol=1e-6)
 
 
 def test_descriptor_checks_edge_cases():

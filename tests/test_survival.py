@@ -325,12 +325,15 @@ def test_a_killed_launch_s_forked_children_do_not_keep_its_run_dir_locked(tmp_pa
     for the seconds its orphaned workers took to exit)."""
     from fisc.train.lock import RunLock
 
+    # the child prints its PID itself: by then its after-fork hooks have run (the parent
+    # printing it raced them on a loaded machine, and the test saw the lock still held)
     code = (
         "import os, sys, time\nfrom fisc.train.lock import RunLock\n"
         "with RunLock(sys.argv[1]):\n"
         "    child = os.fork()\n"
-        "    if child == 0:\n        time.sleep(120)\n        os._exit(0)\n"
-        "    print(child, flush=True)\n    time.sleep(600)\n"
+        "    if child == 0:\n"
+        "        print(os.getpid(), flush=True)\n        time.sleep(120)\n        os._exit(0)\n"
+        "    time.sleep(600)\n"
     )
     holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT,
                               stdout=subprocess.PIPE, text=True)  # fmt: skip

@@ -67,6 +67,33 @@ def exact_dist2(q: np.ndarray, r: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return out
 
 
+def exact_pair_dist2(q: np.ndarray, r: np.ndarray, qi: np.ndarray, ri: np.ndarray) -> np.ndarray:
+    """``||q_qi[n] − r_ri[n]||²`` of each listed pair, as :func:`exact_dist2` computes it."""
+    out = np.empty(qi.shape[0], np.float32)
+    step = max(1, 4_000_000 // q.shape[1])
+    for s in range(0, qi.shape[0], step):
+        diff = r[ri[s : s + step]].astype(np.float64)
+        diff -= q[qi[s : s + step]]
+        out[s : s + step] = np.einsum("bd,bd->b", diff, diff)
+    return out
+
+
+def float32_error_bound(q: np.ndarray, r: np.ndarray) -> float:
+    """An upper bound on ``|d32 − d|`` for every (query, reference) pair, where ``d`` is the
+    exact squared distance and ``d32`` what a backend ranks with: ``||q||² + ||r||² − 2 q·r``
+    (or the sum of squared differences) evaluated in float32, each sum over ``D`` terms in any
+    order. Each of the three sums errs by at most ``γ = D·u/(1 − D·u)`` times its sum of
+    absolute terms (``u = 2⁻²⁴``), ``2|q·r| ≤ ||q||² + ||r||²``, and the two final additions
+    and the clamp at 0 add a few ``u`` more: ``(2γ + 8u)(||q||² + ||r||²)``; doubled here for
+    margin, with the largest norms of each side."""
+    d = q.shape[1]
+    u = 2.0**-24
+    gamma = (d + 2) * u / (1 - (d + 2) * u)
+    q_max = float(np.einsum("ij,ij->i", q, q, dtype=np.float64).max())
+    r_max = float(np.einsum("ij,ij->i", r, r, dtype=np.float64).max())
+    return 2.0 * (2 * gamma + 8 * u) * (q_max + r_max)
+
+
 def search_knn(
     q, r, k, backend, device, query_tile, ref_tile, refine, show: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:

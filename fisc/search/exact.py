@@ -10,7 +10,10 @@ so that near-duplicates (tiny distances) are not drowned in cancellation error, 
 re-sorted by (distance, reference index).
 
 :func:`global_capped_search` is the leaderboard protocol's search: the ``cap`` closest
-(query, reference) pairs over all queries pooled, exact however unevenly they spread over queries.
+(query, reference) pairs over all queries pooled, exact however unevenly they spread over queries
+and whatever the float32 rounding of the ranking distances (within the bound of
+:func:`~fisc.search.backends.float32_error_bound`, which a test checks against both backends);
+it refines only the pairs that can still be among the ``cap``.
 
 Progress: a search of at least :data:`PROGRESS_MIN_PAIRS` (query, reference) distances shows a
 tqdm bar on stderr, counting (query, reference) pairs (``progress=None``, the default);
@@ -28,7 +31,7 @@ import math
 
 import numpy as np
 
-from fisc.search.backends import search_knn
+from fisc.search.backends import exact_pair_dist2, float32_error_bound, search_knn
 
 BACKENDS = ("auto", "faiss", "torch")
 # searches with at least this many (query, reference) distances show a progress bar by default:
@@ -168,13 +171,20 @@ def global_capped_search(
     """The ``cap`` closest (query, reference) pairs over all queries together.
 
     Returns ``(qi int64, ri int64, dist2 float32)`` sorted by distance, then query index, then
-    reference index. Exact: a query may contribute any number of pairs. Each query starts with
-    ``k0 = oversample · ceil(cap / n_q)`` neighbours (the search costs about the same for any
-    small k, and with ``oversample = 1`` the pool is exactly ``cap`` long so that every query
-    would be searched twice); while a query's k-th distance is within the pool's
-    ``cap``-th smallest distance ``t`` it may own more pairs within the cap, so it is searched
-    again with twice its k. Once no such query remains, every pair left out of the pool is
-    farther than ``t``, hence not among the ``cap`` closest.
+    reference index; distances are float64-refined (as :func:`knn` returns them). Exact: a
+    query may contribute any number of pairs, and the float32 distances the backend ranks with
+    decide nothing closer than their rounding bound ``e``
+    (:func:`~fisc.search.backends.float32_error_bound`).
+
+    Each query starts with ``k0 = oversample · ceil(cap / n_q)`` neighbours (the search costs
+    about the same for any small k; with ``oversample = 1`` the pool is exactly ``cap`` long,
+    so that every query would be searched twice). Let ``t`` be the pool's ``cap``-th smallest
+    float32 distance and ``reach`` a little over ``t + 2e``. While a query's k-th float32
+    distance is within ``reach`` it may own more pairs within the cap, so it is searched again
+    with twice its k. Once none is, every pair left out of the pool, and every pooled pair
+    beyond ``reach``, is farther (exactly, and after rounding to float32) than the ``cap``
+    pooled pairs within ``t``; only the pooled pairs within ``reach`` are refined in float64
+    and sorted.
     """
     if cap < 1:
         raise ValueError(f"cap must be >= 1, got {cap}")
@@ -184,26 +194,28 @@ def global_capped_search(
     backend = _resolve_backend(backend, device)
     n_q, n_r = q.shape[0], r.shape[0]
 
-    def search(rows: np.ndarray | None, k: int):
+    def search(rows: np.ndarray | None, k: int, refine: bool = False):
         sub = q if rows is None else q[rows]
-        return _knn(sub, r, k, backend, device, query_tile, ref_tile, True, progress)
+        return _knn(sub, r, k, backend, device, query_tile, ref_tile, refine, progress)
 
     if cap >= n_q * n_r:  # everything
-        dist, idx = search(None, n_r)
+        dist, idx = search(None, n_r, refine=True)
         qi = np.repeat(np.arange(n_q, dtype=np.int64), n_r)
         return _sorted_pairs(qi, idx.ravel(), dist.ravel(), cap)
 
+    err = float32_error_bound(q, r)
     k0 = min(n_r, oversample * math.ceil(cap / n_q))
     dist, idx = search(None, k0)
     pool_q = np.repeat(np.arange(n_q, dtype=np.int64), k0)
     pool_r, pool_d = idx.ravel(), dist.ravel()
     k_of = np.full(n_q, k0, np.int64)  # current k of each query
-    kth = dist[:, -1].copy()  # its k-th (largest retained) distance
+    kth = dist[:, -1].copy()  # its k-th (largest retained) float32 distance
 
     while True:
         # pool size >= n_q * k0 >= cap here, since cap < n_q * n_r
-        t = np.partition(pool_d, cap - 1)[cap - 1]
-        grow = np.flatnonzero((kth <= t) & (k_of < n_r))
+        t = float(np.partition(pool_d, cap - 1)[cap - 1])
+        reach = _reach(t, err)
+        grow = np.flatnonzero((kth <= reach) & (k_of < n_r))
         if grow.size == 0:
             break
         regrown = np.zeros(n_q, bool)
@@ -221,4 +233,15 @@ def global_capped_search(
             kth[rows] = dist[:, -1]
         pool_q, pool_r, pool_d = (np.concatenate(p) for p in (parts_q, parts_r, parts_d))
 
-    return _sorted_pairs(pool_q, pool_r, pool_d, cap)
+    near = np.flatnonzero(pool_d <= reach)  # holds the cap pooled pairs within t
+    qi, ri = pool_q[near], pool_r[near]
+    return _sorted_pairs(qi, ri, exact_pair_dist2(q, r, qi, ri), cap)
+
+
+def _reach(t: float, err: float) -> float:
+    """``t + 2·err`` and four float32 steps more. A pair whose float32 distance is above it is
+    exactly more than ``t + err + 4 ulp`` away; the ``cap``-th closest pair is exactly within
+    ``t + err`` (``cap`` pooled pairs are within ``t`` in float32), so such a pair is farther,
+    and still farther once both are rounded to float32 (rounding is monotone)."""
+    above = np.float32(t + 2.0 * err)
+    return float(above + 4 * np.spacing(above))

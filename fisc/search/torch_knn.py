@@ -51,6 +51,17 @@ def torch_knn(
     """
     if query_tile < 1 or ref_tile < 1:
         raise ValueError("query_tile and ref_tile must be >= 1")
+    # full float32 products (no TF32/bf16 shortcuts a caller may have enabled): the distances'
+    # rounding must stay within fisc.search.backends.float32_error_bound
+    saved = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        return _torch_knn(q, r, k, device, query_tile, ref_tile, on_tile)
+    finally:
+        torch.set_float32_matmul_precision(saved)
+
+
+def _torch_knn(q, r, k, device, query_tile, ref_tile, on_tile):
     device = torch.device(device)
     n_q, n_r = q.shape[0], r.shape[0]
     k = min(k, n_r)
