@@ -23,11 +23,14 @@ Times are wall seconds of search + μAP (also search alone). Each pipeline's flo
 wall time of the ``2·nq·nr·d`` distance arithmetic itself, done by the BLAS that pipeline calls
 at the problem's own size: every query against every reference as float32 products of
 4,096 x 16,384 blocks into one reused buffer, in a fresh process like the pipelines, best of
-two passes measured before the first pipeline on that BLAS and two after the last (the best of
-the four). The BLAS is torch's for ``fisc-torch`` and the OpenBLAS bundled with faiss (called
-through its ``cblas_sgemm``) for ``official`` and ``fisc-faiss``. The peak rate of each BLAS on
-a 2048 × d by d × 32768 product (best of runs repeated until the best stops improving), and the
-floor it would give, are reported beside it. The row ``auto`` picks on this CPU
+two passes. The BLAS is torch's for ``fisc-torch`` and the OpenBLAS bundled with faiss (called
+through its ``cblas_sgemm``) for ``official`` and ``fisc-faiss``. ``--repeats`` rounds (3):
+in each, every BLAS's floor, then the pipelines on that BLAS (in reverse order every other
+round); a pipeline's ratios to its floor and to ``official`` are taken within a round (the
+machine's speed drifts between minutes), and the table gives their median with the spread
+over the rounds. The peak rate of each BLAS
+on a 2048 × d by d × 32768 product (best of runs repeated until the best stops improving) and
+the floor it would give are reported beside it. The row ``auto`` picks on this CPU
 (:mod:`fisc.search.choose`) is marked.
 """
 
@@ -277,6 +280,35 @@ def blas_of(pipeline: str, rates: dict) -> str:
     return "faiss" if "faiss" in rates else "numpy"
 
 
+def _median(values) -> float:
+    return float(np.median(values))
+
+
+def _summary(p, runs, floors, official, rates, flops, default) -> dict:
+    """One pipeline's row: medians over the rounds, and each round's figures. Ratios are taken
+    within a round (against that round's floor and official run), then their median."""
+    if len({r["micro_ap"] for r in runs}) != 1:
+        sys.exit(f"{p}: μAP differs between rounds: {[r['micro_ap'] for r in runs]}")
+    seconds = [r["seconds"] for r in runs]
+    row = dict(runs[-1], seconds=_median(seconds), seconds_each=seconds,
+               search_seconds=_median([r["search_seconds"] for r in runs]),
+               peak_rss_increase_mib=max(r["peak_rss_increase_mib"] for r in runs))  # fmt: skip
+    row["blas"] = blas_of(p, rates)
+    row["floor_seconds"] = _median(floors)
+    row["floor_seconds_each"] = floors
+    row["floor_ratio_each"] = [t / f for t, f in zip(seconds, floors, strict=True)]
+    row["floor_ratio"] = _median(row["floor_ratio_each"])
+    row["peak_rate_floor_seconds"] = flops / rates[row["blas"]]
+    row["peak_rate_floor_ratio"] = row["seconds"] / row["peak_rate_floor_seconds"]
+    row["cpu_default"] = p == f"fisc-{default}"
+    if official:
+        base = [r["seconds"] for r in official]
+        row["time_ratio_vs_official_each"] = [t / b for t, b in zip(seconds, base, strict=True)]
+        row["time_ratio_vs_official"] = _median(row["time_ratio_vs_official_each"])
+        row["abs_micro_ap_diff_vs_official"] = abs(row["micro_ap"] - official[0]["micro_ap"])
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--nq", type=int, default=20_000)
@@ -284,6 +316,7 @@ def main() -> None:
     ap.add_argument("--d", type=int, default=256)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/search_cpu.json")
     ap.add_argument("--pipelines", nargs="+", default=list(PIPELINES), choices=PIPELINES)
+    ap.add_argument("--repeats", type=int, default=3, help="rounds of every pipeline and floor")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -311,49 +344,42 @@ def main() -> None:
                 sys.exit(f"{job} failed:\n{res.stderr}")
             return json.loads(res.stdout.strip().splitlines()[-1])
 
-        # the sustained floor of each BLAS, just before its first pipeline and after its last
-        uses = [blas_of(p, rates) for p in args.pipelines]
-        for i, (p, blas) in enumerate(zip(args.pipelines, uses, strict=True)):
-            if blas not in uses[:i]:
-                floors[blas] = [run(f"floor-{blas}")["seconds"]]
-                print(f"  floor ({blas} BLAS): {floors[blas][-1]:.2f} s", file=sys.stderr)
-            rows[p] = run(p)
-            print(f"  {p}: {rows[p]['seconds']:.2f} s", file=sys.stderr)
-            if blas not in uses[i + 1 :]:
-                floors[blas].append(run(f"floor-{blas}")["seconds"])
-                print(f"  floor ({blas} BLAS): {floors[blas][-1]:.2f} s", file=sys.stderr)
-    base = rows.get("official")
-    for p, row in rows.items():
-        row["blas"] = blas_of(p, rates)
-        row["floor_seconds"] = min(floors[row["blas"]])
-        row["floor_seconds_each"] = floors[row["blas"]]
-        row["floor_ratio"] = row["seconds"] / row["floor_seconds"]
-        row["peak_rate_floor_seconds"] = flops / rates[row["blas"]]
-        row["peak_rate_floor_ratio"] = row["seconds"] / row["peak_rate_floor_seconds"]
-        row["cpu_default"] = p == f"fisc-{default}"
-        if base:
-            row["time_ratio_vs_official"] = row["seconds"] / base["seconds"]
-            row["abs_micro_ap_diff_vs_official"] = abs(row["micro_ap"] - base["micro_ap"])
+        # rounds: in each, every BLAS's sustained floor just before the pipelines that use it
+        for n in range(args.repeats):
+            for blas in dict.fromkeys(blas_of(p, rates) for p in args.pipelines):
+                floors.setdefault(blas, []).append(run(f"floor-{blas}")["seconds"])
+                print(f"  round {n + 1}: floor ({blas} BLAS) {floors[blas][-1]:.2f} s",
+                      file=sys.stderr)  # fmt: skip
+                same = [p for p in args.pipelines if blas_of(p, rates) == blas]
+                for p in same if n % 2 == 0 else same[::-1]:  # alternate who goes first
+                    rows.setdefault(p, []).append(run(p))
+                    print(f"  round {n + 1}: {p} {rows[p][-1]['seconds']:.2f} s", file=sys.stderr)
+    rows = {p: _summary(p, runs, floors[blas_of(p, rates)], rows.get("official"), rates, flops,
+                        default) for p, runs in rows.items()}  # fmt: skip
 
-    print(f"nq={args.nq} nr={args.nr} d={args.d} cap={10 * args.nq}; float32 matmul peak "
-          + ", ".join(f"{k} {v / 1e9:.1f}" for k, v in rates.items())
-          + " GFLOP/s (best of runs repeated until stable); sustained floor: the whole "
+    print(f"nq={args.nq} nr={args.nr} d={args.d} cap={10 * args.nq}; {args.repeats} rounds; "
+          "float32 matmul peak " + ", ".join(f"{k} {v / 1e9:.1f}" for k, v in rates.items())
+          + " GFLOP/s (best of runs repeated until stable); floor: the whole "
           f"{args.nq:,} x {args.nr:,} product in {FLOOR_BLOCK[0]:,} x {FLOOR_BLOCK[1]:,} blocks, "
-          "best of 2 passes before and 2 after")  # fmt: skip
+          "best of 2 passes, in each round just before the pipelines on that BLAS")  # fmt: skip
     print(f"auto on this CPU -> {default}: {reason}")
-    head = f"{'pipeline':12} {'time s':>8} {'search s':>9} {'peak MiB':>9} {'μAP':>10} "
-    print(head + f"{'|ΔμAP|':>9} {'×official':>9} {'floor s':>8} {'×floor':>7} "
-          f"{'peak-rate floor s':>17} {'×':>5}")  # fmt: skip
+    print("medians over the rounds; ratios taken within each round, [min-max] over the rounds")
+    head = f"{'pipeline':12} {'time s':>8} {'peak MiB':>9} {'μAP':>10} {'|ΔμAP|':>8} "
+    print(head + f"{'×official':>16} {'floor s':>8} {'×floor':>16} {'peak-rate ×':>12}")
     for p, row in rows.items():
         diff = row.get("abs_micro_ap_diff_vs_official", float("nan"))
-        ratio = row.get("time_ratio_vs_official", float("nan"))
-        print(f"{p:12} {row['seconds']:8.2f} {row['search_seconds']:9.2f} "
-              f"{row['peak_rss_increase_mib']:9.0f} {row['micro_ap']:10.7f} {diff:9.1e} "
-              f"{ratio:9.2f} {row['floor_seconds']:8.2f} {row['floor_ratio']:7.2f} "
-              f"{row['peak_rate_floor_seconds']:17.2f} {row['peak_rate_floor_ratio']:5.2f}"
+        vs = row.get("time_ratio_vs_official_each", [float("nan")])
+        fl = row["floor_ratio_each"]
+        vs_median = row.get("time_ratio_vs_official", float("nan"))
+        print(f"{p:12} {row['seconds']:8.2f} {row['peak_rss_increase_mib']:9.0f} "
+              f"{row['micro_ap']:10.7f} {diff:8.1e} "
+              f"{vs_median:5.2f} [{min(vs):.2f}-{max(vs):.2f}] {row['floor_seconds']:8.2f} "
+              f"{row['floor_ratio']:5.2f} [{min(fl):.2f}-{max(fl):.2f}] "
+              f"{row['peak_rate_floor_ratio']:12.2f}"
               + ("  <- auto" if row["cpu_default"] else ""))  # fmt: skip
     result = dict(
-        nq=args.nq, nr=args.nr, d=args.d, cap=10 * args.nq, cpu_count=_cores(),
+        nq=args.nq, nr=args.nr, d=args.d, cap=10 * args.nq, repeats=args.repeats,
+        cpu_count=_cores(),
         load_average_at_start=load0, floor_block=list(FLOOR_BLOCK),
         machine=platform.processor() or platform.machine(), gemm_flops=rates,
         auto=dict(backend=default, reason=reason),
