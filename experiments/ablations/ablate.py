@@ -82,6 +82,11 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "two GPU-feeding settings costs what",
         [*BIG640.split(), "augment.work_side=1"],
     ),
+    "demo640_decode96": (
+        "demo640 with data.decode_min_side=96 only (JPEGs decode at 1/4 scale, edits at the "
+        "decoded size): the other half of the GPU-feeding settings",
+        [*BIG640.split(), "data.decode_min_side=96"],
+    ),
     "lr4x": ("4x the learning rate (1e-3 at batch 64)", [*epochs(BUDGET_STEPS), "optim.lr=4e-3"]),
     "lr_half": ("half the learning rate", [*epochs(BUDGET_STEPS), "optim.lr=5e-4"]),
     "tau0.1_nokoleo": (
@@ -130,7 +135,14 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 
 
 # variants on today's demo recipe at its own budget (no BASE)
-FULL_DEMO = {"demo", "demo_work_side1", "demo640", "demo640_gpufeed", "demo640_work_side1"}
+FULL_DEMO = {
+    "demo",
+    "demo_work_side1",
+    "demo640",
+    "demo640_gpufeed",
+    "demo640_work_side1",
+    "demo640_decode96",
+}
 
 
 def pos_top1(run_dir: Path, last: int = 3) -> float | None:
