@@ -139,26 +139,35 @@ def test_global_cap_ties_and_everything(backend):
     assert as_pairs(qi, ri) == [(i, j) for i in range(3) for j in range(4)]
 
 
+def pair_bounds(q, r):
+    """Each pair's rounding bound, ``c·(‖q‖² + ‖r‖²) + a``."""
+    from fisc.search.backends import float32_error_terms
+
+    c, a = float32_error_terms(q.shape[1])
+    qn, rn = (np.einsum("ij,ij->i", x, x, dtype=np.float64) for x in (q, r))
+    return c * (qn[:, None] + rn[None, :]) + a
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_global_cap_is_exact_whatever_the_float32_rounding_within_its_bound(monkeypatch, seed):
-    """The backend ranks with float32 distances that may be off by up to the rounding bound;
-    the global search must still return the exact ``cap`` closest pairs. Grid points give
-    many exact ties; a stand-in backend perturbs every distance by up to 0.99 x the bound
-    before ranking, so that without the margin tied pairs fall on the wrong side of the
-    cap-th distance, of a query's k-th, or of the refined cut."""
-    from fisc.search.backends import float32_error_bound
-
+    """The backend ranks with float32 distances that may be off by up to each pair's rounding
+    bound; the global search must still return the exact ``cap`` closest pairs. Grid points
+    give many exact ties; a stand-in backend perturbs every distance by up to 0.99 x its bound,
+    afresh at each search, before ranking, so that without the margins tied pairs fall on the
+    wrong side of the cap-th distance, of a query's k-th, or of the refined cut."""
     rng = np.random.default_rng(seed)
     r = rng.integers(0, 3, (60, 4)).astype(np.float32)
     q = np.unique(rng.integers(0, 3, (25, 4)), axis=0).astype(np.float32)  # distinct queries
-    err = float32_error_bound(q, r)
-    assert 1e-5 < err < 1e-3  # integer distances stay far apart: only ties can reorder
-    full = brute_dist2(q, r)
-    noisy = full + rng.uniform(-0.99, 0.99, full.shape) * err
+    full, bound = brute_dist2(q, r), pair_bounds(q, r)
+    assert bound.max() < 1e-2  # integer distances: only ties can reorder
     row_of = {row.tobytes(): i for i, row in enumerate(q)}
+    calls = []
 
-    def fake_knn(qq, rr, k, *args):  # the searched queries' rows of the perturbed distances
-        d = noisy[[row_of[x.tobytes()] for x in qq]]
+    def fake_knn(qq, rr, k, *args):  # the searched queries' rows, perturbed anew each search
+        rows = [row_of[x.tobytes()] for x in qq]
+        noise = np.random.default_rng([seed, len(calls)]).uniform(-0.99, 0.99, (len(rows), 60))
+        calls.append(k)
+        d = full[rows] + noise * bound[rows]
         idx = np.argsort(d, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(d, idx, 1).astype(np.float32), idx
 
@@ -169,6 +178,45 @@ def test_global_cap_is_exact_whatever_the_float32_rounding_within_its_bound(monk
             expected = brute_pairs(q, r, cap)
             assert as_pairs(qi, ri) == [(i, j) for _, i, j in expected], (cap, oversample)
             np.testing.assert_array_equal(dist, [d for d, _, _ in expected])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_global_cap_one_huge_reference_does_not_widen_every_query_s_margin(backend, monkeypatch):
+    """Unit descriptors and one reference 300 times longer: its rounding bound (about 1.5 here,
+    more than the unit vectors' whole distance range) must stay its own. With one margin for
+    every pair, every query was searched again up to all 300 references."""
+    rng = np.random.default_rng(5)
+    r = rng.standard_normal((300, 64)).astype(np.float32)
+    q = rng.standard_normal((30, 64)).astype(np.float32)
+    r /= np.linalg.norm(r, axis=1, keepdims=True)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    r[11] *= 300
+    assert pair_bounds(q, r).max() > 1.0
+    searched, real_knn = [], exact._knn
+
+    def spy(qq, *args):
+        searched.append(len(qq) * args[1])  # (query, neighbour) pairs asked for
+        return real_knn(qq, *args)
+
+    monkeypatch.setattr(exact, "_knn", spy)
+    qi, ri, _ = global_capped_search(q, r, 30, backend=backend)
+    assert as_pairs(qi, ri) == [(i, j) for _, i, j in brute_pairs(q, r, 30)]
+    assert sum(searched) <= 2 * 30 * 4  # the first search (30 x 4) and at most as much again
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_global_cap_is_exact_below_float32_s_normal_range(backend):
+    """Distances of a few subnormal steps: float32 computes one query's as 0 though it is 31
+    steps away, while another's is 8 steps exactly. The bound's absolute part keeps the
+    second, the true closest, in the refined cut."""
+    d = 64
+    r = np.zeros((1, d), np.float32)
+    q = np.full((22, d), 10.0, np.float32)  # 20 far queries ...
+    q[0] = np.float32(np.sqrt(0.49 * 2.0**-149))  # ... exactly 64 x 0.49 = 31.4 steps away
+    q[1] = 0
+    q[1, 0] = np.float32(2.0**-73)  # ... exactly 2^-146 = 8 steps away
+    qi, ri, dist = global_capped_search(q, r, 1, backend=backend)
+    assert qi.tolist() == [1] and dist[0] == np.float32(2.0**-146)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -189,7 +237,7 @@ def test_global_cap_grows_a_query_whose_kth_distance_ties_the_cap(backend, overs
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("n_q", [1, 30])  # faiss: a plain scan below 20 queries, BLAS above
+@pytest.mark.parametrize("n_q", [1, 30])  # one query, and a batch
 def test_knn_exact_duplicate_references_keep_the_lower_indices(backend, n_q):
     """Tie rule, on both backends and any tiling: among references at the same distance, the
     lower index comes first, and when k cuts through a tie the lower indices are retained."""
@@ -547,11 +595,12 @@ def test_global_cap_of_one_and_the_searches_it_takes(monkeypatch):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("d", [8, 256])
-def test_backend_float32_distances_stay_within_the_rounding_bound(backend, d):
+def test_backend_float32_distances_stay_within_the_rounding_bound(backend, d, monkeypatch):
     """The bound the global search relies on holds for both backends' own float32 distances,
-    on data made for cancellation (a large common offset: the norms dwarf the distances)."""
-    from fisc.search.backends import float32_error_bound
-
+    on data made for cancellation (a large common offset: the norms dwarf the distances).
+    faiss is made to take its matrix-product path (it scans differences for small batches)."""
+    faiss = pytest.importorskip("faiss")
+    monkeypatch.setattr(faiss.cvar, "distance_compute_blas_threshold", 0)
     rng = np.random.default_rng(d)
     offset = 30 * rng.standard_normal(d)
     r = (offset + rng.standard_normal((400, d))).astype(np.float32)
@@ -559,41 +608,36 @@ def test_backend_float32_distances_stay_within_the_rounding_bound(backend, d):
     dist, idx = knn(q, r, 400, backend=backend, refine=False)
     error = np.abs(dist - np.take_along_axis(brute_dist2(q, r), idx, 1))
     assert error.max() > 0  # the float32 distances do err here
-    assert error.max() <= float32_error_bound(q, r)
+    assert np.all(error <= np.take_along_axis(pair_bounds(q, r), idx, 1))
 
 
 def test_torch_search_runs_full_float32_products_whatever_the_callers_setting(monkeypatch):
+    """A caller's TF32 / bfloat16 setting is off while the torch search multiplies, and back
+    after it; a setting made with torch's per-backend API does not break the search."""
     torch = pytest.importorskip("torch")
     from fisc.search import torch_knn
 
+    matmuls = [torch.backends.cuda.matmul, torch.backends.mkldnn.matmul]
+    if not all(hasattr(m, "fp32_precision") for m in matmuls):
+        pytest.skip("torch without per-backend float32 precision settings")
     seen, real_addmm = [], torch.addmm
 
     def spy(*args, **kwargs):
-        seen.append(torch.get_float32_matmul_precision())
+        seen.append([m.fp32_precision for m in matmuls])
         return real_addmm(*args, **kwargs)
 
     monkeypatch.setattr(torch_knn.torch, "addmm", spy)
-    saved = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("medium")
+    saved = [m.fp32_precision for m in matmuls]
     try:
+        matmuls[0].fp32_precision, matmuls[1].fp32_precision = "tf32", "bf16"
         q = np.eye(3, 4, dtype=np.float32)
-        torch_knn.torch_knn(q, q, 2)
-        assert seen and set(seen) == {"highest"}
-        assert torch.get_float32_matmul_precision() == "medium"  # restored
+        _, idx = torch_knn.torch_knn(q, q, 2)
+        assert idx[:, 0].tolist() == [0, 1, 2]
+        assert seen and all(s == ["ieee", "ieee"] for s in seen)
+        assert [m.fp32_precision for m in matmuls] == ["tf32", "bf16"]  # restored
     finally:
-        torch.set_float32_matmul_precision(saved)
-
-
-def test_exact_dist2_covers_every_row_when_chunked():
-    from fisc.search.backends import exact_dist2
-
-    rng = np.random.default_rng(2)
-    d, k = 2000, 1000  # k * d = 2e6: chunks of 2 rows
-    q = rng.standard_normal((5, d)).astype(np.float32)
-    r = rng.standard_normal((k, d)).astype(np.float32)
-    idx = np.stack([rng.permutation(k) for _ in range(5)])
-    expected = np.take_along_axis(brute_dist2(q, r), idx, 1)
-    np.testing.assert_allclose(exact_dist2(q, r, idx), expected, rtol=1e-6)
+        for m, value in zip(matmuls, saved, strict=True):
+            m.fp32_precision = value
 
 
 def test_exact_pair_dist2_covers_every_pair_when_chunked():
@@ -615,8 +659,14 @@ def test_descriptor_checks_edge_cases():
     t = torch.ones((2, 3), requires_grad=True)  # a tensor needing grad is detached first
     np.testing.assert_array_equal(check_descriptors(t, "query"), np.ones((2, 3), np.float32))
     np.testing.assert_array_equal(check_descriptors(np.ones((4, 1)), "query"), np.ones((4, 1)))
-    big = np.full((1, 2), 3e38, np.float32)  # finite, although its float32 row sum is not
-    np.testing.assert_array_equal(check_descriptors(big, "query"), big)
+    big = np.full((1, 2), 3e38, np.float32)  # finite, although its float32 row sum is not:
+    with pytest.raises(ValueError, match=r"1 of 1 rows have squared norms above 2.1e\+37"):
+        check_descriptors(big, "query")  # refused for its distances, not as non-finite
+    large = np.full((3, 2), 3e18, np.float32)  # squared norm 1.8e37: distances fit float32
+    np.testing.assert_array_equal(check_descriptors(large, "query"), large)
+    large[1] = 4e18  # 3.2e37
+    with pytest.raises(ValueError, match=r"\(first rows: \[1\]\); scale the descriptors down"):
+        check_descriptors(large, "reference")
     with pytest.raises(ValueError, match="reference descriptors must be numeric, got dtype <U1"):
         check_descriptors(np.array([["a"]]), "reference")
     bad = np.zeros((8, 2))

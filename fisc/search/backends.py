@@ -11,7 +11,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-FAISS_MIN_TILE = 20  # faiss searches fewer queries than this without BLAS: kept in a full tile
+# a last query tile shorter than this joins the one before: faiss scans small batches without
+# BLAS (below 20 queries in older versions; below n_q·d = 128,000 in faiss 1.15)
+FAISS_MIN_TILE = 20
 
 
 def query_tiles(n_q: int, tile: int, min_tile: int = 1) -> list[tuple[int, int]]:
@@ -78,20 +80,28 @@ def exact_pair_dist2(q: np.ndarray, r: np.ndarray, qi: np.ndarray, ri: np.ndarra
     return out
 
 
-def float32_error_bound(q: np.ndarray, r: np.ndarray) -> float:
-    """An upper bound on ``|d32 − d|`` for every (query, reference) pair, where ``d`` is the
-    exact squared distance and ``d32`` what a backend ranks with: ``||q||² + ||r||² − 2 q·r``
-    (or the sum of squared differences) evaluated in float32, each sum over ``D`` terms in any
-    order. Each of the three sums errs by at most ``γ = D·u/(1 − D·u)`` times its sum of
-    absolute terms (``u = 2⁻²⁴``), ``2|q·r| ≤ ||q||² + ||r||²``, and the two final additions
-    and the clamp at 0 add a few ``u`` more: ``(2γ + 8u)(||q||² + ||r||²)``; doubled here for
-    margin, with the largest norms of each side."""
-    d = q.shape[1]
+def float32_error_terms(d: int) -> tuple[float, float]:
+    """``(c, a)`` such that ``|d32 − d| ≤ c·(‖q‖² + ‖r‖²) + a`` for any pair of
+    ``d``-dimensional float32 vectors, where ``d`` is their exact squared distance and ``d32``
+    what either backend ranks with: ``‖q‖² + ‖r‖² − 2 q·r`` or the sum of squared differences,
+    evaluated in float32 (sums of ``d`` terms in any order, with or without fused multiply-add
+    or the norm folded into the product's accumulation; clamped at 0, which only shrinks the
+    error).
+
+    Relative part (``Q = ‖q‖²``, ``R = ‖r‖²``, ``u = 2⁻²⁴``): a float32 sum of ``n`` terms errs
+    by at most ``γ_n = n·u/(1 − n·u)`` times the sum of its absolute terms. The two norms err by
+    at most ``γ_d (Q + R)``; the product ``2 q·r`` by ``2γ_(d+2) Σ|q_k r_k| ≤ γ_(d+2) (Q + R)``
+    (``d + 2`` terms: a norm folded into the accumulation); the two final additions by ``u``
+    times intermediates of at most about ``2(Q + R)`` each. The sum of squared differences errs
+    by at most ``(γ_d + 3u) Σ(q_k − r_k)² ≤ (γ_d + 3u)·2(Q + R)``. Both are within
+    ``(2γ_(d+2) + 8u)(Q + R)``.
+    Absolute part, for results below float32's normal range (rounded to subnormals, or flushed
+    to zero, inputs included): at most ``2⁻¹²⁶`` per operation, ``8d + 8`` operations.
+    Both doubled for margin. Values whose squares overflow float32 are refused before
+    (:func:`fisc.search.exact.check_descriptors`)."""
     u = 2.0**-24
     gamma = (d + 2) * u / (1 - (d + 2) * u)
-    q_max = float(np.einsum("ij,ij->i", q, q, dtype=np.float64).max())
-    r_max = float(np.einsum("ij,ij->i", r, r, dtype=np.float64).max())
-    return 2.0 * (2 * gamma + 8 * u) * (q_max + r_max)
+    return 2.0 * (2 * gamma + 8 * u), 2.0 * (8 * d + 8) * 2.0**-126
 
 
 def search_knn(

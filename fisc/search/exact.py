@@ -12,8 +12,8 @@ re-sorted by (distance, reference index).
 :func:`global_capped_search` is the leaderboard protocol's search: the ``cap`` closest
 (query, reference) pairs over all queries pooled, exact however unevenly they spread over queries
 and whatever the float32 rounding of the ranking distances (within the bound of
-:func:`~fisc.search.backends.float32_error_bound`, which a test checks against both backends);
-it refines only the pairs that can still be among the ``cap``.
+:func:`~fisc.search.backends.float32_error_terms`, which a test checks against both backends'
+CPU searches); it refines only the pairs that can still be among the ``cap``.
 
 Progress: a search of at least :data:`PROGRESS_MIN_PAIRS` (query, reference) distances shows a
 tqdm bar on stderr, counting (query, reference) pairs (``progress=None``, the default);
@@ -31,12 +31,14 @@ import math
 
 import numpy as np
 
-from fisc.search.backends import exact_pair_dist2, float32_error_bound, search_knn
+from fisc.search.backends import exact_pair_dist2, float32_error_terms, search_knn
 
 BACKENDS = ("auto", "faiss", "torch")
 # searches with at least this many (query, reference) distances show a progress bar by default:
 # about 1,000 x 100,000 (a second or more on a laptop CPU at 256 dims)
 PROGRESS_MIN_PAIRS = 100_000_000
+# a squared distance is at most 2 (‖q‖² + ‖r‖²): below 2^126 float32 holds it (max ~2^128)
+SQUARED_NORM_MAX = 2.0**124
 
 
 def check_descriptors(x, name: str) -> np.ndarray:
@@ -57,6 +59,14 @@ def check_descriptors(x, name: str) -> np.ndarray:
         raise ValueError(
             f"{name} descriptors: {rows.size} of {x.shape[0]} rows have non-finite "
             f"values (first rows: {rows[:5].tolist()})"
+        )
+    huge = np.einsum("ij,ij->i", x, x, dtype=np.float64) > SQUARED_NORM_MAX
+    if huge.any():
+        rows = np.flatnonzero(huge)
+        raise ValueError(
+            f"{name} descriptors: {rows.size} of {x.shape[0]} rows have squared norms above "
+            f"{SQUARED_NORM_MAX:.1e}, where float32 distances overflow (first rows: "
+            f"{rows[:5].tolist()}); scale the descriptors down"
         )
     return x
 
@@ -173,18 +183,21 @@ def global_capped_search(
     Returns ``(qi int64, ri int64, dist2 float32)`` sorted by distance, then query index, then
     reference index; distances are float64-refined (as :func:`knn` returns them). Exact: a
     query may contribute any number of pairs, and the float32 distances the backend ranks with
-    decide nothing closer than their rounding bound ``e``
-    (:func:`~fisc.search.backends.float32_error_bound`).
+    decide nothing that their rounding could change
+    (:func:`~fisc.search.backends.float32_error_terms`).
 
     Each query starts with ``k0 = oversample · ceil(cap / n_q)`` neighbours (the search costs
-    about the same for any small k; with ``oversample = 1`` the pool is exactly ``cap`` long,
-    so that every query would be searched twice). Let ``t`` be the pool's ``cap``-th smallest
-    float32 distance and ``reach`` a little over ``t + 2e``. While a query's k-th float32
-    distance is within ``reach`` it may own more pairs within the cap, so it is searched again
-    with twice its k. Once none is, every pair left out of the pool, and every pooled pair
-    beyond ``reach``, is farther (exactly, and after rounding to float32) than the ``cap``
-    pooled pairs within ``t``; only the pooled pairs within ``reach`` are refined in float64
-    and sorted.
+    about the same for any small k; with ``oversample = 1`` the pool is about ``cap`` long, so
+    that most queries would be searched twice). Every pooled pair's float32 distance gives an
+    upper and a lower bound on its exact distance (its own norms in the rounding bound), and a
+    query's k-th float32 distance a lower bound on every pair it has not pooled (with
+    ``‖r‖² ≤ 2‖q‖² + 2‖q − r‖²``, so that no reference's norm, however large, widens every
+    query's margin). Let ``T`` be the ``cap``-th smallest upper bound in the pool: the ``cap``
+    closest pairs are all exactly within ``T``. While a query's unpooled pairs may be within
+    ``T`` (plus a few float32 steps: see :func:`_beyond`), it is searched again with twice its
+    k. Once none is, only the pooled pairs whose lower bound is within that limit can be among
+    the ``cap``, or tie with the last of them after rounding to float32; they alone are refined
+    in float64 and sorted.
     """
     if cap < 1:
         raise ValueError(f"cap must be >= 1, got {cap}")
@@ -203,7 +216,10 @@ def global_capped_search(
         qi = np.repeat(np.arange(n_q, dtype=np.int64), n_r)
         return _sorted_pairs(qi, idx.ravel(), dist.ravel(), cap)
 
-    err = float32_error_bound(q, r)
+    c, a = float32_error_terms(q.shape[1])
+    q_norm = np.einsum("ij,ij->i", q, q, dtype=np.float64)
+    r_norm = np.einsum("ij,ij->i", r, r, dtype=np.float64)
+    r_max = float(r_norm.max())
     k0 = min(n_r, oversample * math.ceil(cap / n_q))
     dist, idx = search(None, k0)
     pool_q = np.repeat(np.arange(n_q, dtype=np.int64), k0)
@@ -211,11 +227,21 @@ def global_capped_search(
     k_of = np.full(n_q, k0, np.int64)  # current k of each query
     kth = dist[:, -1].copy()  # its k-th (largest retained) float32 distance
 
+    def unpooled_lower() -> np.ndarray:
+        """Per query, a lower bound on the exact distance of every pair it has not pooled
+        (their float32 distances are at least its k-th): the better of the two bounds, with
+        the largest reference norm and with ``‖r‖² ≤ 2‖q‖² + 2 d``."""
+        k64 = kth.astype(np.float64)
+        with_max = k64 - c * (q_norm + r_max) - a
+        with_d = (k64 - 3 * c * q_norm - a) / (1 + 2 * c)
+        return np.maximum(with_max, with_d)
+
     while True:
         # pool size >= n_q * k0 >= cap here, since cap < n_q * n_r
-        t = float(np.partition(pool_d, cap - 1)[cap - 1])
-        reach = _reach(t, err)
-        grow = np.flatnonzero((kth <= reach) & (k_of < n_r))
+        slack = c * (q_norm[pool_q] + r_norm[pool_r]) + a
+        upper = pool_d + slack
+        limit = _beyond(float(np.partition(upper, cap - 1)[cap - 1]))
+        grow = np.flatnonzero((unpooled_lower() <= limit) & (k_of < n_r))
         if grow.size == 0:
             break
         regrown = np.zeros(n_q, bool)
@@ -233,15 +259,16 @@ def global_capped_search(
             kth[rows] = dist[:, -1]
         pool_q, pool_r, pool_d = (np.concatenate(p) for p in (parts_q, parts_r, parts_d))
 
-    near = np.flatnonzero(pool_d <= reach)  # holds the cap pooled pairs within t
+    near = np.flatnonzero(pool_d - slack <= limit)  # holds the cap pairs with upper <= T
     qi, ri = pool_q[near], pool_r[near]
     return _sorted_pairs(qi, ri, exact_pair_dist2(q, r, qi, ri), cap)
 
 
-def _reach(t: float, err: float) -> float:
-    """``t + 2·err`` and four float32 steps more. A pair whose float32 distance is above it is
-    exactly more than ``t + err + 4 ulp`` away; the ``cap``-th closest pair is exactly within
-    ``t + err`` (``cap`` pooled pairs are within ``t`` in float32), so such a pair is farther,
-    and still farther once both are rounded to float32 (rounding is monotone)."""
-    above = np.float32(t + 2.0 * err)
-    return float(above + 4 * np.spacing(above))
+def _beyond(upper: float) -> float:
+    """A limit past ``upper`` such that any exact distance above it rounds to a float32 value
+    above every exact distance up to ``upper``: 2⁻²¹ relative (more than two float32 steps for
+    a normal value, which also covers the float64 arithmetic of the bounds) and four steps of
+    the smallest subnormal (2⁻¹⁴⁹) for values at the bottom of the range. The ``cap``-th
+    closest pair is exactly within ``upper``; a pair exactly beyond the limit comes after it
+    in float32 too, not tied with it."""
+    return upper * (1 + 2.0**-21) + 4 * 2.0**-149
