@@ -35,3 +35,26 @@ def test_deterministic_kernels_set_and_restore():
             assert torch.are_deterministic_algorithms_enabled() == before[0]
     finally:
         torch.set_float32_matmul_precision(before[2])
+
+
+def test_deterministic_kernels_with_per_backend_precision_settings():
+    """A caller that set TF32 through torch's per-backend API (reading the old global setting
+    then raises): the block still runs, in full float32, and the setting is restored."""
+    import pytest
+    import torch
+
+    from fisc.determinism import deterministic_kernels
+
+    matmuls = [torch.backends.cuda.matmul, torch.backends.mkldnn.matmul]
+    if not all(hasattr(m, "fp32_precision") for m in matmuls):
+        pytest.skip("torch without per-backend float32 precision settings")
+    saved = [m.fp32_precision for m in matmuls]
+    try:
+        matmuls[0].fp32_precision = "tf32"
+        with deterministic_kernels():
+            assert [m.fp32_precision for m in matmuls] == ["ieee", "ieee"]
+            assert torch.are_deterministic_algorithms_enabled()
+        assert [m.fp32_precision for m in matmuls] == ["tf32", saved[1]]
+    finally:
+        for m, value in zip(matmuls, saved, strict=True):
+            m.fp32_precision = value

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import contextmanager
 
 import numpy as np
 import torch
+
+from fisc.determinism import full_float32_products
 
 
 def _k_smallest(d: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,36 +55,6 @@ def torch_knn(
         raise ValueError("query_tile and ref_tile must be >= 1")
     with full_float32_products():
         return _torch_knn(q, r, k, device, query_tile, ref_tile, on_tile)
-
-
-@contextmanager
-def full_float32_products():
-    """Float32 matrix products in full float32 (no TF32 or bfloat16 shortcut that a caller may
-    have enabled) inside the block, the caller's settings restored after it: the distances'
-    rounding must stay within :func:`fisc.search.backends.float32_error_terms`. Torch builds
-    with the per-backend settings (``torch.backends.<cuda|mkldnn>.matmul.fp32_precision``) are
-    set there, since reading the older global setting raises once a caller has used them."""
-    per_backend = [
-        m
-        for m in (torch.backends.cuda.matmul, getattr(torch.backends.mkldnn, "matmul", None))
-        if hasattr(m, "fp32_precision")
-    ]
-    if per_backend:
-        saved = [m.fp32_precision for m in per_backend]
-        try:
-            for m in per_backend:
-                m.fp32_precision = "ieee"
-            yield
-        finally:
-            for m, value in zip(per_backend, saved, strict=True):
-                m.fp32_precision = value
-        return
-    saved = torch.get_float32_matmul_precision()  # older torch: one global setting
-    torch.set_float32_matmul_precision("highest")
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(saved)
 
 
 def _torch_knn(q, r, k, device, query_tile, ref_tile, on_tile):
