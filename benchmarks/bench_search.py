@@ -37,6 +37,7 @@ the floor it would give are reported beside it. The row ``auto`` picks on this C
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -208,10 +209,27 @@ def _best_until_stable(fn, min_runs: int = 5, max_runs: int = 40, patience: int 
     return best
 
 
+def _product(blas: str, d: int):
+    """``product(a, b, c)``: ``c[:len(a), :len(b)] = a · bᵀ`` in float32 by ``blas``
+    (``faiss``: the OpenBLAS bundled with faiss, through its ``cblas_sgemm``; ``torch``;
+    ``numpy``), for row-major numpy arrays of ``d`` columns and a C-contiguous buffer ``c``."""
+    if blas == "faiss":
+        sgemm = _faiss_sgemm()
+        return lambda a, b, c: sgemm(101, 111, 112, len(a), len(b), d, 1.0, a.ctypes.data, d,
+                                     b.ctypes.data, d, 0.0, c.ctypes.data, c.shape[1])  # fmt: skip
+    if blas == "torch":
+        import torch
+
+        return lambda a, b, c: torch.mm(torch.from_numpy(a), torch.from_numpy(b).T,
+                                        out=torch.from_numpy(c)[: len(a), : len(b)])  # fmt: skip
+    return lambda a, b, c: np.matmul(a, b.T, out=c[: len(a), : len(b)])
+
+
 def gemm_rate(d: int, threads: int) -> dict:
     """float32 multiply rate (FLOP/s) of each BLAS the pipelines use, on a 2048 x d by
-    d x 32768 product (the shape of one distance block): torch's (``fisc-torch``) and the one
-    bundled with faiss (``official``, ``fisc-faiss``), numpy's for reference."""
+    d x 32768 product (the shape of one distance block) into one buffer: torch's
+    (``fisc-torch``) and the one bundled with faiss (``official``, ``fisc-faiss``), numpy's for
+    reference."""
     import torch
 
     torch.set_num_threads(threads)
@@ -219,12 +237,8 @@ def gemm_rate(d: int, threads: int) -> dict:
     a = np.random.default_rng(1).standard_normal((m, d), dtype=np.float32)
     b = np.random.default_rng(2).standard_normal((n, d), dtype=np.float32)
     c = np.empty((m, n), np.float32)
-    a_t, b_t = torch.from_numpy(a), torch.from_numpy(b)
-    runs = {"numpy": lambda: a @ b.T, "torch": lambda: a_t @ b_t.T}
-    sgemm = _faiss_sgemm()
-    if sgemm is not None:  # row-major, C = A · Bᵀ
-        runs["faiss"] = lambda: sgemm(101, 111, 112, m, n, d, 1.0, a.ctypes.data, d,
-                                      b.ctypes.data, d, 0.0, c.ctypes.data, n)  # fmt: skip
+    names = ["numpy", "torch"] + (["faiss"] if _faiss_sgemm() is not None else [])
+    runs = {name: functools.partial(_product(name, d), a, b, c) for name in names}
     return {name: 2 * m * n * d / _best_until_stable(fn) for name, fn in runs.items()}
 
 
@@ -233,31 +247,15 @@ FLOOR_BLOCK = (4096, 16384)  # queries x references per product of the sustained
 
 def sustained_floor(blas: str, data: Path, passes: int = 2) -> float:
     """Best wall seconds, over ``passes``, of every query times every reference by ``blas``
-    (``faiss``: the OpenBLAS bundled with faiss; ``torch``; ``numpy``) in float32 blocks of
-    :data:`FLOOR_BLOCK` into one reused buffer: the distance arithmetic of the whole search
-    at this machine's sustained rate."""
+    (:func:`_product`) in float32 blocks of :data:`FLOOR_BLOCK` into one reused buffer: the
+    distance arithmetic of the whole search at this machine's sustained rate."""
     import torch
 
     q, r = (np.load(data / f"{n}.npy") for n in ("q", "r"))
     torch.set_num_threads(_cores())
     bq, br = FLOOR_BLOCK
-    d = q.shape[1]
     out = np.empty((bq, br), np.float32)
-    if blas == "faiss":
-        sgemm = _faiss_sgemm()
-
-        def product(a, b, c):  # row-major C = A · Bᵀ, leading dimension of C: br
-            sgemm(101, 111, 112, len(a), len(b), d, 1.0, a.ctypes.data, d, b.ctypes.data, d,
-                  0.0, c.ctypes.data, br)  # fmt: skip
-    elif blas == "torch":
-        q, r, out = torch.from_numpy(q), torch.from_numpy(r), torch.from_numpy(out)
-
-        def product(a, b, c):
-            torch.mm(a, b.T, out=c[: len(a), : len(b)])
-    else:
-
-        def product(a, b, c):
-            np.matmul(a, b.T, out=c[: len(a), : len(b)])
+    product = _product(blas, q.shape[1])
 
     def one_pass():
         for i in range(0, len(q), bq):

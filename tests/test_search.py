@@ -640,6 +640,18 @@ def test_torch_search_runs_full_float32_products_whatever_the_callers_setting(mo
             m.fp32_precision = value
 
 
+def test_exact_dist2_covers_every_row_when_chunked():
+    from fisc.search.backends import exact_dist2
+
+    rng = np.random.default_rng(2)
+    d, k = 2000, 1000  # k * d = 2e6: chunks of 2 rows
+    q = rng.standard_normal((5, d)).astype(np.float32)
+    r = rng.standard_normal((k, d)).astype(np.float32)
+    idx = np.stack([rng.permutation(k) for _ in range(5)])
+    expected = np.take_along_axis(brute_dist2(q, r), idx, 1)
+    np.testing.assert_allclose(exact_dist2(q, r, idx), expected, rtol=1e-6)
+
+
 def test_exact_pair_dist2_covers_every_pair_when_chunked():
     from fisc.search.backends import exact_pair_dist2
 

@@ -58,19 +58,16 @@ def faiss_knn(
 
 
 def exact_dist2(q: np.ndarray, r: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """``||q_i − r_idx[i,j]||²`` from explicit float64 differences, in bounded chunks."""
+    """``||q_i − r_idx[i,j]||²`` from explicit float64 differences (:func:`exact_pair_dist2`
+    of every (row, neighbour) pair)."""
     n, k = idx.shape
-    out = np.empty((n, k), np.float32)
-    step = max(1, 4_000_000 // max(1, k * q.shape[1]))
-    for s in range(0, n, step):
-        diff = r[idx[s : s + step]].astype(np.float64)
-        diff -= q[s : s + step, None, :]
-        out[s : s + step] = np.einsum("bkd,bkd->bk", diff, diff)
-    return out
+    rows = np.repeat(np.arange(n, dtype=np.int64), k)
+    return exact_pair_dist2(q, r, rows, idx.ravel()).reshape(n, k)
 
 
 def exact_pair_dist2(q: np.ndarray, r: np.ndarray, qi: np.ndarray, ri: np.ndarray) -> np.ndarray:
-    """``||q_qi[n] − r_ri[n]||²`` of each listed pair, as :func:`exact_dist2` computes it."""
+    """``||q_qi[n] − r_ri[n]||²`` of each listed pair from explicit float64 differences, in
+    chunks of at most 4 million differences."""
     out = np.empty(qi.shape[0], np.float32)
     step = max(1, 4_000_000 // q.shape[1])
     for s in range(0, qi.shape[0], step):

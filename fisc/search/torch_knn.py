@@ -32,6 +32,7 @@ def _k_smallest(d: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
+@full_float32_products()  # no TF32/bf16 products a caller may have enabled: see its docstring
 def torch_knn(
     q: np.ndarray,
     r: np.ndarray,
@@ -53,11 +54,6 @@ def torch_knn(
     """
     if query_tile < 1 or ref_tile < 1:
         raise ValueError("query_tile and ref_tile must be >= 1")
-    with full_float32_products():
-        return _torch_knn(q, r, k, device, query_tile, ref_tile, on_tile)
-
-
-def _torch_knn(q, r, k, device, query_tile, ref_tile, on_tile):
     device = torch.device(device)
     n_q, n_r = q.shape[0], r.shape[0]
     k = min(k, n_r)
