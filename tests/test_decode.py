@@ -125,12 +125,19 @@ def _jpeg_cases(tmp_path) -> dict[str, tuple]:
     return out
 
 
+@pytest.mark.parametrize("opencv_rgb", [True, False], ids=["rgb-decode", "bgr-decode"])
 @pytest.mark.parametrize("min_side", [None, 40, 80, 100, 166, 167])
-def test_load_rgb_array_equals_load_rgb(tmp_path, monkeypatch, min_side):
+def test_load_rgb_array_equals_load_rgb(tmp_path, monkeypatch, min_side, opencv_rgb):
     """Pixel for pixel the array of Pillow's path, at every decode scale (333 px short side:
     1/8 at 40, 1/4 at 80, 1/2 at 100 and 166, full at 167), with OpenCV decoding exactly the
-    RGB JPEGs without an EXIF rotation and Pillow the rest."""
+    RGB JPEGs without an EXIF rotation and Pillow the rest; both with OpenCV writing RGB
+    itself and, as OpenCV before 4.11 must, BGR swapped afterwards."""
     import fisc.data.decode as decode
+
+    if not opencv_rgb:
+        monkeypatch.setattr(decode, "_IMREAD_RGB", None)
+    elif decode._IMREAD_RGB is None:
+        pytest.skip("this OpenCV has no IMREAD_COLOR_RGB")
 
     calls = {"imdecode": 0, "pillow": 0}
 

@@ -231,6 +231,23 @@ def test_chain_lengths_cover_min_to_max(lo, hi):
     assert all(len(set(r)) == len(r) for r in runs)
 
 
+def test_a_chain_follows_weights_changed_after_it_was_built():
+    """The stage keeps its draw probabilities between calls; an op's ``p`` changed after
+    the stage was built counts from the next call on."""
+    from fisc.augment.pipeline import Stage
+
+    log = []
+    a, b = _Tag("a", log, p=1.0), _Tag("b", log, p=0.0)
+    stage = Stage([a, b], (1, 1), random_order=False)
+    assert {tuple(r) for r in _runs(stage, log, n=30)} == {("a",)}
+    a.p, b.p = 0.0, 2.0
+    log.clear()
+    assert {tuple(r) for r in _runs(stage, log, n=30)} == {("b",)}
+    a.p = 2.0  # now equal weights: both occur
+    log.clear()
+    assert {tuple(r) for r in _runs(stage, log, n=60)} == {("a",), ("b",)}
+
+
 @pytest.mark.parametrize("select", [(2, 2), None])
 def test_random_order_shuffles_and_fixed_order_does_not(select):
     """``order: random``: both orders of a 2-op stage occur (chain or every op); ``fixed``:

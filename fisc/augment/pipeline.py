@@ -74,6 +74,17 @@ class Stage:
     def needs_other(self) -> bool:
         return any(op.needs_other for op in self.ops)
 
+    def _chain_weights(self) -> tuple[np.ndarray, int]:
+        """The chain's draw probabilities (the ops' ``p``, normalised) and how many are
+        positive; worked out again only when an op's ``p`` has changed."""
+        ps = tuple(op.p for op in self.ops)
+        cached = self.__dict__.get("_weights")
+        if cached is None or cached[0] != ps:
+            weights = np.array(ps, dtype=np.float64)
+            cached = (ps, weights / weights.sum(), int((weights > 0).sum()))
+            self.__dict__["_weights"] = cached
+        return cached[1], cached[2]
+
     def __call__(
         self, img: np.ndarray, rng: np.random.Generator, other: OtherProvider | None
     ) -> np.ndarray:
@@ -82,10 +93,10 @@ class Stage:
             for i in order:
                 img = self.ops[i](img, rng, other)
             return img
-        weights = np.array([op.p for op in self.ops], dtype=np.float64)
+        p, positive = self._chain_weights()
         k = int(rng.integers(self.select[0], self.select[1] + 1))
-        k = min(k, int((weights > 0).sum()))
-        chosen = rng.choice(len(self.ops), size=k, replace=False, p=weights / weights.sum())
+        k = min(k, positive)
+        chosen = rng.choice(len(self.ops), size=k, replace=False, p=p)
         if not self.random_order:
             chosen = np.sort(chosen)
         for i in chosen:

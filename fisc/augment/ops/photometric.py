@@ -15,6 +15,7 @@ import numpy as np
 
 from fisc.augment.ops.base import Op, OpConfigError, Param, register
 from fisc.augment.ops.geometric import bounded, random_color
+from fisc.data.decode import cv2_decode_rgb
 
 _LUMA = np.array([0.299, 0.587, 0.114])  # OpenCV's RGB -> gray weights
 _EYE = np.eye(3)
@@ -151,8 +152,7 @@ class Jpeg(Op):
         ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, q])
         if not ok:  # pragma: no cover - libjpeg does not fail on uint8 RGB
             raise RuntimeError("JPEG encoding failed")
-        out = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-        return cv2.cvtColor(out, cv2.COLOR_BGR2RGB, dst=out)
+        return cv2_decode_rgb(buf)
 
 
 @register
