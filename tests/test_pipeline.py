@@ -11,9 +11,9 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
 from fisc.augment.gpu import build_gpu_pipeline
-from fisc.augment.ops import OpConfigError
+from fisc.augment.ops import OpConfigError, build_op
 from fisc.augment.ops.geometric import resize_to
-from fisc.augment.pipeline import AugmentConfig, shrink_to_short_side
+from fisc.augment.pipeline import AugmentConfig, Stage, View, ViewPipeline, shrink_to_short_side
 from fisc.data.datasets import TwoViewDataset
 from fisc.data.disc21 import Disc21
 from fisc.train.config import ConfigError, check_config
@@ -66,6 +66,39 @@ def test_pipeline_views_are_reproducible_and_sized(name, tiny_minidisc):
     a3, _, seeds3, _ = ds[3]
     assert not torch.equal(seeds, seeds3)  # a new epoch draws new edits
     assert seeds[0] != seeds[1]  # the two views differ in their randomness
+
+
+@pytest.mark.parametrize(
+    "work_sides,min_side,expected",
+    [
+        ((1.0, 1.0), 96, 48),  # both views at 48 px: pasted images decode down to 48
+        ((1.0, 3.0), 96, 96),  # the larger working side (144) is above the data's 96
+        ((1.0, None), 96, 96),  # one view at full resolution: as the data set decodes
+        ((1.0, 1.0), None, None),  # decode_min_side 0: everything in full
+    ],
+)
+def test_pasted_images_decode_at_the_working_size(
+    tiny_minidisc, monkeypatch, work_sides, min_side, expected
+):
+    """With ``augment.work_side`` set for both views, the other images that paste ops draw
+    decode down to the working size; the item's own image as the data set says."""
+    import fisc.data.datasets as datasets
+
+    images = Disc21(tiny_minidisc).images("training")
+    views = [
+        ViewPipeline(View([Stage([build_op("paste_onto", {"p": 1.0})], None, False)]), 48, w)
+        for w in work_sides
+    ]
+    ds = TwoViewDataset(images, views, seed=3, min_side=min_side)
+    asked = []
+
+    def recording(path, min_side=None):
+        asked.append(min_side)
+        return np.full((60, 80, 3), 128, np.uint8)
+
+    monkeypatch.setattr(datasets, "load_rgb_array", recording)
+    ds[0]
+    assert asked == [min_side, expected, expected]  # the item, then one paste per view
 
 
 def test_an_item_is_its_views_pixels_channel_first(tiny_minidisc):
@@ -175,10 +208,10 @@ def test_work_side_shrinks_after_the_first_stage_only():
         stage.ops = [Recorder(op) for op in stage.ops]
     out, _ = view(img, np.random.default_rng(0))
     assert seen == [(90, 120), (48, 64)]  # 90 x 120 -> shorter side 1.5 x 32 = 48
-    area = cv2.INTER_AREA
-    expected = cv2.resize(  # 1.875x: bilinear; the final resize to the view is area
-        cv2.resize(img, (64, 48), interpolation=cv2.INTER_LINEAR), (32, 32), interpolation=area
-    )
+    area, linear = cv2.INTER_AREA, cv2.INTER_LINEAR
+    # 1.875x: bilinear; the final resize to the view resamples as the shrink does: 64 x 48
+    # -> 32 x 32 is under 2x on the short side, so bilinear (area with work_side unset)
+    expected = cv2.resize(cv2.resize(img, (64, 48), interpolation=linear), (32, 32))
     assert np.array_equal(out, expected)
     # tall images keep their aspect too; images already small enough are left alone
     assert shrink_to_short_side(img.transpose(1, 0, 2).copy(), 48).shape == (64, 48, 3)

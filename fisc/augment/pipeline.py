@@ -145,8 +145,11 @@ class ViewPipeline:
     ``work_side``: after the view's first stage (its crop), an image whose shorter side exceeds
     ``work_side x size`` is downscaled, aspect kept, to that shorter side, so the later stages
     edit about as many pixels as the view ends with rather than the source's (a 615 x 460 px
-    photo edited for a 224 px view: 4.2x fewer pixels at ``work_side=1``). None: the stages
-    run at the source's resolution."""
+    photo edited for a 224 px view: 4.2x fewer pixels at ``work_side=1``), and the result is
+    brought to ``size x size`` as the shrink resamples (:func:`resize_to`: 0.05-0.15 ms
+    instead of OpenCV's general area interpolation's 0.5-1.2 ms at 224 px); the training set
+    then also decodes the images that ops paste in at the working size. None: the stages run
+    at the source's resolution and the view is made by area interpolation."""
 
     def __init__(self, view: View, size: int, work_side: float | None = None):
         self.view = view
@@ -164,7 +167,9 @@ class ViewPipeline:
             img = stage(img, rng, other)
             if k == 0 and self.work_side is not None:
                 img = shrink_to_short_side(img, round(self.work_side * self.size))
-        if img.shape[:2] != (self.size, self.size):
+        if img.shape[:2] != (self.size, self.size) and self.work_side is not None:
+            img = resize_to(img, self.size, self.size)
+        elif img.shape[:2] != (self.size, self.size):
             img = cv2.resize(
                 img,
                 (self.size, self.size),

@@ -60,19 +60,28 @@ class TwoViewDataset(Dataset):
         self.skip_log = Path(skip_log) if skip_log is not None else None
         self._logged: set[int] = set()  # this process's skips already in skip_log
         self.min_side = min_side  # JPEGs may decode at reduced scale down to this short side
+        # when every view edits at a working size (augment.work_side), the other images that
+        # ops paste in (paste_onto, overlay_image) decode down to the largest of them too
+        work = [getattr(v, "work_side", None) for v in self.views]
+        self.other_min_side = (
+            min(min_side, max(round(w * v.size) for w, v in zip(work, self.views, strict=True)))
+            if min_side and None not in work
+            else min_side
+        )
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def load(self, index: int) -> tuple[int, np.ndarray]:
-        """``(index, pixels)`` of image ``index``; with ``skip_log`` set, an undecodable image
+    def load(self, index: int, min_side: int | None = None) -> tuple[int, np.ndarray]:
+        """``(index, pixels)`` of image ``index`` (JPEGs decoded down to ``min_side``, by
+        default the data set's); with ``skip_log`` set, an undecodable image
         is recorded there (``path<TAB>reason`` lines, appended by every worker) and replaced
         by the next decodable one in id order, the same whichever worker meets it."""
         n = len(self.images)
         for k in range(n):
             i = (index + k) % n
             try:
-                return i, load_rgb_array(self.images.paths[i], min_side=self.min_side)
+                return i, load_rgb_array(self.images.paths[i], min_side=min_side or self.min_side)
             except ImageDecodeError as e:
                 if self.skip_log is None:
                     raise
@@ -95,7 +104,7 @@ class TwoViewDataset(Dataset):
 
     def other_image(self, rng: np.random.Generator) -> np.ndarray:
         """Another training image, for the ops that paste one image onto/under another."""
-        return self.load(int(rng.integers(len(self.images))))[1]
+        return self.load(int(rng.integers(len(self.images))), self.other_min_side)[1]
 
     def view(self, img: np.ndarray, index: int, v: int, epoch: int) -> tuple[torch.Tensor, int]:
         rng = np.random.default_rng([self.seed, epoch, index, v])

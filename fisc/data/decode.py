@@ -138,6 +138,8 @@ def cv2_decode_rgb(buf: np.ndarray, flags: int = cv2.IMREAD_COLOR) -> np.ndarray
         return cv2.imdecode(buf, (flags & ~cv2.IMREAD_COLOR) | _IMREAD_RGB)
     img = cv2.imdecode(buf, flags)
     return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img)
+
+
 _EXIF_ORIENTATION = 0x0112
 
 
