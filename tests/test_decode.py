@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -339,3 +340,15 @@ def test_draft_scale_is_pillows(tmp_path):
         for min_side in (None, 1, 12, 13, 24, 25, 40, 48, 49, 60, 61, 100, 120, 166, 167, 240):
             with Image.open(path) as img:
                 assert _draft_scale(w, h, min_side) == _draft(img, min_side), (w, h, min_side)
+
+
+def test_cv2_decode_rgb_refuses_flags_that_are_not_colour():
+    """OpenCV's RGB flag would turn a grayscale request into a colour decode: refused."""
+    from fisc.data.decode import cv2_decode_rgb
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buf, "JPEG")
+    data = np.frombuffer(buf.getvalue(), np.uint8)
+    with pytest.raises(ValueError, match="colour"):
+        cv2_decode_rgb(data, cv2.IMREAD_GRAYSCALE)
+    assert cv2_decode_rgb(data).shape == (8, 8, 3)

@@ -75,6 +75,7 @@ def test_pipeline_views_are_reproducible_and_sized(name, tiny_minidisc):
         ((1.0, 3.0), 96, 96),  # the larger working side (144) is above the data's 96
         ((1.0, None), 96, 96),  # one view at full resolution: as the data set decodes
         ((1.0, 1.0), None, None),  # decode_min_side 0: everything in full
+        ((1.0, 1.0, "first"), 96, 96),  # pasting in the first stage (before the shrink)
     ],
 )
 def test_pasted_images_decode_at_the_working_size(
@@ -85,10 +86,11 @@ def test_pasted_images_decode_at_the_working_size(
     import fisc.data.datasets as datasets
 
     images = Disc21(tiny_minidisc).images("training")
-    views = [
-        ViewPipeline(View([Stage([build_op("paste_onto", {"p": 1.0})], None, False)]), 48, w)
-        for w in work_sides
-    ]
+    paste = Stage([build_op("paste_onto", {"p": 1.0})], None, False)
+    crop = Stage([build_op("crop", {"p": 1.0})], None, False)
+    first = work_sides[-1] == "first"  # the paste in the first stage, else in the second
+    stages = [paste] if first else [crop, paste]
+    views = [ViewPipeline(View(stages), 48, w) for w in work_sides[:2]]
     ds = TwoViewDataset(images, views, seed=3, min_side=min_side)
     asked = []
 
@@ -470,9 +472,9 @@ def test_every_op_stage_hands_the_other_image_provider_to_its_ops():
 
 
 def test_final_resize_is_area_only_when_both_sides_shrink():
-    """The view ends ``size x size``: area interpolation when the shorter side is larger than
-    ``size`` (both sides shrink), bilinear otherwise; an image already ``size x size`` is
-    returned as it is, not copied."""
+    """With ``work_side`` unset, the view ends ``size x size`` by area interpolation when the
+    shorter side is larger than ``size`` (both sides shrink), bilinear otherwise; an image
+    already ``size x size`` is returned as it is, not copied."""
     view = AugmentConfig(views=[{"stages": []}]).build(32)[0]
     rng = np.random.default_rng(3)
     for shape, interpolation in (

@@ -38,6 +38,10 @@ class Stage:
     ops: list[Op]
     select: tuple[int, int] | None  # None: every op with its own p; else chain length range
     random_order: bool
+    # (the ops' p, the chain's draw probabilities, how many are positive), see _chain_weights
+    _weights: tuple[tuple[float, ...], np.ndarray, int] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], where: str) -> Stage:
@@ -78,12 +82,10 @@ class Stage:
         """The chain's draw probabilities (the ops' ``p``, normalised) and how many are
         positive; worked out again only when an op's ``p`` has changed."""
         ps = tuple(op.p for op in self.ops)
-        cached = self.__dict__.get("_weights")
-        if cached is None or cached[0] != ps:
+        if self._weights is None or self._weights[0] != ps:
             weights = np.array(ps, dtype=np.float64)
-            cached = (ps, weights / weights.sum(), int((weights > 0).sum()))
-            self.__dict__["_weights"] = cached
-        return cached[1], cached[2]
+            self._weights = (ps, weights / weights.sum(), int((weights > 0).sum()))
+        return self._weights[1], self._weights[2]
 
     def __call__(
         self, img: np.ndarray, rng: np.random.Generator, other: OtherProvider | None

@@ -33,6 +33,19 @@ def one_opencv_thread_per_worker(num_workers: int) -> None:
         cv2.setNumThreads(1)
 
 
+def _pasted_min_side(views: Sequence[ViewPipeline], min_side: int | None) -> int | None:
+    """The short side down to which the other images that ops paste in (``paste_onto``,
+    ``overlay_image``) decode: the data set's ``min_side``, or, when every view edits at a
+    working size (``augment.work_side``) and none pastes in its first stage (which runs at
+    the decoded resolution, before the shrink), the largest working side if that is smaller."""
+    work = [getattr(v, "work_side", None) for v in views]
+    if not min_side or None in work:
+        return min_side
+    if any(v.view.stages and v.view.stages[0].needs_other for v in views):
+        return min_side
+    return min(min_side, max(round(w * v.size) for w, v in zip(work, views, strict=True)))
+
+
 class TwoViewDataset(Dataset):
     """Item ``i``: ``(view_a, view_b, gpu_seeds, i)`` with uint8 ``3 x size x size`` views and
     the per-sample seeds of their GPU stage. View ``v``'s randomness is keyed by
@@ -60,14 +73,7 @@ class TwoViewDataset(Dataset):
         self.skip_log = Path(skip_log) if skip_log is not None else None
         self._logged: set[int] = set()  # this process's skips already in skip_log
         self.min_side = min_side  # JPEGs may decode at reduced scale down to this short side
-        # when every view edits at a working size (augment.work_side), the other images that
-        # ops paste in (paste_onto, overlay_image) decode down to the largest of them too
-        work = [getattr(v, "work_side", None) for v in self.views]
-        self.other_min_side = (
-            min(min_side, max(round(w * v.size) for w, v in zip(work, self.views, strict=True)))
-            if min_side and None not in work
-            else min_side
-        )
+        self.other_min_side = _pasted_min_side(self.views, min_side)
 
     def __len__(self) -> int:
         return len(self.images)

@@ -134,6 +134,8 @@ _IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
 def cv2_decode_rgb(buf: np.ndarray, flags: int = cv2.IMREAD_COLOR) -> np.ndarray | None:
     """``cv2.imdecode(buf, flags)`` as RGB (``flags``: one of :data:`_CV2_JPEG_FLAGS`' values,
     optionally with ``IMREAD_IGNORE_ORIENTATION``); None where OpenCV decodes nothing."""
+    if not flags & cv2.IMREAD_COLOR:
+        raise ValueError(f"cv2_decode_rgb decodes colour images; flags {flags} are not")
     if _IMREAD_RGB is not None:
         return cv2.imdecode(buf, (flags & ~cv2.IMREAD_COLOR) | _IMREAD_RGB)
     img = cv2.imdecode(buf, flags)
