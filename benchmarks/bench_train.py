@@ -230,6 +230,13 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--steps", type=int, default=8, help="timed training steps")
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument(
+        "--loader-batches",
+        type=int,
+        default=None,
+        help="batches the loader rate is timed over (default: --steps); more gives a steadier "
+        "figure on a machine whose pace drifts",
+    )
     p.add_argument("--stage-samples", type=int, default=32)
     p.add_argument("--target", type=float, default=H100_RESNET50_VIEWS_S)
     p.add_argument("--disc21like-dir", type=Path, default=ROOT / "data" / "disc21like")
@@ -275,7 +282,7 @@ def main() -> None:
             module = build_module(cfg, groups, len(train_images))
             dm.train_dataloader()  # builds the training set
             ms = stage_times(dm, module, a.device, a.stage_samples)
-            loader = loader_rate(dm, a.steps)
+            loader = loader_rate(dm, a.loader_batches or a.steps)
             loader_cv2 = None
             if a.opencv_ab and a.workers > 0:  # the same loader, OpenCV's default threads
                 import cv2
@@ -284,7 +291,7 @@ def main() -> None:
                 dm_cv2 = build_datamodule(cfg, groups, train_images, None)
                 dm_cv2.pin_opencv_threads = False
                 dm_cv2.train_dataloader()
-                loader_cv2 = loader_rate(dm_cv2, a.steps)
+                loader_cv2 = loader_rate(dm_cv2, a.loader_batches or a.steps)
                 del dm_cv2
             cores = max(1, a.workers)
             e2e = end_to_end(cfg, groups, dm, build_module(cfg, groups, len(train_images)),
@@ -302,6 +309,7 @@ def main() -> None:
                 "workers": a.workers,
                 "device": a.device,
                 "stage_ms_per_view": {k: round(v, 3) for k, v in ms.items()},
+                "loader_batches": a.loader_batches or a.steps,
                 "loader_views_per_s": round(loader, 1),
                 "loader_views_per_core_s": round(loader / cores, 1),
                 "loader_views_per_s_opencv_default_threads": (
