@@ -237,6 +237,13 @@ def main() -> None:
         help="batches the loader rate is timed over (default: --steps); more gives a steadier "
         "figure on a machine whose pace drifts",
     )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="loader timings per variant, the variants interleaved round by round; the row "
+        "gives the median and the range (on a machine whose pace drifts, use 5 or more)",
+    )
     p.add_argument("--stage-samples", type=int, default=32)
     p.add_argument("--target", type=float, default=H100_RESNET50_VIEWS_S)
     p.add_argument("--disc21like-dir", type=Path, default=ROOT / "data" / "disc21like")
@@ -262,6 +269,8 @@ def main() -> None:
         variants = parse_variants(a.variant)
     except ValueError as e:
         p.error(str(e))
+    if a.rounds < 1:
+        p.error(f"--rounds must be at least 1, got {a.rounds}")
     keep_freed_memory()  # as train.py does (fisc/malloc.py); workers forked later inherit it
     rows = []
     for data in a.data:
@@ -271,57 +280,82 @@ def main() -> None:
             folder = Path(data) if data != "disc21like" else build_disc21like(
                 a.disc21like_dir, a.disc21like_n, workers=max(1, a.workers))  # fmt: skip
             data_args = ["data=folder", f"data.root={folder}"]
-        for augment, (variant, extra) in ((g, v) for g in a.augment for v in variants):
-            cfg = compose_cfg([*data_args, f"augment={augment}", f"num_workers={a.workers}",
-                               "logger.media=false", *a.overrides, *extra])  # fmt: skip
-            if a.device == "cuda":
-                cfg.trainer.accelerator = "gpu"
-            groups = check_config(cfg)
-            train_images, _ = resolve_data(groups["data"])
-            dm = build_datamodule(cfg, groups, train_images, None)
-            module = build_module(cfg, groups, len(train_images))
-            dm.train_dataloader()  # builds the training set
-            ms = stage_times(dm, module, a.device, a.stage_samples)
-            loader = loader_rate(dm, a.loader_batches or a.steps)
-            loader_cv2 = None
-            if a.opencv_ab and a.workers > 0:  # the same loader, OpenCV's default threads
-                import cv2
-
-                cv2.setNumThreads(-1)  # OpenCV's default: one thread per core, in each worker
-                dm_cv2 = build_datamodule(cfg, groups, train_images, None)
-                dm_cv2.pin_opencv_threads = False
-                dm_cv2.train_dataloader()
-                loader_cv2 = loader_rate(dm_cv2, a.loader_batches or a.steps)
-                del dm_cv2
+        for augment in a.augment:
+            runs = []  # one per variant: its config, data module and measurements
+            for variant, extra in variants:
+                cfg = compose_cfg([*data_args, f"augment={augment}", f"num_workers={a.workers}",
+                                   "logger.media=false", *a.overrides, *extra])  # fmt: skip
+                if a.device == "cuda":
+                    cfg.trainer.accelerator = "gpu"
+                groups = check_config(cfg)
+                train_images, _ = resolve_data(groups["data"])
+                dm = build_datamodule(cfg, groups, train_images, None)
+                module = build_module(cfg, groups, len(train_images))
+                dm.train_dataloader()  # builds the training set
+                ms = stage_times(dm, module, a.device, a.stage_samples)
+                runs.append({"variant": variant, "extra": extra, "cfg": cfg, "groups": groups,
+                             "images": train_images, "dm": dm, "ms": ms, "rates": []})  # fmt: skip
+            # the loader rate, variants interleaved round by round: a machine whose pace drifts
+            # over minutes slows every variant alike, and the spread shows how much it drifted
+            for _ in range(a.rounds):
+                for r in runs:
+                    r["rates"].append(loader_rate(r["dm"], a.loader_batches or a.steps))
             cores = max(1, a.workers)
-            e2e = end_to_end(cfg, groups, dm, build_module(cfg, groups, len(train_images)),
-                             a.steps, a.warmup)  # fmt: skip
-            px = statistics.median(Image.open(p).size[0] for p in train_images.paths[:50])
-            row = {
-                "data": data,
-                "augment": augment,
-                "variant": variant,
-                "overrides": extra,
-                "base_overrides": a.overrides,
-                "median_width_px": px,
-                "train_size": groups["model"].train_size,
-                "model": groups["model"].name,
-                "workers": a.workers,
-                "device": a.device,
-                "stage_ms_per_view": {k: round(v, 3) for k, v in ms.items()},
-                "loader_batches": a.loader_batches or a.steps,
-                "loader_views_per_s": round(loader, 1),
-                "loader_views_per_core_s": round(loader / cores, 1),
-                "loader_views_per_s_opencv_default_threads": (
-                    round(loader_cv2, 1) if loader_cv2 is not None else None
-                ),
-                "cores_for_target": round(a.target / (loader / cores), 1),
-                "train_views_per_s": round(e2e["views_per_s"], 1),
-                "data_wait": round(e2e["data_wait"], 3),
-            }
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-            write_results(a.out, rows, a.target)  # after each row: a run cut short keeps them
+            for r in runs:
+                cfg, groups, dm, train_images = r["cfg"], r["groups"], r["dm"], r["images"]
+                loader_cv2 = None
+                if a.opencv_ab and a.workers > 0:  # the same loader, OpenCV's default threads
+                    import cv2
+
+                    cv2.setNumThreads(-1)  # OpenCV's default: one thread per core, per worker
+                    dm_cv2 = build_datamodule(cfg, groups, train_images, None)
+                    dm_cv2.pin_opencv_threads = False
+                    dm_cv2.train_dataloader()
+                    loader_cv2 = loader_rate(dm_cv2, a.loader_batches or a.steps)
+                    del dm_cv2
+                e2e = end_to_end(cfg, groups, dm, build_module(cfg, groups, len(train_images)),
+                                 a.steps, a.warmup)  # fmt: skip
+                px = statistics.median(Image.open(p).size[0] for p in train_images.paths[:50])
+                loader = statistics.median(r["rates"])
+                per_core = [x / cores for x in r["rates"]]
+                row = {
+                    "data": data,
+                    "augment": augment,
+                    "variant": r["variant"],
+                    "overrides": r["extra"],
+                    "base_overrides": a.overrides,
+                    "median_width_px": px,
+                    "train_size": groups["model"].train_size,
+                    "model": groups["model"].name,
+                    "workers": a.workers,
+                    "device": a.device,
+                    "stage_ms_per_view": {k: round(v, 3) for k, v in r["ms"].items()},
+                    "loader_batches": a.loader_batches or a.steps,
+                    "rounds": a.rounds,
+                    "loader_views_per_s": round(loader, 1),
+                    "loader_views_per_core_s": round(loader / cores, 1),
+                    "loader_views_per_core_s_rounds": [round(x, 1) for x in per_core],
+                    "loader_views_per_s_opencv_default_threads": (
+                        round(loader_cv2, 1) if loader_cv2 is not None else None
+                    ),
+                    "cores_for_target": round(a.target / (loader / cores), 1),
+                    "cores_for_target_min_max": [
+                        round(a.target / max(per_core), 1),
+                        round(a.target / min(per_core), 1),
+                    ],
+                    "train_views_per_s": round(e2e["views_per_s"], 1),
+                    "data_wait": round(e2e["data_wait"], 3),
+                }
+                if r is not runs[0]:  # each round's rate over the first variant's, median
+                    row["loader_ratio_to_default_median"] = round(
+                        statistics.median(
+                            x / y for x, y in zip(r["rates"], runs[0]["rates"], strict=True)
+                        ),
+                        3,
+                    )
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                write_results(a.out, rows, a.target)  # after each row: a cut run keeps them
     print(table(rows, a.target))
 
 
@@ -335,9 +369,24 @@ def write_results(out: Path, rows: list[dict], target: float) -> None:
         tmp.write_text(json.dumps({"info": info, "rows": rows}, indent=2) + "\n")
 
 
+def _with_range(row: dict, key: str) -> str:
+    """``row[key]`` and, after several rounds, its range over them: ``12.3 (11.1-13.0)``."""
+    digits = 0 if key == "loader_views_per_core_s" else 1
+    text = f"{row[key]:.{digits}f}"
+    rounds = row.get("loader_views_per_core_s_rounds") or []
+    if len(rounds) > 1:
+        lo, hi = (
+            (min(rounds), max(rounds))
+            if key == "loader_views_per_core_s"
+            else row[f"{key}_min_max"]
+        )
+        text += f" ({lo:.{digits}f}-{hi:.{digits}f})"
+    return text
+
+
 def table(rows: list[dict], target: float) -> str:
     stages = list(rows[0]["stage_ms_per_view"]) if rows else []
-    head = ["data (median width)", "augment", "loader views/s", "per core-s",
+    head = ["data (median width)", "augment", "loader views/s", "per core-s (range over rounds)",
             "loader, OpenCV default threads",
             f"cores for {target:.0f} views/s", "train views/s", "data wait",
             *[f"{s} ms/view" for s in stages]]  # fmt: skip
@@ -346,10 +395,10 @@ def table(rows: list[dict], target: float) -> str:
         out.append("| " + " | ".join([
             f"{r['data']} ({r['median_width_px']:.0f} px)",
             r["augment"] + ("" if r.get("variant") in (None, "default") else f" ({r['variant']})"),
-            f"{r['loader_views_per_s']:.0f}", f"{r['loader_views_per_core_s']:.0f}",
+            f"{r['loader_views_per_s']:.0f}", _with_range(r, "loader_views_per_core_s"),
             "-" if r.get("loader_views_per_s_opencv_default_threads") is None
             else f"{r['loader_views_per_s_opencv_default_threads']:.0f}",
-            f"{r['cores_for_target']:.1f}", f"{r['train_views_per_s']:.1f}",
+            _with_range(r, "cores_for_target"), f"{r['train_views_per_s']:.1f}",
             f"{r['data_wait']:.0%}", *[f"{r['stage_ms_per_view'][s]:.2f}" for s in stages],
         ]) + " |")  # fmt: skip
     return "\n".join(out)
