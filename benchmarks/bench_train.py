@@ -34,6 +34,7 @@ import multiprocessing
 import os
 import platform
 import statistics
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -363,7 +364,8 @@ def write_results(out: Path, rows: list[dict], target: float) -> None:
     info = {"machine": platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "load_avg": os.getloadavg(),
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-            "target_views_per_s": target}  # fmt: skip
+            "target_views_per_s": target,
+            "command": " ".join(["python", *sys.argv])}  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         tmp.write_text(json.dumps({"info": info, "rows": rows}, indent=2) + "\n")
