@@ -72,8 +72,8 @@ bench-views: setup  ## per-view CPU cost on the DISC21-like folder, settings int
 bench-train: setup  ## end-to-end training views/s on the real data path (minidisc + a DISC21-like folder), data wait, stage shares
 	$(PY) benchmarks/bench_train.py
 
-bench-startup: setup  ## start-up time of fisc --help and train.py --help beside python -c pass
-	$(PY) benchmarks/bench_startup.py
+bench-startup: setup  ## start-up time of fisc --help and train.py --help beside python -c pass; python train.py from launch to its first training step
+	$(PY) benchmarks/bench_startup.py --train
 
 bench-search: setup  ## exact search: fisc (faiss, torch) vs the official faiss pipeline, vs the GEMM floor
 	$(PY) benchmarks/bench_search.py
