@@ -35,3 +35,24 @@ def test_fisc_help_imports_no_torch():
 
 def test_train_help_imports_no_torch():
     assert heavy_modules("path", str(REPO / "train.py"), ["train.py", "--help"]) == "HEAVY []"
+
+
+def test_start_up_probe_notes_each_milestone_once_in_order(tmp_path, monkeypatch):
+    """``make bench-startup``'s callback: one line per milestone, the first time it is
+    reached, with a wall-clock time that does not go back (later batches add nothing)."""
+    import json
+
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from startup_probe import Milestones
+
+    out = tmp_path / "m.jsonl"
+    probe = Milestones(str(out))
+    probe.on_fit_start(None, None)
+    probe.on_train_start(None, None)
+    for i in range(3):
+        probe.on_train_batch_start(None, None, None, i)
+    probe.on_fit_start(None, None)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["event"] for r in rows] == ["callbacks", "fit_start", "train_start", "first_batch"]
+    times = [r["time"] for r in rows]
+    assert times == sorted(times)
