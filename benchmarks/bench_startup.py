@@ -7,9 +7,10 @@ takes from launch to its first training step, and where that time goes.
 
 ``--train`` launches ``train.py`` (the default run, or the Hydra overrides after ``--``) into a
 temporary run dir with a callback (``benchmarks/startup_probe.py``) that notes the wall-clock
-time of four milestones: ``callbacks`` (imports done, config composed, data resolved),
-``fit_start`` (model and trainer built), ``train_start`` and ``first_batch`` (the first batch
-handed to the training step: workers started and the first views made); the run is then
+time of four milestones: ``callbacks`` (imports done, config composed and checked: the
+callbacks are built by the config check), ``fit_start`` (data resolved, data module, model and
+trainer built), ``train_start`` and ``first_batch`` (the first batch handed to the training
+step: workers started and the first views made); the run is then
 stopped. Beside it, in the same loop, ``python -c "import torch"`` and ``python -c "import
 pytorch_lightning, timm, hydra"``, each timed from launch to the end of its imports: the stack
 alone, in a fresh interpreter.
@@ -54,8 +55,8 @@ def time_to_first_step(overrides: list[str], timeout: float = 300.0) -> dict[str
         cmd = [sys.executable, str(ROOT / "train.py"), f"run_dir={tmp}/run", *overrides,
                "+callbacks.startup_probe._target_=startup_probe.Milestones",
                f"+callbacks.startup_probe.out={marks}"]  # fmt: skip
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            [str(ROOT / "benchmarks"), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+        paths = [str(ROOT / "benchmarks"), os.environ.get("PYTHONPATH", "")]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
         log = (Path(tmp) / "train.log").open("w")
         start = time.time()
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -70,19 +71,24 @@ def time_to_first_step(overrides: list[str], timeout: float = 300.0) -> dict[str
                                      f"training step:\n{tail}")  # fmt: skip
                 if time.time() - start > timeout:
                     raise SystemExit(f"no first training step within {timeout:.0f} s")
-                if marks.is_file():
-                    for line in marks.read_text().splitlines():
-                        row = json.loads(line)
-                        seen[row["event"]] = row["time"] - start
+                if marks.is_file():  # whole lines only; an event's first time (with stages,
+                    for line in marks.read_text().splitlines(keepends=True):  # one per stage)
+                        if line.endswith("\n"):
+                            row = json.loads(line)
+                            seen.setdefault(row["event"], row["time"] - start)
                 time.sleep(0.02)
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
+        finally:  # the whole process group: the run's workers and helpers too
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    break
                 try:
                     proc.wait(timeout=20)
+                    time.sleep(0.5)  # children leaving after the leader
                 except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+                    pass
+            proc.wait()
             log.close()
     return seen
 

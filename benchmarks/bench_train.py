@@ -33,6 +33,7 @@ import json
 import multiprocessing
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -365,7 +366,7 @@ def write_results(out: Path, rows: list[dict], target: float) -> None:
             "torch_threads": torch.get_num_threads(), "load_avg": os.getloadavg(),
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             "target_views_per_s": target,
-            "command": " ".join(["python", *sys.argv])}  # fmt: skip
+            "command": shlex.join(["python", *sys.argv])}  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         tmp.write_text(json.dumps({"info": info, "rows": rows}, indent=2) + "\n")

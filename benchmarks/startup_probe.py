@@ -15,9 +15,10 @@ from pytorch_lightning import Callback
 
 class Milestones(Callback):
     """``{"event": name, "time": time.time()}`` lines in ``out``: ``callbacks`` (this object
-    built: imports done, config composed, data resolved), ``fit_start`` (model and trainer
-    built), ``train_start`` (after the sanity check, loggers up) and ``first_batch`` (the
-    first training batch handed to the step: workers started, first views made)."""
+    built, by fisc's config check: imports done, config composed and checked), ``fit_start``
+    (data resolved; data module, model and trainer built), ``train_start`` (after the sanity
+    check, loggers up) and ``first_batch`` (the first training batch handed to the step:
+    workers started, first views made)."""
 
     def __init__(self, out: str):
         self.out = Path(out)
