@@ -95,6 +95,19 @@ def compose_cfg(overrides: list[str]):
         return compose("train", overrides=overrides)
 
 
+def train_datamodule(overrides: list[str], accelerator: str | None = None):
+    """``(cfg, groups, train images, data module)`` as ``train.py`` builds them: the config
+    composed with ``overrides`` and checked, the data resolved, the training set built."""
+    cfg = compose_cfg(overrides)
+    if accelerator is not None:
+        cfg.trainer.accelerator = accelerator
+    groups = check_config(cfg)
+    train_images, _ = resolve_data(groups["data"])
+    dm = build_datamodule(cfg, groups, train_images, None)
+    dm.train_dataloader()  # builds the training set
+    return cfg, groups, train_images, dm
+
+
 def parse_variants(specs: list[str]) -> list[tuple[str, list[str]]]:
     """``("default", [])`` then one ``(label, overrides)`` per ``LABEL=OVERRIDE[,...]``."""
     variants = [("default", [])]
@@ -274,6 +287,7 @@ def main() -> None:
     if a.rounds < 1:
         p.error(f"--rounds must be at least 1, got {a.rounds}")
     keep_freed_memory()  # as train.py does (fisc/malloc.py); workers forked later inherit it
+    batches = a.loader_batches or a.steps  # the loader rate's timing window
     rows = []
     for data in a.data:
         if data == "minidisc":
@@ -285,15 +299,11 @@ def main() -> None:
         for augment in a.augment:
             runs = []  # one per variant: its config, data module and measurements
             for variant, extra in variants:
-                cfg = compose_cfg([*data_args, f"augment={augment}", f"num_workers={a.workers}",
-                                   "logger.media=false", *a.overrides, *extra])  # fmt: skip
-                if a.device == "cuda":
-                    cfg.trainer.accelerator = "gpu"
-                groups = check_config(cfg)
-                train_images, _ = resolve_data(groups["data"])
-                dm = build_datamodule(cfg, groups, train_images, None)
+                cfg, groups, train_images, dm = train_datamodule(
+                    [*data_args, f"augment={augment}", f"num_workers={a.workers}",
+                     "logger.media=false", *a.overrides, *extra],
+                    "gpu" if a.device == "cuda" else None)  # fmt: skip
                 module = build_module(cfg, groups, len(train_images))
-                dm.train_dataloader()  # builds the training set
                 ms = stage_times(dm, module, a.device, a.stage_samples)
                 runs.append({"variant": variant, "extra": extra, "cfg": cfg, "groups": groups,
                              "images": train_images, "dm": dm, "ms": ms, "rates": []})  # fmt: skip
@@ -301,7 +311,7 @@ def main() -> None:
             # over minutes slows every variant alike, and the spread shows how much it drifted
             for _ in range(a.rounds):
                 for r in runs:
-                    r["rates"].append(loader_rate(r["dm"], a.loader_batches or a.steps))
+                    r["rates"].append(loader_rate(r["dm"], batches))
             cores = max(1, a.workers)
             for r in runs:
                 cfg, groups, dm, train_images = r["cfg"], r["groups"], r["dm"], r["images"]
@@ -313,7 +323,7 @@ def main() -> None:
                     dm_cv2 = build_datamodule(cfg, groups, train_images, None)
                     dm_cv2.pin_opencv_threads = False
                     dm_cv2.train_dataloader()
-                    loader_cv2 = loader_rate(dm_cv2, a.loader_batches or a.steps)
+                    loader_cv2 = loader_rate(dm_cv2, batches)
                     del dm_cv2
                 e2e = end_to_end(cfg, groups, dm, build_module(cfg, groups, len(train_images)),
                                  a.steps, a.warmup)  # fmt: skip
@@ -332,7 +342,7 @@ def main() -> None:
                     "workers": a.workers,
                     "device": a.device,
                     "stage_ms_per_view": {k: round(v, 3) for k, v in r["ms"].items()},
-                    "loader_batches": a.loader_batches or a.steps,
+                    "loader_batches": batches,
                     "rounds": a.rounds,
                     "loader_views_per_s": round(loader, 1),
                     "loader_views_per_core_s": round(loader / cores, 1),

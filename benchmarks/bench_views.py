@@ -29,14 +29,11 @@ import cv2
 import numpy as np
 import torch
 from ab_trees import rate_summary
-from bench_train import compose_cfg, parse_variants
+from bench_train import parse_variants, train_datamodule
 
 from fisc.data.datasets import TwoViewDataset
 from fisc.files import atomic_path
 from fisc.malloc import keep_freed_memory
-from fisc.train.config import check_config
-from fisc.train.run import build_datamodule
-from fisc.train.sources import resolve_data
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VARIANTS = [
@@ -47,12 +44,8 @@ DEFAULT_VARIANTS = [
 
 def dataset(folder: Path, augment: str, overrides: list[str], size: int) -> TwoViewDataset:
     """The training set as ``train.py`` builds it (decode scale, pipelines), no workers."""
-    cfg = compose_cfg([f"augment={augment}", f"model.train_size={size}", "data=folder",
-                       f"data.root={folder}", "num_workers=0", *overrides])  # fmt: skip
-    groups = check_config(cfg)
-    train_images, _ = resolve_data(groups["data"])
-    dm = build_datamodule(cfg, groups, train_images, None)
-    dm.train_dataloader()  # builds the training set
+    *_, dm = train_datamodule([f"augment={augment}", f"model.train_size={size}", "data=folder",
+                               f"data.root={folder}", "num_workers=0", *overrides])  # fmt: skip
     return dm.train_set
 
 

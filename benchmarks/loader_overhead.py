@@ -27,25 +27,13 @@ from pathlib import Path
 
 import cv2
 import torch
-from bench_train import build_disc21like, compose_cfg, loader_rate
+from bench_train import build_disc21like, loader_rate, train_datamodule
 from bench_views import views_per_s
 
 from fisc.files import atomic_path
 from fisc.malloc import keep_freed_memory
-from fisc.train.config import check_config
-from fisc.train.run import build_datamodule
-from fisc.train.sources import resolve_data
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def datamodule(data_args: list[str], overrides: list[str], workers: int):
-    cfg = compose_cfg([*data_args, f"num_workers={workers}", "logger.media=false", *overrides])
-    groups = check_config(cfg)
-    images, _ = resolve_data(groups["data"])
-    dm = build_datamodule(cfg, groups, images, None)
-    dm.train_dataloader()  # builds the training set
-    return dm
 
 
 def main() -> None:
@@ -68,7 +56,8 @@ def main() -> None:
         data_args = ["data=folder", f"data.root={folder}"]
     overrides = [f"augment={a.augment}", f"model.train_size={a.size}", *a.overrides]
     keep_freed_memory()
-    dms = {w: datamodule(data_args, overrides, w) for w in (0, 1, a.workers)}
+    dms = {w: train_datamodule([*data_args, f"num_workers={w}", "logger.media=false",
+                                *overrides])[-1] for w in (0, 1, a.workers)}  # fmt: skip
     n = len(dms[0].train_set)
     rates: dict[str, list[float]] = {"in_process": [], "one_worker": [], "per_worker": []}
     main_share: list[float] = []

@@ -122,8 +122,9 @@ def draw_distinct(rng: np.random.Generator, p: np.ndarray, k: int) -> list[int]:
     weights = p
     while len(found) < k:
         u = rng.random(k - len(found))
-        if found:
-            weights = weights.copy() if weights is p else weights
+        if found:  # a later round: the weights not yet drawn (a copy; p is the caller's)
+            if weights is p:
+                weights = p.copy()
             weights[found] = 0.0
         cdf = np.cumsum(weights)
         cdf /= cdf[-1]
