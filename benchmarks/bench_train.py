@@ -2,7 +2,11 @@
 
     python benchmarks/bench_train.py                                  # minidisc + DISC21-like
     python benchmarks/bench_train.py --data disc21like --augment disc_full --workers 8 \\
-        --device cuda -- model=resnet50 model.train_size=224 trainer=gpu
+        --device cuda -- model=resnet50 model.train_size=224
+
+``--device cuda`` composes ``trainer=gpu`` (with its data settings: ``augment.work_side=1``,
+``data.decode_min_side`` = the train size) unless the overrides pick a trainer; each row records
+the ``work_side`` and decode scale limit it ran with.
 
 For each data set and ``augment`` pipeline, three measurements of the training data path as
 ``train.py`` builds it (``fisc.train.run.build_datamodule`` / ``build_module``):
@@ -286,6 +290,8 @@ def main() -> None:
         p.error(str(e))
     if a.rounds < 1:
         p.error(f"--rounds must be at least 1, got {a.rounds}")
+    if a.device == "cuda" and not any(o.startswith("trainer=") for o in a.overrides):
+        a.overrides = ["trainer=gpu", *a.overrides]  # what train.py trainer=gpu feeds the GPU
     keep_freed_memory()  # as train.py does (fisc/malloc.py); workers forked later inherit it
     batches = a.loader_batches or a.steps  # the loader rate's timing window
     rows = []
@@ -338,6 +344,8 @@ def main() -> None:
                     "base_overrides": a.overrides,
                     "median_width_px": px,
                     "train_size": groups["model"].train_size,
+                    "work_side": groups["augment"].work_side,
+                    "decode_min_side": dm.decode_min_side,  # None: JPEGs decode in full
                     "model": groups["model"].name,
                     "workers": a.workers,
                     "device": a.device,

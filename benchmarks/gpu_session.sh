@@ -3,8 +3,10 @@
 # (each part under its own time limit, so a slow part cannot starve the next):
 #   1. make bench-train on the GPU: ResNet-50 at 224 px (random weights), batch 256, on the
 #      DISC21-like folder, pipelines disc_full then basic, all cores but two as loader workers,
-#      with the settings for feeding a GPU (augment.work_side=1 data.decode_min_side=224; the
-#      defaults' rows were recorded on 2026-11-30, before the faster decode and shrink);
+#      with trainer=gpu's data settings (augment.work_side=1, data.decode_min_side = the train
+#      size: the settings for feeding a GPU; each row of train_gpu.json records them). The H200
+#      rows of 2026-11-30 were taken when trainer=gpu still left work_side null and decoded
+#      down to twice the train size, before the faster decode and shrink;
 #   2. the GPU quality run of the generalisation issue (experiments/gpu/quality.py): the demo
 #      recipe at 224 px on a 50k-image minidisc for MINUTES of training, every split scored;
 #   3. the export's GPU tolerance (benchmarks/export_determinism.py --device cuda).
@@ -25,7 +27,7 @@ timeout "${BENCH_S:-250}" python3 benchmarks/bench_train.py --data disc21like --
   --workers "$WORKERS" --device cuda --steps 32 --warmup 10 --no-opencv-ab \
   --disc21like-dir /tmp/disc21like --out "$OUT/train_gpu.json" -- model=resnet50 \
   model.weights.source=none model.train_size=224 model.eval_size=224 trainer=gpu batch_size=256 \
-  augment.work_side=1 data.decode_min_side=224 2>&1 | tr '\r' '\n' | grep -vE "$BARS"
+  2>&1 | tr '\r' '\n' | grep -vE "$BARS"
 fi
 if [[ " $PARTS " == *" quality "* ]]; then
 echo "== 2. quality run, ${MINUTES:=3} min of training, $(date +%T)"

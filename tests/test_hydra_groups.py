@@ -250,3 +250,36 @@ def test_export_settings_are_not_a_training_config_group(compose_cfg):
         check_config(cfg)
     settings = yaml.safe_load((Path(__file__).parents[1] / "conf" / "export.yaml").read_text())
     assert {"checkpoint", "artifact"} <= set(settings)
+
+
+@pytest.mark.parametrize("trainer", ["gpu", "ddp"])
+def test_gpu_trainers_choose_the_gpu_feeding_data_settings(trainer, compose_cfg):
+    """``trainer=gpu`` and ``trainer=ddp`` make the CPU edits after a view's first crop run at
+    the view size (``augment.work_side=1``) and JPEGs decode down to the view size
+    (``data.decode_min_side`` = the train size, stage by stage), whichever pipeline or
+    recipe is chosen; ``trainer=cpu`` keeps full resolution and twice the train size; an
+    override on the command line wins. The two settings are part of the recipe: a GPU run's
+    default run dir is not the CPU run's (the trainer's own flags would not change it)."""
+    from fisc.train.stages import stage_config
+
+    def settings(*overrides):
+        groups = check_config(compose_cfg(*overrides))
+        return groups["augment"].work_side, groups["data"].decode_min_side
+
+    assert settings("trainer=cpu", "model.train_size=160") == (None, None)
+    assert settings(f"trainer={trainer}", "model.train_size=160") == (1, 160)
+    assert settings(f"trainer={trainer}", "augment=isc1st", "model.train_size=96") == (1, 96)
+    assert settings(f"trainer={trainer}", "augment.work_side=null",
+                    "data.decode_min_side=null") == (None, None)  # fmt: skip
+    assert settings(f"trainer={trainer}", "augment.work_side=2") == (2, 96)
+    # a GPU recipe that picks its own pipeline (isc1st) and trains at 256, 384, 512 px
+    cfg = compose_cfg("experiment=isc1st_effv2m", f"trainer={trainer}")
+    stages = check_config(cfg)["stages"]
+    for k, stage in enumerate(stages):
+        groups = check_config(stage_config(cfg, k, stage, None))
+        assert groups["augment"].work_side == 1
+        assert groups["data"].decode_min_side == stage.train_size
+    assert [s.train_size for s in stages] == [256, 384, 512]
+    run_dir = {t: compose_cfg(f"trainer={t}").run_dir for t in ("cpu", "gpu", "ddp")}
+    assert run_dir["gpu"] == run_dir["ddp"] != run_dir["cpu"]
+    assert compose_cfg("trainer=cpu", "trainer.precision=bf16-mixed").run_dir == run_dir["cpu"]

@@ -96,6 +96,8 @@ TWO_NODES = [
     "trainer.devices=1",
     "trainer.accelerator=cpu",
     "trainer.sync_batchnorm=false",  # SyncBatchNorm is GPU-only; the model has no BatchNorm
+    "augment.work_side=null",  # trainer=ddp's GPU-feeding data settings off: the views of
+    "data.decode_min_side=null",  # trainer=cpu, which the one process trains with
 ]
 
 

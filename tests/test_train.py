@@ -32,11 +32,15 @@ def tiny_data(root: Path) -> list[str]:
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_runs_fast_dev_run(experiment, compose_cfg, tiny_minidisc):
     """Each recipe as written (loss, head, optimizer, augmentations, stages), at tiny scale:
-    on CPU, without hub weights, with each progressive stage at 32 + 16k px."""
+    on CPU, without hub weights, with each progressive stage at 32 + 16k px. A GPU recipe runs
+    under ``trainer=cpu`` with its GPU trainer's data settings (work side, decode scale)."""
     from omegaconf import OmegaConf
 
     plain = compose_cfg(f"experiment={experiment}")
-    cpu = [] if plain.trainer.accelerator == "cpu" else ["trainer=cpu"]
+    gpu = OmegaConf.to_container(plain, resolve=False)  # decode_min_side: ${model.train_size}
+    cpu = [] if plain.trainer.accelerator == "cpu" else [
+        "trainer=cpu", f"augment.work_side={gpu['augment']['work_side']}",
+        f"data.decode_min_side={gpu['data']['decode_min_side']}"]  # fmt: skip
     offline = [] if plain.model.weights.source != "hub" else ["model.weights.source=none"]
     cfg = compose_cfg(
         f"experiment={experiment}",
@@ -49,6 +53,9 @@ def test_every_experiment_runs_fast_dev_run(experiment, compose_cfg, tiny_minidi
     )
     for k, stage in enumerate(cfg.stages):
         stage.train_size = 32 + 16 * k
+    kept = OmegaConf.to_container(cfg, resolve=False)  # the recipe's data settings, kept
+    assert kept["augment"]["work_side"] == gpu["augment"]["work_side"]
+    assert kept["data"]["decode_min_side"] == gpu["data"]["decode_min_side"]
     OmegaConf.set_struct(cfg, False)
     if cfg.loss.name == "contrastive_xbm":
         cfg.loss.memory_warmup = 0
