@@ -493,3 +493,53 @@ def test_loader_workers_compute_on_one_opencv_thread(compose_cfg, tiny_minidisc,
             assert seen and set(seen) == {float(expected)}
     finally:
         cv2.setNumThreads(saved)
+
+
+def test_a_fresh_run_names_the_unfinished_runs_its_recipe_change_left_behind(
+    compose_cfg, tiny_minidisc, tmp_path, caplog
+):
+    """The default run dir is named after the recipe's hash, so a relaunch with a changed
+    recipe starts a new run: the launch says which unfinished runs of the same name it left
+    (newest first, with the keys that differ); finished runs, explicit run dirs and
+    ``ckpt_path=null`` launches are not noted."""
+    import logging
+    import os
+
+    from fisc.train.records import write_run_info
+    from fisc.train.resume import note_unfinished_siblings
+
+    base = [*tiny_data(tiny_minidisc), *SMALL, "trainer.max_epochs=1",
+            "trainer.limit_train_batches=1", "logger.media=false"]  # fmt: skip
+    runs = Path(compose_cfg(*base).run_dir).parent
+
+    def left_behind(overrides, finished=False, age=0.0):
+        cfg = compose_cfg(*base, *overrides)
+        d = Path(cfg.run_dir)
+        (d / "checkpoints").mkdir(parents=True)
+        write_run_info(d, cfg)  # its config.yaml, as a launch writes it
+        (d / "checkpoints" / "last.ckpt").write_bytes(b"")
+        os.utime(d / "checkpoints" / "last.ckpt", (1e9 + age, 1e9 + age))
+        if finished:
+            (d / "train_result.json").write_text("{}")
+        return d
+
+    old = left_behind(["loss.temperature=0.2"], age=1)
+    older = left_behind(["loss.temperature=0.3", "optim.lr=0.01"], age=0)
+    left_behind(["loss.temperature=0.4"], finished=True, age=2)
+    other_name = left_behind(["run_name=other"], age=4)
+    cfg = compose_cfg(*base)
+    assert note_unfinished_siblings(Path(cfg.run_dir), cfg) == [old, older]
+    assert note_unfinished_siblings(Path(cfg.run_dir), cfg, most=1) == [old]
+    assert note_unfinished_siblings(runs / "mine", cfg) == []  # an explicit run dir
+    assert other_name.parent == runs
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="fisc.train.resume"):
+        train(compose_cfg(*base, "ckpt_path=null"))
+    assert "unfinished run" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="fisc.train.resume"):
+        train(compose_cfg(*base, "loss.temperature=0.07"))
+    notes = [r.getMessage() for r in caplog.records if "unfinished run" in r.getMessage()]
+    assert len(notes) == 2 and str(old) in notes[0] and str(older) in notes[1]
+    assert "loss.temperature: 0.2 -> 0.07" in notes[0]
+    assert "loss.temperature: 0.3 -> 0.07" in notes[1] and "optim.lr: 0.01 -> " in notes[1]

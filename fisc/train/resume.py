@@ -4,6 +4,7 @@ recipe or data changed since it was saved. (Agreement between the ranks of a dis
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
@@ -29,10 +30,11 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def check_same_run(saved: Path, cfg: DictConfig) -> None:
-    """Refuse to resume a run whose recipe (model, loss, data, ...) has changed. A key the
-    saved config lacks (added by a newer fisc) is no change when it holds its default; so is
-    a ``_target_`` it lacks that names the class of the saved option (``loss.name``)."""
+def recipe_changes(saved: Path, cfg: DictConfig) -> list[str]:
+    """The recipe keys (model, loss, data, ...) whose value in ``cfg`` differs from the saved
+    config.yaml ``saved``, as ``"key: before -> now"``. A key the saved config lacks (added by a
+    newer fisc) is no change when it holds its default; so is a ``_target_`` it lacks that
+    names the class of the saved option (``loss.name``)."""
     before = _flatten(OmegaConf.to_container(OmegaConf.load(saved), resolve=False))
     now = _flatten(OmegaConf.to_container(cfg, resolve=True))
     changed = []
@@ -43,16 +45,53 @@ def check_same_run(saved: Path, cfg: DictConfig) -> None:
             now[key] in (None, [], {}) or now[key] == key_default(key, before, now)
         ):
             continue
-        changed.append(key)
+        changed.append(f"{key}: {before.get(key, '(absent)')!r} -> {now.get(key, '(absent)')!r}")
+    return changed
+
+
+def check_same_run(saved: Path, cfg: DictConfig) -> None:
+    """Refuse to resume a run whose recipe (model, loss, data, ...) has changed
+    (:func:`recipe_changes`)."""
+    changed = recipe_changes(saved, cfg)
     if changed:
-        shown = ", ".join(
-            f"{k}: {before.get(k, '(absent)')!r} -> {now.get(k, '(absent)')!r}" for k in changed[:8]
-        )
         raise ValueError(
             f"cannot resume {saved.parent}: the config differs from its saved config.yaml in "
-            f"{shown}{' ...' if len(changed) > 8 else ''}; use another run_dir, or "
-            f"ckpt_path=null to start afresh"
+            f"{', '.join(changed[:8])}{' ...' if len(changed) > 8 else ''}; use another "
+            f"run_dir, or ckpt_path=null to start afresh"
         )
+
+
+def note_unfinished_siblings(run_dir: Path, cfg: DictConfig, most: int = 2) -> list[Path]:
+    """A fresh launch: log the unfinished runs of the same ``run_name`` beside ``run_dir`` (a
+    ``last.ckpt``, no ``train_result.json``), newest first, up to ``most``, with the recipe keys
+    that differ. The default run dir is named after a hash of the recipe, so a recipe changed
+    by accident, or by a newer fisc (``trainer=gpu`` setting the GPU-feeding data settings
+    since 2026-12-01), starts a new run instead of resuming the old one; this says so, and how
+    to resume it instead. Returns the runs named."""
+    name = str(cfg.get("run_name") or "")
+    if not name or not run_dir.name.startswith(f"{name}-") or not run_dir.parent.is_dir():
+        return []  # not a default run dir (<run_name>-<recipe hash>)
+    siblings = [
+        d
+        for d in run_dir.parent.glob(f"{glob.escape(name)}-*")
+        if d != run_dir
+        and (d / "config.yaml").is_file()
+        and (d / "checkpoints" / "last.ckpt").is_file()
+        and not (d / "train_result.json").is_file()
+    ]
+    siblings.sort(key=lambda d: (d / "checkpoints" / "last.ckpt").stat().st_mtime, reverse=True)
+    for d in siblings[:most]:
+        changed = recipe_changes(d / "config.yaml", cfg)
+        shown = ", ".join(changed[:4]) + (" ..." if len(changed) > 4 else "")
+        log.warning(
+            "starting a new run in %s; the unfinished run %s (same run_name) differs in %s: to "
+            "resume it instead, relaunch with those keys as it had them, or with run_dir=%s",
+            run_dir,
+            d,
+            shown or "nothing but keys a resume may change",
+            d,
+        )
+    return siblings[:most]
 
 
 def data_fingerprint(train, validation) -> str:

@@ -45,7 +45,13 @@ from fisc.train.records import (
     write_run_info,
     write_train_result,
 )
-from fisc.train.resume import check_same_data, check_same_run, data_fingerprint, resume_path
+from fisc.train.resume import (
+    check_same_data,
+    check_same_run,
+    data_fingerprint,
+    note_unfinished_siblings,
+    resume_path,
+)
 from fisc.train.resume_guard import ResumeAgreement
 from fisc.train.sources import resolve_data
 from fisc.train.stages import finished_stage, stage_config
@@ -208,6 +214,8 @@ def _prepare_launch(cfg: DictConfig, groups: dict, run_dir: Path, ckpt_dir: Path
     resume = resume_path(cfg.ckpt_path, ckpt_dir)
     if resume is not None and (run_dir / "config.yaml").is_file():
         check_same_run(run_dir / "config.yaml", cfg)
+    elif resume is None and cfg.ckpt_path == "auto" and is_rank_zero_process():
+        note_unfinished_siblings(run_dir, cfg)
     train_images, validation = resolve_data(groups["data"])
     fingerprint = data_fingerprint(train_images, validation)
     if resume is not None:
