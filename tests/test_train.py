@@ -543,3 +543,8 @@ def test_a_fresh_run_names_the_unfinished_runs_its_recipe_change_left_behind(
     assert len(notes) == 2 and str(old) in notes[0] and str(older) in notes[1]
     assert "loss.temperature: 0.2 -> 0.07" in notes[0]
     assert "loss.temperature: 0.3 -> 0.07" in notes[1] and "optim.lr: 0.01 -> " in notes[1]
+    (old / "config.yaml").write_text("model: [unclosed\n")  # another run's broken file
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="fisc.train.resume"):
+        train(compose_cfg(*base, "loss.temperature=0.08"))  # launches all the same
+    assert "config.yaml is unreadable" in caplog.text

@@ -81,7 +81,10 @@ def note_unfinished_siblings(run_dir: Path, cfg: DictConfig, most: int = 2) -> l
     ]
     siblings.sort(key=lambda d: (d / "checkpoints" / "last.ckpt").stat().st_mtime, reverse=True)
     for d in siblings[:most]:
-        changed = recipe_changes(d / "config.yaml", cfg)
+        try:
+            changed = recipe_changes(d / "config.yaml", cfg)
+        except Exception as e:  # a best-effort notice: another run's broken file stops nothing
+            changed = [f"(its config.yaml is unreadable: {type(e).__name__})"]
         shown = ", ".join(changed[:4]) + (" ..." if len(changed) > 4 else "")
         log.warning(
             "starting a new run in %s; the unfinished run %s (same run_name) differs in %s: to "
