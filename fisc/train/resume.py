@@ -61,6 +61,13 @@ def check_same_run(saved: Path, cfg: DictConfig) -> None:
         )
 
 
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # removed since it was listed (another launch's clean-up)
+        return 0.0
+
+
 def note_unfinished_siblings(run_dir: Path, cfg: DictConfig, most: int = 2) -> list[Path]:
     """A fresh launch: log the unfinished runs of the same ``run_name`` beside ``run_dir`` (a
     ``last.ckpt``, no ``train_result.json``), newest first, up to ``most``, with the recipe keys
@@ -79,7 +86,7 @@ def note_unfinished_siblings(run_dir: Path, cfg: DictConfig, most: int = 2) -> l
         and (d / "checkpoints" / "last.ckpt").is_file()
         and not (d / "train_result.json").is_file()
     ]
-    siblings.sort(key=lambda d: (d / "checkpoints" / "last.ckpt").stat().st_mtime, reverse=True)
+    siblings.sort(key=lambda d: _mtime(d / "checkpoints" / "last.ckpt"), reverse=True)
     for d in siblings[:most]:
         try:
             changed = recipe_changes(d / "config.yaml", cfg)
