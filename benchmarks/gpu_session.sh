@@ -40,7 +40,7 @@ if [[ " $PARTS " == *" scaling "* ]]; then
 echo "== scaling: loader views/s per worker, 1 vs $WORKERS workers, $(date +%T)"
 timeout "${SCALING_S:-120}" python3 benchmarks/loader_overhead.py --data /tmp/disc21like \
   --size 224 --workers "$WORKERS" --rounds 3 --batches 8 --out "$OUT/loader_scaling.json" -- \
-  augment.work_side=1 data.decode_min_side=224 batch_size=256 2>&1 | tail -12
+  trainer=gpu batch_size=256 2>&1 | tail -12
 fi
 if [[ " $PARTS " == *" quality "* ]]; then
 echo "== 2. quality run, ${MINUTES:=3} min of training, $(date +%T)"

@@ -37,10 +37,10 @@ def test_every_experiment_runs_fast_dev_run(experiment, compose_cfg, tiny_minidi
     from omegaconf import OmegaConf
 
     plain = compose_cfg(f"experiment={experiment}")
-    gpu = OmegaConf.to_container(plain, resolve=False)  # decode_min_side: ${model.train_size}
+    recipe = OmegaConf.to_container(plain, resolve=False)  # decode_min_side: ${model.train_size}
     cpu = [] if plain.trainer.accelerator == "cpu" else [
-        "trainer=cpu", f"augment.work_side={gpu['augment']['work_side']}",
-        f"data.decode_min_side={gpu['data']['decode_min_side']}"]  # fmt: skip
+        "trainer=cpu", f"augment.work_side={recipe['augment']['work_side']}",
+        f"data.decode_min_side={recipe['data']['decode_min_side']}"]  # fmt: skip
     offline = [] if plain.model.weights.source != "hub" else ["model.weights.source=none"]
     cfg = compose_cfg(
         f"experiment={experiment}",
@@ -54,8 +54,8 @@ def test_every_experiment_runs_fast_dev_run(experiment, compose_cfg, tiny_minidi
     for k, stage in enumerate(cfg.stages):
         stage.train_size = 32 + 16 * k
     kept = OmegaConf.to_container(cfg, resolve=False)  # the recipe's data settings, kept
-    assert kept["augment"]["work_side"] == gpu["augment"]["work_side"]
-    assert kept["data"]["decode_min_side"] == gpu["data"]["decode_min_side"]
+    assert kept["augment"]["work_side"] == recipe["augment"]["work_side"]
+    assert kept["data"]["decode_min_side"] == recipe["data"]["decode_min_side"]
     OmegaConf.set_struct(cfg, False)
     if cfg.loss.name == "contrastive_xbm":
         cfg.loss.memory_warmup = 0
@@ -531,7 +531,7 @@ def test_a_fresh_run_names_the_unfinished_runs_its_recipe_change_left_behind(
     assert note_unfinished_siblings(Path(cfg.run_dir), cfg) == [old, older]
     assert note_unfinished_siblings(Path(cfg.run_dir), cfg, most=1) == [old]
     assert note_unfinished_siblings(runs / "mine", cfg) == []  # an explicit run dir
-    assert other_name.parent == runs
+    assert other_name.parent == runs  # set-up: beside them, so the name filter is what left it out
 
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="fisc.train.resume"):

@@ -76,7 +76,7 @@ def note_unfinished_siblings(run_dir: Path, cfg: DictConfig, most: int = 2) -> l
     since 2026-12-01), starts a new run instead of resuming the old one; this says so, and how
     to resume it instead. Returns the runs named."""
     name = str(cfg.get("run_name") or "")
-    if not name or not run_dir.name.startswith(f"{name}-") or not run_dir.parent.is_dir():
+    if not name or not run_dir.name.startswith(f"{name}-"):
         return []  # not a default run dir (<run_name>-<recipe hash>)
     siblings = [
         d
