@@ -17,6 +17,12 @@ first), so a machine whose pace drifts over minutes slows each alike; the figure
 tree's median views/s over the rounds, its spread (min-max), and the median over rounds of
 its ratio to the first tree. ``make bench-train`` measures the loader and training loop of
 this checkout; this compares code versions, which that cannot do in one run.
+
+``--augment op:NAME`` times one edit op alone instead (calls/s at ``p=1`` on the folder's
+images scaled to ``--size``), for a change confined to an op:
+
+    python benchmarks/ab_trees.py --tree old=/tmp/fisc-old --tree new=. --size 96 \\
+        --folder data/minidisc/images/training --augment op:meme op:screenshot --warm 3000
 """
 
 from __future__ import annotations
@@ -54,6 +60,8 @@ def child(a: argparse.Namespace) -> None:
     cv2.setNumThreads(1)  # one core, as in a loader worker
     torch.set_num_threads(1)
     augment = a.augment[0]  # the parent passes one
+    if augment.startswith("op:"):
+        return child_op(a, augment[3:], list_images(a.folder, recursive=True).paths, kept)
     cfg = OmegaConf.to_container(OmegaConf.load(Path("conf/augment") / f"{augment}.yaml"))
     if a.work_side is not None:
         cfg["work_side"] = a.work_side
@@ -62,11 +70,12 @@ def child(a: argparse.Namespace) -> None:
     if a.min_side is not None and "min_side" in inspect.signature(TwoViewDataset).parameters:
         kwargs["min_side"] = a.min_side
     ds = TwoViewDataset(list_images(a.folder, recursive=True), views, seed=0, **kwargs)
-    for i in range(5):
-        ds[i]
+    n = len(ds)
+    for i in range(a.warm):  # epoch 0 warms the per-process caches (fonts, emoji, glyphs)
+        ds[(0, i % n)]
     start = time.perf_counter()
-    for i in range(a.items):
-        ds[i]
+    for i in range(a.items):  # epoch 1: views the warm-up did not make
+        ds[(1, i % n)]
     rate = 2 * a.items / (time.perf_counter() - start)
     applied = {
         "work_side": getattr(views[0], "work_side", None),  # what this tree honoured
@@ -74,6 +83,36 @@ def child(a: argparse.Namespace) -> None:
         "keep_freed_memory": kept,
     }
     print(json.dumps({"views_per_s": rate, "applied": applied}))
+
+
+def child_op(a: argparse.Namespace, name: str, paths: list, kept: bool) -> None:
+    """One edit op alone (``--augment op:NAME``, at ``p=1``): calls/s over ``a.items`` calls
+    after ``a.warm`` calls, on up to 100 of the folder's images scaled to a shorter side of
+    ``a.size`` (OpenCV, so that every version reads them alike), each call keyed by its
+    number."""
+    import cv2
+    import numpy as np
+
+    from fisc.augment.ops import build_op
+
+    images = []
+    for path in paths[:100]:
+        img = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        f = a.size / min(img.shape[:2])
+        size = (max(1, round(img.shape[1] * f)), max(1, round(img.shape[0] * f)))
+        images.append(np.ascontiguousarray(cv2.resize(img, size, interpolation=cv2.INTER_AREA)))
+    op = build_op(name, {"p": 1.0})
+
+    def other(rng):
+        return images[int(rng.integers(len(images)))]
+
+    for k in range(a.warm):
+        op.edit(images[k % len(images)], np.random.default_rng([0, k]), other)
+    start = time.perf_counter()
+    for k in range(a.items):
+        op.edit(images[k % len(images)], np.random.default_rng([1, k]), other)
+    rate = a.items / (time.perf_counter() - start)
+    print(json.dumps({"views_per_s": rate, "applied": {"op": name, "keep_freed_memory": kept}}))
 
 
 def rate_summary(rates: list[float], ref: list[float]) -> tuple[float, list[float], float]:
@@ -117,6 +156,8 @@ def measure(t: dict, a: argparse.Namespace, augment: str) -> dict:
         str(a.size),
         "--items",
         str(a.items),
+        "--warm",
+        str(a.warm),
     ]
     if t["work_side"] is not None:
         cmd += ["--work-side", str(t["work_side"])]
@@ -140,10 +181,23 @@ def main() -> None:
         "(empty: that tree's default; repeatable, the first is the reference)",
     )
     p.add_argument("--folder", type=Path, default=ROOT / "data" / "disc21like")
-    p.add_argument("--augment", nargs="+", default=["basic", "disc_full"])
+    p.add_argument(
+        "--augment",
+        nargs="+",
+        default=["basic", "disc_full"],
+        help="pipelines (conf/augment), or op:NAME for one edit op alone (calls/s, not views/s)",
+    )
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--items", type=int, default=80)
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument(
+        "--warm",
+        type=int,
+        default=5,
+        help="items each child works through (epoch 0) before the timed ones (epoch 1): a "
+        "worker's caches (fonts, emoji) fill over its first thousands of items; a training run's "
+        "persistent workers run warm (default 5: as before, mostly cold)",
+    )
     p.add_argument("--out", type=Path, default=None, help="JSON results (default: none)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--work-side", type=float, default=None, help=argparse.SUPPRESS)
@@ -204,6 +258,7 @@ def main() -> None:
             "size": a.size,
             "items": a.items,
             "rounds": a.rounds,
+            "warm": a.warm,
             "command": " ".join(sys.argv),
         }
         from fisc.files import atomic_path  # this checkout's (a child imports its tree's fisc)

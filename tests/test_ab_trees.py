@@ -70,13 +70,17 @@ def test_two_trees_measured_in_turn_with_their_settings(tmp_path):
         "2",
         "--rounds",
         "2",
+        "--warm",
+        "6",
         "--out",
         str(out),
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "basic round 2/2: a " in done.stdout and "| basic | b | 1.0 | 40 |" in done.stdout
-    rows = json.loads(out.read_text())["rows"]
+    result = json.loads(out.read_text())
+    assert result["info"]["warm"] == 6  # more warm-up items than images: they wrap round
+    rows = result["rows"]
     assert [(r["label"], r["augment"]) for r in rows] == [("a", "basic"), ("b", "basic")]
     assert rows[0]["ratio_to_first_median"] == 1.0
     assert rows[0]["applied"] == {"work_side": None, "min_side": None, "keep_freed_memory": True}

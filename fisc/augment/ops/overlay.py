@@ -17,14 +17,14 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from fisc.augment import overlay_assets as assets
+from fisc.augment.glyphs import font, line_ink, text_length
 from fisc.augment.ops.base import Op, Param, register
 from fisc.augment.ops.geometric import blend, bounded, random_color, resize_to
 
 _LETTERS = string.ascii_letters
-_Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -34,18 +34,6 @@ def quantize_px(px: float) -> int:
     """A font size in px rounded to a ~10% step (bounded cache), at least 6."""
     px = max(6.0, float(px))
     return int(round(1.1 ** round(math.log(px, 1.1))))
-
-
-@functools.lru_cache(maxsize=512)  # a face costs ~150 KB; loading one ~0.2 ms
-def font(path: Path | None, size: int) -> _Font:
-    """``path`` at ``size`` px with PIL's basic layout (no script shaping: ~40% faster than
-    Raqm, and shaping does not matter for random character strings)."""
-    if path is not None:
-        try:
-            return ImageFont.truetype(str(path), size, layout_engine=ImageFont.Layout.BASIC)
-        except OSError:
-            pass
-    return assets.load_font(None, size)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -92,20 +80,33 @@ def _place(rng: np.random.Generator, size: int, extent: int, parts: int) -> int:
     return int(rng.integers(lo, max(lo + 1, extent - ((parts - 1) * size) // parts)))
 
 
-def text_mask(text: str, fnt: _Font) -> np.ndarray:
-    """The 8-bit coverage mask of ``text``, cropped to its ink; newlines separate lines, each
-    rendered on its own and stacked left-aligned with a gap of a fifth of the font size.
-    A line is drawn on a canvas sized from the font size (2 em per character, 2.5 em high)
-    and cropped with ``cv2.boundingRect``: measuring it first would cost a FreeType pass."""
-    px = int(getattr(fnt, "size", 10))
+def text_mask(text: str, path: Path | None, px: int, kept: bool = True) -> np.ndarray:
+    """The 8-bit coverage mask of ``text`` in the font at ``path``, ``px`` px, cropped to its
+    ink; newlines separate lines, each drawn on its own and stacked left-aligned with a gap of
+    a fifth of the font size. A line is what Pillow draws at ``(px, px // 2)`` on a canvas
+    sized from the font size (2 em per character, 2.5 em high; ink beyond it is cut, and
+    measuring the line first would cost a FreeType pass), composed from kept glyphs where
+    :func:`fisc.augment.glyphs.line_ink` can (the same pixels) unless ``kept`` is false."""
     masks = []
     for line in text.split("\n"):
-        im = Image.new("L", (len(line) * 2 * px + 2 * px, int(2.5 * px) + 2), 0)
-        ImageDraw.Draw(im).text((px, px // 2), line, fill=255, font=fnt)
-        m = np.asarray(im)
-        x, y, w, h = cv2.boundingRect(m)
-        if w and h:
-            masks.append(m[y : y + h, x : x + w])
+        w, h = len(line) * 2 * px + 2 * px, int(2.5 * px) + 2  # the canvas
+        drawn = line_ink(line, path, px, (px, px // 2)) if kept else None
+        if drawn is None:  # Pillow draws it
+            im = Image.new("L", (w, h), 0)
+            ImageDraw.Draw(im).text((px, px // 2), line, fill=255, font=font(path, px))
+            m = np.asarray(im)
+        else:
+            ink, x, y = drawn
+            if ink is None:
+                continue
+            x0, y0 = max(x, 0), max(y, 0)
+            x1, y1 = min(x + ink.shape[1], w), min(y + ink.shape[0], h)
+            if x1 <= x0 or y1 <= y0:
+                continue
+            m = ink[y0 - y : y1 - y, x0 - x : x1 - x]  # cropped again below if cut
+        x, y, cw, ch = cv2.boundingRect(m)
+        if cw and ch:
+            masks.append(m[y : y + ch, x : x + cw])
     if len(masks) <= 1:
         return masks[0] if masks else np.zeros((1, 1), np.uint8)
     gap = max(1, round(0.2 * px))
@@ -120,13 +121,33 @@ def text_mask(text: str, fnt: _Font) -> np.ndarray:
     return out
 
 
-def safe_text_mask(text: str, path: Path | None, px: int) -> np.ndarray:
+def safe_text_mask(text: str, path: Path | None, px: int, kept: bool = True) -> np.ndarray:
     """:func:`text_mask` with the font at ``path``; PIL's default font and ASCII text if
     FreeType rejects the font or the string."""
     try:
-        return text_mask(text, font(path, px))
+        return text_mask(text, path, px, kept)
     except (OSError, ValueError, RuntimeError):
-        return text_mask(text.encode("ascii", "replace").decode(), font(None, px))
+        return text_mask(text.encode("ascii", "replace").decode(), None, px, kept)
+
+
+def draw_text(
+    d: ImageDraw.ImageDraw,
+    xy: tuple[float, float],
+    text: str,
+    fill: tuple[int, int, int],
+    path: Path | None,
+    px: int,
+    anchor: str = "la",
+) -> None:
+    """``d.text(xy, text, fill, font(path, px), anchor)``, the line composed from kept glyphs
+    where :func:`fisc.augment.glyphs.line_ink` can (the same pixels) and drawn with
+    ``d.bitmap``."""
+    drawn = line_ink(text, path, px, xy, anchor)
+    if drawn is None:
+        d.text(xy, text, fill=fill, font=font(path, px), anchor=anchor)
+    elif drawn[0] is not None:
+        ink, x, y = drawn
+        d.bitmap((x, y), Image.fromarray(ink), fill=fill)
 
 
 def outline(mask: np.ndarray, r: int) -> np.ndarray:
@@ -192,7 +213,9 @@ class Text(Op):
         out = img.copy()
         opacity = self.uniform(rng, "opacity")
         color = random_color(rng, 0.4)
-        mask = safe_text_mask(text, path, px)
+        # random characters from fonts of up to thousands of glyphs: mostly seen once, so
+        # keeping glyphs would cost more than it saves (measured); Pillow draws every line
+        mask = safe_text_mask(text, path, px, kept=False)
         fill = mask.astype(np.float32) * np.float32(opacity / 255.0)
         mh, mw = fill.shape
         x, y = _place(rng, mw, w, 5), _place(rng, mh, h, 5)
@@ -303,7 +326,7 @@ class Meme(Op):
         out[bh:] = img
         path = _pick(rng, latin_fonts("bold"))
         text = random_words(rng, int(rng.integers(1, 5)))
-        width32 = max(1.0, font(path, 32).getlength(text))  # advance width at 32 px
+        width32 = max(1.0, text_length(text, path, 32))  # advance width at 32 px
         px = max(6, int(min(0.5 * bh, 0.92 * w * 32 / width32)))
         mask = safe_text_mask(text, path, px)
         mh, mw = mask.shape
@@ -346,8 +369,7 @@ class Screenshot(Op):
         d.ellipse((cx - r, cy - r, cx + r, cy + r), fill=random_color(rng, 0))
         ui = _pick(rng, latin_fonts("ui"))
         name = random_words(rng, 1, 4, 12).lower() + ("_" if rng.random() < 0.3 else "")
-        f1 = font(ui, quantize_px(top * 0.3))
-        d.text((cx + r + top * 0.25, cy), name, fill=fg, font=f1, anchor="lm")
+        draw_text(d, (cx + r + top * 0.25, cy), name, fg, ui, quantize_px(top * 0.3), "lm")
         for k in range(3):
             dx = w - max(mx, 2) - top * (0.15 + 0.12 * k)
             d.ellipse((dx - 1.5, cy - 1.5, dx + 1.5, cy + 1.5), fill=fg)
@@ -364,10 +386,11 @@ class Screenshot(Op):
         bx = w - max(mx, 2) - 1.2 * s
         mark = [(0, 0), (0.8, 0), (0.8, 1), (0.4, 0.7), (0, 1), (0, 0)]  # bookmark
         d.line([(bx + s * u, y0 + s * v) for u, v in mark], fill=fg, width=lw)
-        f2 = font(ui, quantize_px(bottom * 0.16))
+        px2 = quantize_px(bottom * 0.16)
         likes = f"{int(rng.integers(1, 100000)):,} likes"
-        d.text((x, y0 + 1.35 * s), likes, fill=fg, font=f2)
-        d.text((x, y0 + 2.5 * s), name + " " + random_words(rng, 3).lower(), fill=dim, font=f2)
+        draw_text(d, (x, y0 + 1.35 * s), likes, fg, ui, px2)
+        caption = name + " " + random_words(rng, 3).lower()
+        draw_text(d, (x, y0 + 2.5 * s), caption, dim, ui, px2)
         out = np.array(canvas)
         out[top : top + ih, mx : mx + iw] = resize_to(img, iw, ih)
         return out

@@ -1,0 +1,197 @@
+"""``fisc.augment.glyphs``: lines composed from kept glyphs are the pixels Pillow draws."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from fisc.augment import glyphs
+from fisc.augment import overlay_assets as assets
+from fisc.augment.ops import build_op
+from fisc.augment.ops import overlay as overlay_ops
+
+FONTS = assets.font_paths()
+pytestmark = pytest.mark.skipif(not FONTS, reason="AugLy's fonts are not installed")
+
+
+@pytest.fixture(autouse=True)
+def fresh_caches():
+    glyphs.clear_caches()
+    yield
+    glyphs.clear_caches()
+
+
+def pillow(text, path, size, xy, anchor, canvas):
+    """What ``ImageDraw.text`` draws: the reference."""
+    im = Image.new("L", canvas, 0)
+    ImageDraw.Draw(im).text(xy, text, fill=255, font=glyphs.font(path, size), anchor=anchor)
+    return np.asarray(im)
+
+
+def composed(text, path, size, xy, anchor, canvas):
+    """The line from kept glyphs, pasted on the same canvas (it must fit)."""
+    drawn = glyphs.line_ink(text, path, size, xy, anchor)  # None on a first sighting
+    ink, x, y = drawn or glyphs.line_ink(text, path, size, xy, anchor)
+    out = np.zeros(canvas[::-1], np.uint8)
+    if ink is not None:
+        assert x >= 0 and y >= 0 and x + ink.shape[1] <= canvas[0] and y + ink.shape[0] <= canvas[1]
+        out[y : y + ink.shape[0], x : x + ink.shape[1]] = ink
+    return out
+
+
+def random_line(rng, path):
+    allc, asc, _ = overlay_ops._chars(path)
+    pool = asc if asc and rng.random() < 0.5 else allc
+    text = "".join(pool[int(i)] for i in rng.integers(0, len(pool), int(rng.integers(1, 16))))
+    return text[: len(text) // 2] + " " + text[len(text) // 2 :] if rng.random() < 0.3 else text
+
+
+def test_composed_lines_are_pillows_pixels_across_fonts_sizes_positions_and_anchors():
+    """Every 4th shipped font (and PIL's default), random lines from its whole character set,
+    6-47 px, whole and fractional positions, each left anchor: the same array as Pillow's."""
+    rng = np.random.default_rng(0)
+    fractions = 0
+    for path in [*FONTS[::4], None]:
+        for _ in range(2):
+            text, size = random_line(rng, path), int(rng.integers(6, 48))
+            xy = (3 * size + rng.random() * (rng.random() < 0.6), 3 * size + rng.random())
+            fractions += xy[0] != int(xy[0])
+            anchor = glyphs.ANCHORS[int(rng.integers(3))]
+            canvas = (len(text) * 3 * size + 6 * size, 7 * size)
+            want = pillow(text, path, size, xy, anchor, canvas)
+            got = composed(text, path, size, xy, anchor, canvas)
+            assert np.array_equal(got, want), (path, text, size, xy, anchor)
+            assert want.any() or text.strip() == "" or path is not None
+    assert fractions > 20
+
+
+def test_kerned_and_overlapping_glyphs_compose_as_pillow_does():
+    """A font with a kern table whose pairs move glyphs (the pen positions differ from the
+    plain advances), and a script face whose letters overlap (Pillow's "over" blending),
+    at pen fractions on both sides of half a pixel."""
+    impact = next(p for p in FONTS if p.name == "Impact.ttf")
+    assert glyphs.has_kerning_table(impact)
+    assert glyphs.kerning(impact, 40, "AV") != 0 or glyphs.kerning(impact, 40, "To") != 0
+    script = next(p for p in FONTS if p.name == "Pacifico.ttf")
+    for path, text in ((impact, "AVAToWAY"), (script, "mmffllnn")):
+        for fraction in (0.0, 0.49, 0.51, 0.99):
+            xy = (50 + fraction, 40 + fraction)
+            want = pillow(text, path, 40, xy, "la", (600, 200))
+            got = composed(text, path, 40, xy, "la", (600, 200))
+            assert np.array_equal(got, want), (path.name, fraction)
+            glyphs.clear_caches()
+    # the script face's glyph boxes do overlap: the blending branch ran
+    g = [glyphs.glyph(script, 40, ch) for ch in "mm"]
+    assert g[0].x + g[0].ink.shape[1] > g[0].advance // 64 + g[1].x
+
+
+def test_text_length_is_pillows_getlength():
+    impact = next(p for p in FONTS if p.name == "Impact.ttf")
+    for path in (impact, FONTS[0]):
+        for text in ("AVATAR To WAVE", "hello world"):
+            first = glyphs.text_length(text, path, 32)  # first sighting: Pillow's
+            assert first == glyphs.text_length(text, path, 32)  # kept glyphs
+            assert first == glyphs.font(path, 32).getlength(text)
+
+
+def test_a_glyph_seen_once_is_left_to_pillow_and_kept_from_its_second_sighting():
+    path = FONTS[0]
+    assert glyphs.line_ink("ab", path, 12) is None
+    assert not glyphs._glyphs  # nothing drawn alone yet
+    assert glyphs.line_ink("ba", path, 12) is not None  # both seen before: composed
+    assert {k[2] for k in glyphs._glyphs} == {"a", "b"}
+    assert glyphs.line_ink("abc", path, 12) is None  # "c" is new
+    assert glyphs.line_ink("   ", path, 12) is None and glyphs.line_ink("  ", path, 12) == (
+        None,
+        0,
+        0,
+    )
+    with pytest.raises(ValueError, match="anchor"):
+        glyphs.line_ink("ab", path, 12, anchor="mm")
+
+
+def test_bounded_caches_drop_their_oldest_entries():
+    d = glyphs._Bounded(10)
+    for i in range(25):
+        d.put(i, i)
+    assert len(d) <= 10 and 24 in d and 0 not in d
+    assert list(d) == sorted(d)  # oldest first, the newest kept
+
+
+@pytest.mark.parametrize("name", ["meme", "screenshot"])
+def test_meme_and_screenshot_make_the_same_images_as_with_pillow_alone(name, monkeypatch):
+    """The ops with kept glyphs, warmed so most lines are composed, against the same ops with
+    every line drawn by Pillow (the code before glyphs were kept)."""
+    op = build_op(name, {"p": 1.0})
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (h, w, 3), np.uint8) for h, w in ((96, 96), (160, 120))]
+    seeds = range(300)
+
+    def outputs():
+        return [op.edit(images[s % 2], np.random.default_rng(s)) for s in seeds]
+
+    outputs()  # every glyph seen once
+    kept = outputs()
+    assert len(glyphs._glyphs) > 100
+    monkeypatch.setattr(glyphs, "ready", lambda *a: False)
+    alone = outputs()
+    assert all(np.array_equal(a, b) for a, b in zip(kept, alone, strict=True))
+
+
+def test_pen_start_fractions_at_the_rounding_edges():
+    """The pen's start is rounded as Pillow rounds it: C's ``round`` (a y fraction of 32.5/64
+    goes to 33/64, one pixel lower than Python's ``round`` would put it) of a single-precision
+    sum (with a glyph reaching 8 px left of the pen, an x fraction just under 31.5/64 is
+    absorbed into 31.5/64 and rounds up to the next pixel)."""
+    brush = next(p for p in FONTS if p.name == "AlexBrush-Regular.ttf")
+    assert glyphs.glyph(brush, 30, "j").x < -4
+    x_edge = float(np.float32(31.5 / 64 - 2**-25))
+    for text, xy in (("ab", (50.0, 40 + 32.5 / 64)), ("jab", (50 + x_edge, 40.0))):
+        want = pillow(text, brush, 30, xy, "la", (300, 150))
+        assert np.array_equal(composed(text, brush, 30, xy, "la", (300, 150)), want), text
+
+
+def test_text_masks_from_kept_glyphs_are_the_masks_pillow_draws():
+    """``text_mask`` (lines on a canvas of 2 em a character and 2.5 em, ink beyond it cut,
+    cropped to the ink, stacked) from kept glyphs against the same with Pillow drawing every
+    line, over every 3rd font; some lines reach beyond that canvas (script faces' swashes)."""
+    rng = np.random.default_rng(2)
+    by_name = {p.name: p for p in FONTS}
+    cases = [  # ink above the canvas's top, left of its left edge
+        (by_name["WCSoldOutABta.ttf"], "B", 10),
+        (by_name["NotoSansJavanese-Regular.ttf"], "\ua9bf", 10),
+    ]
+    for path in FONTS[::3]:
+        allc, asc, _ = overlay_ops._chars(path)
+        for _ in range(2):
+            pool = asc if asc and rng.random() < 0.7 else allc
+            text = "".join(pool[int(i)] for i in rng.integers(0, len(pool), 12))
+            text = text[:5] + "\n" + text[5:] if rng.random() < 0.3 else text
+            cases.append((path, text, int(rng.integers(6, 40))))
+    cut = {"top": 0, "left": 0, "right or bottom": 0}
+    for path, text, px in cases:
+        want = overlay_ops.text_mask(text, path, px, kept=False)
+        overlay_ops.text_mask(text, path, px)  # every glyph seen
+        got = overlay_ops.text_mask(text, path, px)
+        assert np.array_equal(got, want), (path.name, text, px)
+        for line in text.split("\n"):
+            ink, x, y = glyphs.line_ink(line, path, px, (px, px // 2))
+            if ink is not None:
+                w, h = len(line) * 2 * px + 2 * px, int(2.5 * px) + 2
+                cut["top"] += y < 0
+                cut["left"] += x < 0
+                cut["right or bottom"] += x + ink.shape[1] > w or y + ink.shape[0] > h
+    assert all(cut.values()), cut
+
+
+def test_a_line_whose_ink_lies_wholly_off_the_canvas_leaves_no_mask(monkeypatch):
+    """As Pillow's canvas would show nothing of it: the empty mask text_mask gives for a line
+    without ink ("ab" at 10 px: a 60 x 27 px canvas; one row or column past its bottom or
+    right edge must not wrap round as a negative slice end would)."""
+    ink = np.full((4, 5), 200, np.uint8)
+    for x, y in ((-40, -40), (3, 28), (61, 3)):  # above and left; just below; just right
+        monkeypatch.setattr(overlay_ops, "line_ink", lambda *a, x=x, y=y, **k: (ink, x, y))
+        assert np.array_equal(overlay_ops.text_mask("ab", FONTS[0], 10), np.zeros((1, 1)))
+    monkeypatch.setattr(overlay_ops, "line_ink", lambda *a, **k: (ink, 3, -2))  # 2 rows cut
+    assert np.array_equal(overlay_ops.text_mask("ab", FONTS[0], 10), ink[2:])
