@@ -311,3 +311,18 @@ def test_resize_to_box_filters_integer_factors_then_bilinear():
     for w, h in ((40, 30), (100, 70)):  # under 2x, and larger: bilinear
         expected = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
         assert np.array_equal(resize_to(img, w, h), expected), (w, h)
+
+
+def test_an_ops_uniform_draw_is_numpys_uniform():
+    """``Op.uniform`` gives ``rng.uniform(a, b)``'s number from the same generator state, for
+    float, int and negative ranges, and ``a`` without a draw for a point range."""
+    op = build_op("blur", {"sigma": [0.5, 4.0]})
+    for lo, hi in ((0.5, 4.0), (-3, 7), (1e-3, 1e-3 + 1e-9), (2.0, 2.0)):
+        op.values["sigma"] = (lo, hi)
+        for seed in range(20):
+            mine, theirs = np.random.default_rng(seed), np.random.default_rng(seed)
+            want = float(theirs.uniform(lo, hi)) if hi > lo else float(lo)
+            assert op.uniform(mine, "sigma") == want
+            assert mine.random() == (
+                theirs.random() if hi > lo else np.random.default_rng(seed).random()
+            )

@@ -550,3 +550,14 @@ def test_shrink_keeps_the_aspect_down_to_one_pixel():
         out = shrink_to_short_side(img, side)
         assert out.shape == (*expected, 3), ((h, w), side)
         assert np.array_equal(out, resize_to(img, *expected[::-1])), ((h, w), side)
+
+
+def test_view_keys_seed_the_generator_numpy_makes_of_the_list():
+    """The uint32 words fisc hands to ``default_rng`` give the generator of the plain list
+    ``[seed, epoch, index, view]``, whose parts may exceed 32 bits (a large seed)."""
+    from fisc.data.datasets import view_key
+
+    for key in ((7, 2, 5, 1), (0, 0, 0, 0), (2**32 - 1, 3, 999_999, 1), (2**40 + 3, 1, 2, 0)):
+        got = np.random.default_rng(view_key(*key)).random(6)
+        assert np.array_equal(got, np.random.default_rng(list(key)).random(6)), key
+    assert isinstance(view_key(2**32, 0, 0, 0), list)

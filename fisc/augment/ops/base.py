@@ -58,8 +58,10 @@ class Op(OpSpec):
 
     # -- helpers for apply() ------------------------------------------------------------
     def uniform(self, rng: np.random.Generator, key: str) -> float:
+        """``rng.uniform(a, b)``'s number: its formula, ``a + (b - a) * u`` on one standard
+        uniform double ``u``, without its argument handling (1 instead of 4-5 us a call)."""
         a, b = self.values[key]
-        return float(rng.uniform(a, b)) if b > a else float(a)
+        return float(a) + (float(b) - float(a)) * rng.random() if b > a else float(a)
 
     def randint(self, rng: np.random.Generator, key: str) -> int:
         a, b = self.values[key]
