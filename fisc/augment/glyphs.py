@@ -3,7 +3,7 @@
 Pillow's FreeType text (``ImageDraw.text``, ``FreeTypeFont.getmask2``) loads, hints and
 renders every glyph of a string twice per call (once to measure, once to draw), 10-15 us a
 glyph here: most of the ``meme`` and ``screenshot`` edits' cost, whose short Latin strings
-reuse a few dozen glyphs per font and size. Here a glyph seen a second time is drawn alone by
+reuse a few dozen glyphs per font and size. Here a glyph seen a third time is drawn alone by
 Pillow once, kept as its 8-bit ink with its position relative to the pen and its advance, and
 a line of kept glyphs is composed the way Pillow's ``font_render`` composes one with its basic
 layout:
@@ -16,11 +16,12 @@ layout:
   precision and rounded as C rounds, as Pillow computes it;
 - overlapping ink combines as Pillow's does: ``a + b * (255 - a) / 255``, with its rounding.
 
-:func:`line_ink` returns ``None`` for a line with a glyph seen for the first time, and the
-caller has Pillow draw it: the ``text`` edit's random characters from fonts of thousands of
-glyphs are mostly seen once, and rendering each of them alone would cost more than Pillow's
-own pass. ``tests/test_glyphs.py`` checks the composed lines against Pillow's on every shipped
-font (whole character sets, whole and fractional positions, the three anchors).
+:func:`line_ink` returns ``None`` for a line with a glyph seen fewer than ``ADMIT`` times, and
+the caller has Pillow draw it: drawing a glyph alone costs as much as ~10 uses of it save, and
+the ``text`` edit's random characters from fonts of thousands of glyphs mostly never repeat
+(that edit leaves every line to Pillow). ``tests/test_glyphs.py`` checks composed lines against
+Pillow's over the shipped fonts (whole character sets, whole and fractional positions, the
+three anchors).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import math
 import struct
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
@@ -39,6 +41,9 @@ _Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 ANCHORS = ("la", "lm", "ls")
 MAX_GLYPHS = 50_000  # kept glyphs per process (6-40 px: 0.1-1 KB each); oldest dropped first
 MAX_PAIRS = 200_000  # kerning values kept per process
+# a glyph is drawn alone and kept at its ADMIT-th sighting: drawing it costs ~90 us once, a
+# line composed from kept glyphs saves ~10 us a glyph against Pillow's pass
+ADMIT = 3
 
 
 def pixel(v: int) -> int:
@@ -97,11 +102,10 @@ def render_glyph(fnt: _Font, ch: str) -> Glyph:
     ox, oy = 1 - x0, 1 - y0  # the baseline point, with a 1 px margin all round
     ImageDraw.Draw(canvas).text((ox, oy), ch, fill=255, font=fnt, anchor="ls")
     m = np.asarray(canvas)
-    rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
-    if not len(rows):
+    x, y, w, h = cv2.boundingRect(m)
+    if not (w and h):
         return Glyph(None, 0, 0, advance)
-    ink = m[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].copy()
-    return Glyph(ink, int(cols[0]) - ox, int(rows[0]) - oy, advance)
+    return Glyph(m[y : y + h, x : x + w].copy(), x - ox, y - oy, advance)
 
 
 class _Bounded(dict):
@@ -119,7 +123,7 @@ class _Bounded(dict):
 
 
 _glyphs = _Bounded(MAX_GLYPHS)  # (path, size, char) -> Glyph
-_seen = _Bounded(4 * MAX_GLYPHS)  # glyph keys seen once, not yet drawn alone
+_seen = _Bounded(4 * MAX_GLYPHS)  # sightings of the glyphs not kept yet
 _pairs = _Bounded(MAX_PAIRS)  # (path, size, two chars) -> kerning, 1/64 px
 
 
@@ -161,15 +165,19 @@ def baseline_below(path: Path | None, size: int, anchor: str) -> int:
 
 
 def ready(text: str, path: Path | None, size: int) -> bool:
-    """Whether every glyph of ``text`` is kept or has been seen before (then it is drawn alone
-    now); glyphs seen for the first time are noted, and the line is left to Pillow."""
-    first = False
+    """Whether every glyph of ``text`` is kept or is seen for at least the ``ADMIT``-th time
+    (then it is drawn alone and kept now); the other glyphs' sightings are counted, and the
+    line is left to Pillow."""
+    ok = True
     for ch in set(text):
         key = (path, size, ch)
-        if key not in _glyphs and key not in _seen:
-            _seen.put(key, None)
-            first = True
-    return not first
+        if key in _glyphs:
+            continue
+        seen = _seen.get(key, 0) + 1
+        if seen < ADMIT:
+            _seen.put(key, seen)
+            ok = False
+    return ok
 
 
 def line_ink(
@@ -181,8 +189,9 @@ def line_ink(
 ) -> tuple[np.ndarray | None, int, int] | None:
     """The ink of ``ImageDraw.text(xy, text, font=font(path, size), anchor=anchor)`` on a
     canvas large enough for all of it, and the ink's top-left pixel there (``(None, 0, 0)`` for
-    a line without ink); ``None`` when a glyph is seen for the first time (see :func:`ready`):
-    let Pillow draw that line. Raises what Pillow raises for a glyph it cannot draw."""
+    a line without ink); ``None`` when a glyph is not kept yet and seen too rarely (see
+    :func:`ready`): let Pillow draw that line. Raises what Pillow raises for a glyph it cannot
+    draw."""
     if anchor not in ANCHORS:
         raise ValueError(f"anchor {anchor!r}: one of {ANCHORS}")
     if not ready(text, path, size):
