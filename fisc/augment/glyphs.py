@@ -39,8 +39,10 @@ from fisc.augment import overlay_assets as assets
 
 _Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 ANCHORS = ("la", "lm", "ls")
-MAX_GLYPHS = 50_000  # kept glyphs per process (6-40 px: 0.1-1 KB each); oldest dropped first
-MAX_PAIRS = 200_000  # kerning values kept per process
+# per process (a DataLoader worker), oldest dropped first; full, the three take ~30 MB
+MAX_GLYPHS = 20_000  # kept glyphs (at 6-40 px, 0.2-2 KB each)
+MAX_SIGHTINGS = 50_000  # glyphs seen but not kept yet (~200 B each)
+MAX_PAIRS = 50_000  # kerning values (~200 B each)
 # a glyph is drawn alone and kept at its ADMIT-th sighting: drawing it costs ~90 us once, a
 # line composed from kept glyphs saves ~10 us a glyph against Pillow's pass
 ADMIT = 3
@@ -123,7 +125,7 @@ class _Bounded(dict):
 
 
 _glyphs = _Bounded(MAX_GLYPHS)  # (path, size, char) -> Glyph
-_seen = _Bounded(4 * MAX_GLYPHS)  # sightings of the glyphs not kept yet
+_seen = _Bounded(MAX_SIGHTINGS)  # sightings of the glyphs not kept yet
 _pairs = _Bounded(MAX_PAIRS)  # (path, size, two chars) -> kerning, 1/64 px
 
 
