@@ -184,13 +184,15 @@ def model_step_ms(module, size: int, batch: int, device: str, steps: int = 3) ->
     return 1000 * statistics.fmean(times) / (2 * batch)
 
 
-def loader_rate(dm, batches: int) -> float:
+def loader_rate(dm, batches: int, warm_batches: int = 0) -> float:
     """Views/s the training DataLoader delivers, timed after each worker's first batch (the
     workers start together, so their first batches arrive together and would flatter the
-    rate)."""
+    rate), or after ``warm_batches`` if more: fresh workers fill their caches (fonts, emoji,
+    kept glyphs) over their first thousands of views, which a training run's persistent
+    workers have long done."""
     loader = dm.train_dataloader()
     it = iter(loader)
-    warm = max(1, dm.num_workers)
+    warm = max(1, dm.num_workers, warm_batches)
     t = n = done = 0
     while done < warm + batches:
         try:
@@ -257,6 +259,13 @@ def main() -> None:
         "figure on a machine whose pace drifts",
     )
     p.add_argument(
+        "--warm-batches",
+        type=int,
+        default=0,
+        help="batches the loader delivers before its rate is timed (default: one per worker); "
+        "its workers are fresh, and fill their caches over their first thousands of views",
+    )
+    p.add_argument(
         "--rounds",
         type=int,
         default=1,
@@ -317,7 +326,7 @@ def main() -> None:
             # over minutes slows every variant alike, and the spread shows how much it drifted
             for _ in range(a.rounds):
                 for r in runs:
-                    r["rates"].append(loader_rate(r["dm"], batches))
+                    r["rates"].append(loader_rate(r["dm"], batches, a.warm_batches))
             cores = max(1, a.workers)
             for r in runs:
                 cfg, groups, dm, train_images = r["cfg"], r["groups"], r["dm"], r["images"]
@@ -329,7 +338,7 @@ def main() -> None:
                     dm_cv2 = build_datamodule(cfg, groups, train_images, None)
                     dm_cv2.pin_opencv_threads = False
                     dm_cv2.train_dataloader()
-                    loader_cv2 = loader_rate(dm_cv2, batches)
+                    loader_cv2 = loader_rate(dm_cv2, batches, a.warm_batches)
                     del dm_cv2
                 e2e = end_to_end(cfg, groups, dm, build_module(cfg, groups, len(train_images)),
                                  a.steps, a.warmup)  # fmt: skip
@@ -351,6 +360,7 @@ def main() -> None:
                     "device": a.device,
                     "stage_ms_per_view": {k: round(v, 3) for k, v in r["ms"].items()},
                     "loader_batches": batches,
+                    "warm_batches": max(1, a.workers, a.warm_batches),
                     "rounds": a.rounds,
                     "loader_views_per_s": round(loader, 1),
                     "loader_views_per_core_s": round(loader / cores, 1),
