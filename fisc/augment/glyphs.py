@@ -1,9 +1,10 @@
 """Text lines composed from cached glyph masks, pixel for pixel as Pillow draws them.
 
-Pillow's FreeType text (``ImageDraw.text``, ``FreeTypeFont.getmask2``) loads, hints and
-renders every glyph of a string twice per call (once to measure, once to draw), 10-15 us a
-glyph here: most of the ``meme`` and ``screenshot`` edits' cost, whose short Latin strings
-reuse a few dozen glyphs per font and size. Here a glyph seen a third time is drawn alone by
+Pillow's FreeType text (``ImageDraw.text``, ``FreeTypeFont.getmask2``) loads and hints every
+glyph of a string four times per call (laying the line out, measuring it, and twice while
+drawing it) and renders it twice, 10-15 us a glyph here: most of the ``meme`` and
+``screenshot`` edits' cost, whose short Latin strings reuse a few dozen glyphs per font and
+size. Here a glyph seen a third time is drawn alone by
 Pillow once, kept as its 8-bit ink with its position relative to the pen and its advance, and
 a line of kept glyphs is composed the way Pillow's ``font_render`` composes one with its basic
 layout:
@@ -12,16 +13,18 @@ layout:
   after the advances of glyphs ``0..i-1`` plus the kerning Pillow adds to each pair's first
   advance (looked up once per pair, only for fonts with a ``kern`` table);
 - the pen starts at the anchor (``"la"``, ``"lm"``, ``"ls"``: left edge at the ascender, the
-  middle or the baseline) plus the drawing position's fraction, in 1/64 px, computed in single
-  precision and rounded as C rounds, as Pillow computes it;
+  middle or the baseline) plus the drawing position's fraction, in 1/64 px, computed as Pillow
+  computes it: in single precision from how far the glyphs' FreeType boxes reach left of the
+  pen and above the baseline, and rounded as C rounds;
 - overlapping ink combines as Pillow's does: ``a + b * (255 - a) / 255``, with its rounding.
 
 :func:`line_ink` returns ``None`` for a line with a glyph seen fewer than ``ADMIT`` times, and
 the caller has Pillow draw it: drawing a glyph alone costs as much as ~10 uses of it save, and
 the ``text`` edit's random characters from fonts of thousands of glyphs mostly never repeat
-(that edit leaves every line to Pillow). ``tests/test_glyphs.py`` checks composed lines against
-Pillow's over the shipped fonts (whole character sets, whole and fractional positions, the
-three anchors).
+(that edit leaves every line to Pillow). Lines at a negative position (Pillow cuts what its
+own mask leaves out there) are left to Pillow too. ``tests/test_glyphs.py`` checks composed
+lines against Pillow's over the shipped fonts (whole character sets, whole and fractional
+positions, the three anchors).
 """
 
 from __future__ import annotations
@@ -39,9 +42,9 @@ from fisc.augment import overlay_assets as assets
 
 _Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 ANCHORS = ("la", "lm", "ls")
-# per process (a DataLoader worker), oldest dropped first; full, the three take ~30 MB
-MAX_GLYPHS = 20_000  # kept glyphs (at 6-40 px, 0.2-2 KB each)
-MAX_SIGHTINGS = 50_000  # glyphs seen but not kept yet (~200 B each)
+# per process (a DataLoader worker), oldest dropped first; full, the three take ~50 MB
+MAX_GLYPH_BYTES = 32 * 2**20  # kept glyphs, their ink and ~200 B each (6-40 px: 0.2-2 KB)
+MAX_SIGHTINGS = 50_000  # glyphs seen but not kept (~200 B each)
 MAX_PAIRS = 50_000  # kerning values (~200 B each)
 # a glyph is drawn alone and kept at its ADMIT-th sighting: drawing it costs ~90 us once, a
 # line composed from kept glyphs saves ~10 us a glyph against Pillow's pass
@@ -88,12 +91,15 @@ def has_kerning_table(path: Path | None) -> bool:
 
 class Glyph:
     """A glyph's ink (``None``: it has none), the ink's top-left relative to the pen on the
-    baseline, and the glyph's advance in 1/64 px."""
+    baseline, its advance in 1/64 px, and how far FreeType's box of it reaches left of the pen
+    and above the baseline (``box_x``, ``box_y``: at most 0; the box may hold blank edges
+    beyond the ink, and Pillow places a line's pen from the boxes)."""
 
-    __slots__ = ("advance", "ink", "x", "y")
+    __slots__ = ("advance", "box_x", "box_y", "ink", "x", "y")
 
-    def __init__(self, ink: np.ndarray | None, x: int, y: int, advance: int):
+    def __init__(self, ink, x: int, y: int, advance: int, box_x: int, box_y: int):
         self.ink, self.x, self.y, self.advance = ink, x, y, advance
+        self.box_x, self.box_y = box_x, box_y
 
 
 def render_glyph(fnt: _Font, ch: str) -> Glyph:
@@ -106,26 +112,46 @@ def render_glyph(fnt: _Font, ch: str) -> Glyph:
     m = np.asarray(canvas)
     x, y, w, h = cv2.boundingRect(m)
     if not (w and h):
-        return Glyph(None, 0, 0, advance)
-    return Glyph(m[y : y + h, x : x + w].copy(), x - ox, y - oy, advance)
+        return Glyph(None, 0, 0, advance, x0, y0)
+    return Glyph(m[y : y + h, x : x + w].copy(), x - ox, y - oy, advance, x0, y0)
 
 
 class _Bounded(dict):
-    """A dict that drops its oldest entries beyond ``limit``."""
+    """A dict whose entries weigh at most ``limit`` in all (``weigh(value)``, 1 each by
+    default); a new entry that would go beyond it first drops the oldest tenth of the weight.
+    Entries are added with :meth:`put` and removed with :meth:`drop`."""
 
-    def __init__(self, limit: int):
+    def __init__(self, limit: int, weigh=None):
         super().__init__()
-        self.limit = limit
+        self.limit, self.weigh, self.weight = limit, weigh or (lambda _: 1), 0
 
     def put(self, key, value) -> None:
-        if len(self) >= self.limit:
-            for old in list(self)[: max(1, self.limit // 10)]:
-                del self[old]
+        self.drop(key)
+        w = self.weigh(value)
+        if self.weight + w > self.limit:
+            goal = min(self.limit - w, 0.9 * self.limit)
+            for old in list(self):
+                if self.weight <= goal:
+                    break
+                self.drop(old)
         self[key] = value
+        self.weight += w
+
+    def drop(self, key) -> None:
+        if key in self:
+            self.weight -= self.weigh(self.pop(key))
+
+    def clear(self) -> None:
+        super().clear()
+        self.weight = 0
 
 
-_glyphs = _Bounded(MAX_GLYPHS)  # (path, size, char) -> Glyph
-_seen = _Bounded(MAX_SIGHTINGS)  # sightings of the glyphs not kept yet
+def _glyph_bytes(g: Glyph) -> int:
+    return 200 + (g.ink.nbytes if g.ink is not None else 0)  # ~200 B: the object and its key
+
+
+_glyphs = _Bounded(MAX_GLYPH_BYTES, _glyph_bytes)  # (path, size, char) -> Glyph
+_seen = _Bounded(MAX_SIGHTINGS)  # (path, size, char) -> sightings, of glyphs not kept
 _pairs = _Bounded(MAX_PAIRS)  # (path, size, two chars) -> kerning, 1/64 px
 
 
@@ -143,6 +169,7 @@ def glyph(path: Path | None, size: int, ch: str) -> Glyph:
     if g is None:
         g = render_glyph(font(path, size), ch)
         _glyphs.put(key, g)
+        _seen.drop(key)
     return g
 
 
@@ -168,8 +195,8 @@ def baseline_below(path: Path | None, size: int, anchor: str) -> int:
 
 def ready(text: str, path: Path | None, size: int) -> bool:
     """Whether every glyph of ``text`` is kept or is seen for at least the ``ADMIT``-th time
-    (then it is drawn alone and kept now); the other glyphs' sightings are counted, and the
-    line is left to Pillow."""
+    (:func:`glyph` draws it alone and keeps it when the line is composed); otherwise the
+    sightings of the glyphs not kept are counted, and the line is left to Pillow."""
     ok = True
     for ch in set(text):
         key = (path, size, ch)
@@ -196,15 +223,22 @@ def line_ink(
     draw."""
     if anchor not in ANCHORS:
         raise ValueError(f"anchor {anchor!r}: one of {ANCHORS}")
+    if "\n" in text:
+        raise ValueError("one line at a time (ImageDraw.text splits lines at newlines)")
+    if xy[0] < 0 or xy[1] < 0:  # Pillow cuts what its mask leaves above / left of the pen
+        return None
     if not ready(text, path, size):
         return None
     kern = has_kerning_table(path)
     inks, pens, xs, ys = [], [], [], []
     pen, prev = 0, ""
+    left = top = 0  # how far the glyphs' boxes reach left of the pen's start and above it
     for ch in text:
         if kern and prev:
             pen += kerning(path, size, prev + ch)
         g = glyph(path, size, ch)
+        left = max(left, -(pixel(pen) + g.box_x))
+        top = max(top, -g.box_y)
         if g.ink is not None:
             inks.append(g.ink)
             pens.append(pen)
@@ -216,9 +250,7 @@ def line_ink(
         return None, 0, 0
     x, y = xy
     fx, fy = math.modf(x)[0], math.modf(y)[0]  # Pillow places the mask at int(x), int(y)
-    # the pen's start as Pillow sets it: the text's left / top extent plus the fraction
-    left = max(0, -min(pixel(p) + gx for p, gx in zip(pens, xs, strict=True)))
-    top = max(0, -min(ys))
+    # the pen's start as Pillow sets it: the boxes' left / top extent plus the fraction
     f32 = np.float32
     start_x = c_round(float((f32(left) + f32(fx)) * f32(64))) - 64 * left
     start_y = c_round(float((f32(-top) - f32(fy)) * f32(64))) + 64 * top

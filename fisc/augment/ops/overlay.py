@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from fisc.augment import overlay_assets as assets
-from fisc.augment.glyphs import font, line_ink, text_length
+from fisc.augment.glyphs import ANCHORS, font, line_ink, text_length
 from fisc.augment.ops.base import Op, Param, register
 from fisc.augment.ops.geometric import blend, bounded, random_color, resize_to
 
@@ -139,10 +139,11 @@ def draw_text(
     px: int,
     anchor: str = "la",
 ) -> None:
-    """``d.text(xy, text, fill, font(path, px), anchor)``, the line composed from kept glyphs
-    where :func:`fisc.augment.glyphs.line_ink` can (the same pixels) and drawn with
-    ``d.bitmap``."""
-    drawn = line_ink(text, path, px, xy, anchor)
+    """``d.text(xy, text, fill, font(path, px), anchor)``: a line at a left anchor composed
+    from kept glyphs where :func:`fisc.augment.glyphs.line_ink` can (the same pixels) and drawn
+    with ``d.bitmap``; anything else (several lines, another anchor) drawn by Pillow."""
+    one_line = "\n" not in text and anchor in ANCHORS
+    drawn = line_ink(text, path, px, xy, anchor) if one_line else None
     if drawn is None:
         d.text(xy, text, fill=fill, font=font(path, px), anchor=anchor)
     elif drawn[0] is not None:
