@@ -95,3 +95,21 @@ def test_rate_summary_is_median_range_and_median_ratio():
     per-round ratios 2, 2, 3 whose median is 2."""
     assert ab.rate_summary([2.0, 4.0, 6.0], [1.0, 2.0, 2.0]) == (4.0, [2.0, 6.0], 2.0)
     assert ab.rate_summary([1.23456], [3.0]) == (1.2, [1.2, 1.2], 0.412)
+
+
+def test_one_op_alone_is_timed_per_tree(tmp_path):
+    """``--augment op:NAME``: the op's calls/s per tree, the row naming the op."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (50, 70, 3), np.uint8)).save(folder / f"{i}.jpg")
+    out = tmp_path / "ops.json"
+    cmd = [sys.executable, str(_PATH), "--tree", f"a={ROOT}", "--tree", f"b={ROOT}",
+           "--folder", str(folder), "--augment", "op:meme", "--size", "32", "--items", "4",
+           "--warm", "2", "--rounds", "1", "--out", str(out)]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["label"], r["augment"]) for r in rows] == [("a", "op:meme"), ("b", "op:meme")]
+    assert all(r["applied"]["op"] == "meme" and r["views_per_s_median"] > 0 for r in rows)
