@@ -43,15 +43,21 @@ def test_tree_specs_parse_and_bad_ones_say_why(tmp_path):
             ab.parse_tree(spec)
 
 
+def noise_jpegs(tmp_path, n: int, shape: tuple[int, int, int]):
+    """A folder of ``n`` random-noise JPEGs of ``shape``."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, shape, np.uint8)).save(folder / f"{i}.jpg")
+    return folder
+
+
 def test_two_trees_measured_in_turn_with_their_settings(tmp_path):
     """Both labels measured every round; the first is the reference (ratio exactly 1); each
     row says which settings its tree applied (work_side on the views, the decode scale on
     the training set)."""
-    folder = tmp_path / "images"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        Image.fromarray(rng.integers(0, 255, (80, 100, 3), np.uint8)).save(folder / f"{i}.jpg")
+    folder = noise_jpegs(tmp_path, 4, (80, 100, 3))
     out = tmp_path / "ab.json"
     cmd = [
         sys.executable,
@@ -99,11 +105,7 @@ def test_rate_summary_is_median_range_and_median_ratio():
 
 def test_one_op_alone_is_timed_per_tree(tmp_path):
     """``--augment op:NAME``: the op's calls/s per tree, the row naming the op."""
-    folder = tmp_path / "images"
-    folder.mkdir()
-    rng = np.random.default_rng(1)
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 255, (50, 70, 3), np.uint8)).save(folder / f"{i}.jpg")
+    folder = noise_jpegs(tmp_path, 3, (50, 70, 3))
     out = tmp_path / "ops.json"
     cmd = [sys.executable, str(_PATH), "--tree", f"a={ROOT}", "--tree", f"b={ROOT}",
            "--folder", str(folder), "--augment", "op:meme", "--size", "32", "--items", "4",
