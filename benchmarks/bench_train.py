@@ -184,6 +184,11 @@ def model_step_ms(module, size: int, batch: int, device: str, steps: int = 3) ->
     return 1000 * statistics.fmean(times) / (2 * batch)
 
 
+def warm_batch_count(num_workers: int, warm_batches: int) -> int:
+    """Batches :func:`loader_rate` lets through before it starts the clock."""
+    return max(1, num_workers, warm_batches)
+
+
 def loader_rate(dm, batches: int, warm_batches: int = 0) -> float:
     """Views/s the training DataLoader delivers, timed after each worker's first batch (the
     workers start together, so their first batches arrive together and would flatter the
@@ -192,7 +197,7 @@ def loader_rate(dm, batches: int, warm_batches: int = 0) -> float:
     workers have long done."""
     loader = dm.train_dataloader()
     it = iter(loader)
-    warm = max(1, dm.num_workers, warm_batches)
+    warm = warm_batch_count(dm.num_workers, warm_batches)
     t = n = done = 0
     while done < warm + batches:
         try:
@@ -360,7 +365,7 @@ def main() -> None:
                     "device": a.device,
                     "stage_ms_per_view": {k: round(v, 3) for k, v in r["ms"].items()},
                     "loader_batches": batches,
-                    "warm_batches": max(1, a.workers, a.warm_batches),
+                    "warm_batches": warm_batch_count(a.workers, a.warm_batches),
                     "rounds": a.rounds,
                     "loader_views_per_s": round(loader, 1),
                     "loader_views_per_core_s": round(loader / cores, 1),

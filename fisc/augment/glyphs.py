@@ -229,32 +229,22 @@ def line_ink(
         return None
     if not ready(text, path, size):
         return None
-    kern = has_kerning_table(path)
-    inks, pens, xs, ys = [], [], [], []
-    pen, prev = 0, ""
-    left = top = 0  # how far the glyphs' boxes reach left of the pen's start and above it
-    for ch in text:
-        if kern and prev:
-            pen += kerning(path, size, prev + ch)
-        g = glyph(path, size, ch)
-        left = max(left, -(pixel(pen) + g.box_x))
-        top = max(top, -g.box_y)
-        if g.ink is not None:
-            inks.append(g.ink)
-            pens.append(pen)
-            xs.append(g.x)
-            ys.append(g.y)
-        pen += g.advance
-        prev = ch
-    if not inks:
+    placed, _ = layout(text, path, size)
+    # how far the glyphs' boxes reach left of the pen's start and above it
+    left = max([0, *(-(pixel(pen) + g.box_x) for g, pen in placed)])
+    top = max([0, *(-g.box_y for g, _ in placed)])
+    placed = [(g, pen) for g, pen in placed if g.ink is not None]
+    if not placed:
         return None, 0, 0
+    inks = [g.ink for g, _ in placed]
+    ys = [g.y for g, _ in placed]
     x, y = xy
     fx, fy = math.modf(x)[0], math.modf(y)[0]  # Pillow places the mask at int(x), int(y)
     # the pen's start as Pillow sets it: the boxes' left / top extent plus the fraction
     f32 = np.float32
     start_x = c_round(float((f32(left) + f32(fx)) * f32(64))) - 64 * left
     start_y = c_round(float((f32(-top) - f32(fy)) * f32(64))) + 64 * top
-    cols = [pixel(start_x + p) + gx for p, gx in zip(pens, xs, strict=True)]
+    cols = [pixel(start_x + pen) + g.x for g, pen in placed]
     x0, y0 = min(cols), min(ys)
     x1 = max(c + m.shape[1] for c, m in zip(cols, inks, strict=True))
     y1 = max(r + m.shape[0] for r, m in zip(ys, inks, strict=True))
@@ -274,16 +264,25 @@ def line_ink(
     return out, int(x) + x0, base_y + y0
 
 
+def layout(text: str, path: Path | None, size: int) -> tuple[list[tuple[Glyph, int]], int]:
+    """Each glyph of ``text`` (kept, drawn alone now if not yet) with its pen position, and the
+    pen's end, in 1/64 px from the start: the advances plus the kerning of each pair (fonts
+    with a ``kern`` table only), as Pillow's basic layout adds them."""
+    kern = has_kerning_table(path)
+    placed, pen, prev = [], 0, ""
+    for ch in text:
+        if kern and prev:
+            pen += kerning(path, size, prev + ch)
+        g = glyph(path, size, ch)
+        placed.append((g, pen))
+        pen += g.advance
+        prev = ch
+    return placed, pen
+
+
 def text_length(text: str, path: Path | None, size: int) -> float:
     """``font(path, size).getlength(text)``: the advance width in px (1/64 precision), from
     kept glyphs when :func:`ready` says so, else from Pillow."""
     if not ready(text, path, size):
         return font(path, size).getlength(text)
-    kern = has_kerning_table(path)
-    pen, prev = 0, ""
-    for ch in text:
-        if kern and prev:
-            pen += kerning(path, size, prev + ch)
-        pen += glyph(path, size, ch).advance
-        prev = ch
-    return pen / 64
+    return layout(text, path, size)[1] / 64
