@@ -89,7 +89,7 @@ $(VENV)/.mutation: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[mutation]'
 	touch $@
 
-mutation: $(VENV)/.mutation  ## [MODULES=...] mutation testing of metric, search, losses, post-processing, Phase 2, pipeline; kill rates
+mutation: $(VENV)/.mutation  ## [MODULES=...] mutation testing of metric, search, losses, post-processing, Phase 2, pipeline, data path (decode, glyphs); kill rates
 	$(PY) benchmarks/mutation.py run --modules $(MODULES) --max-children $(MUTATION_JOBS)
 	$(PY) benchmarks/mutation.py report --json benchmarks/results/mutation.json
 

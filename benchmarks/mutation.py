@@ -55,6 +55,7 @@ MODULES: dict[str, list[str]] = {
         "fisc/losses/triplet_margin.py",
     ],
     "phase2": ["fisc/export/phase2.py"],
+    "datapath": ["fisc/data/decode.py", "fisc/augment/glyphs.py"],
 }
 
 # module group -> the test files its mutants are tested with. mutmut records, per function,
@@ -68,6 +69,7 @@ TESTS: dict[str, list[str]] = {
     "pipeline": ["tests/test_pipeline.py"],
     "losses": ["tests/losses/"],
     "phase2": ["tests/export/test_phase2.py"],
+    "datapath": ["tests/test_decode.py", "tests/test_glyphs.py"],
 }
 
 # mutmut's exit codes (mutmut.stats.status_by_exit_code, mutmut 3.8) folded into our classes

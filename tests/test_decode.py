@@ -48,6 +48,49 @@ def test_16bit_is_rescaled_not_clipped(tmp_path):
     assert out[0, :, 0].tolist() == [0, 128, 255]
 
 
+@pytest.mark.parametrize("mode", ["I;16", "I;16B", "I;16L", "I;16N"])
+def test_16bit_modes_scale_by_the_full_range(mode):
+    """Every 16-bit layout Pillow hands over maps v to v / 257 rounded half up (65535 / 255 =
+    257): 33025 / 257 = 128.5 -> 129, where dividing by 65536 would give 128."""
+    from fisc.data.decode import _to_8bit_rgb
+
+    layout = {"I;16": "<u2", "I;16L": "<u2", "I;16N": "=u2", "I;16B": ">u2"}[mode]
+    # the second image is dark: it stays dark (scaled by the format's range, not its maximum)
+    for values, expected in ([0, 256, 33025, 65535], [0, 1, 129, 255]), ([0, 257, 514], [0, 1, 2]):
+        assert expected == [int(v / 257 + 0.5) for v in values]
+        img = Image.frombytes(mode, (len(values), 1), np.array(values, layout).tobytes())
+        out = np.asarray(_to_8bit_rgb(img))
+        assert out.shape == (1, len(values), 3), mode
+        assert (out == np.array(expected)[None, :, None]).all(), (mode, out[0, :, 0].tolist())
+
+
+def test_big_endian_16bit_tiff_decodes_like_the_little_endian_one(tmp_path):
+    values = np.array([[0, 256, 33025, 65535]])
+    big = _save(Image.fromarray(values.astype(">u2")), tmp_path / "big.tiff")
+    assert Image.open(big).mode == "I;16B"
+    out = np.asarray(load_rgb(big))
+    assert out[0, :, 1].tolist() == [0, 1, 129, 255]
+
+
+@pytest.mark.parametrize(
+    "mode,values,expected",
+    [
+        ("I", [0, 500, 1000], [0, 128, 255]),  # by the image's maximum: 500 / 1000 -> 127.5 -> 128
+        ("I", [0, 1, 1], [0, 255, 255]),  # a 0/1 mask: white where 1
+        ("I", [0, 0, 0], [0, 0, 0]),  # all zero: no division by zero
+        ("F", [-1.0, 0.0, 0.25, 1.0], [0, 0, 64, 255]),  # negatives clip to black, not wrap
+        ("F", [0.0, 0.5, 0.5], [0, 128, 128]),  # a maximum below 1 is not stretched to white
+    ],
+)
+def test_32bit_and_float_images_scale_by_their_maximum(tmp_path, mode, values, expected):
+    dtype = np.int32 if mode == "I" else np.float32
+    path = _save(Image.fromarray(np.array([values], dtype)), tmp_path / "deep.tiff")
+    assert Image.open(path).mode == mode
+    out = np.asarray(load_rgb(path))
+    assert out.shape == (1, len(values), 3)
+    assert (out == np.array(expected)[None, :, None]).all(), out[0, :, 0].tolist()
+
+
 def test_exif_rotation_applied(tmp_path):
     img = Image.new("RGB", (40, 20), (200, 10, 10))
     exif = Image.Exif()
@@ -70,6 +113,16 @@ def test_bad_files_name_the_file(tmp_path, kind):
     with pytest.raises(ImageDecodeError) as err:
         load_rgb(path)
     assert str(path) in str(err.value)
+    assert err.value.path == str(path) and err.value.reason
+    assert str(err.value) == f"cannot decode image {path}: {err.value.reason}"
+
+
+def test_the_one_argument_form_is_the_message_torch_re_raises():
+    """A DataLoader worker's error comes back as ``type(e)(str(e))``: the same text."""
+    first = ImageDecodeError("a/b.jpg", "truncated")
+    again = type(first)(str(first))
+    assert str(again) == str(first) == "cannot decode image a/b.jpg: truncated"
+    assert again.reason is None and first.reason == "truncated" and first.path == "a/b.jpg"
 
 
 def test_decompression_bomb_refused(tmp_path):
