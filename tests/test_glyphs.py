@@ -116,6 +116,12 @@ def test_a_glyph_is_left_to_pillow_until_its_third_sighting_then_kept():
 
 
 def test_bounded_caches_drop_their_oldest_entries_by_weight():
+    full = glyphs._Bounded(100)
+    for i in range(100):
+        full.put(i, i)
+    assert len(full) == 100  # up to the limit itself nothing is dropped
+    full.put(100, 100)  # over it: the oldest tenth goes, then the new entry comes in
+    assert list(full) == list(range(10, 101)) and full.weight == 91
     d = glyphs._Bounded(10)
     for i in range(25):
         d.put(i, i)
@@ -138,6 +144,10 @@ def test_bounded_caches_drop_their_oldest_entries_by_weight():
     key = (FONTS[0], 12, "z")
     assert key in glyphs._glyphs and key not in glyphs._seen
     assert glyphs._glyphs.weight == 200 + glyphs._glyphs[key].ink.nbytes
+    for _ in range(glyphs.ADMIT):
+        glyphs.line_ink(" ", FONTS[0], 12)
+    assert glyphs._glyphs[(FONTS[0], 12, " ")].ink is None  # no ink: its ~200 B alone
+    assert glyphs._glyphs.weight == 400 + glyphs._glyphs[key].ink.nbytes
 
 
 @pytest.mark.parametrize("name", ["meme", "screenshot"])
@@ -182,6 +192,78 @@ def test_pen_start_fractions_at_the_rounding_edges():
     for text, xy in cases:
         want = pillow(text, allura, 11, xy, "la", (100, 80))
         assert np.array_equal(composed(text, allura, 11, xy, "la", (100, 80)), want), text
+
+
+def test_pen_start_fractions_at_the_rounding_edges_when_no_box_reaches_past_the_pen():
+    """With no box left of the pen (OpenSans's "n" at 30 px: box at 0) or above the baseline
+    ("_": box from the baseline down), the single-precision sum holds the fraction alone, so
+    nothing is absorbed: an x fraction just under 31.5/64 rounds down, a y fraction just under
+    32.5/64 to 32/64 (a sum with a whole pixel in it would round both the other way)."""
+    sans = next(p for p in FONTS if p.name == "OpenSans-Regular.ttf")
+    n, bar = glyphs.glyph(sans, 30, "n"), glyphs.glyph(sans, 30, "_")
+    assert n.box_x == 0 and bar.box_y == 0 and bar.box_x < 0
+    x_edge = float(np.float32(31.5 / 64 - 2**-25))
+    y_edge = float(np.float32(32.5 / 64 - 2**-24))
+    for text, xy in (
+        ("n", (40 + x_edge, 40.0)),
+        ("nn", (40 + x_edge, 40.0)),
+        ("_", (40.0, 40 + y_edge)),
+    ):
+        want = pillow(text, sans, 30, xy, "la", (120, 100))
+        assert np.array_equal(composed(text, sans, 30, xy, "la", (120, 100)), want), text
+
+
+def test_c_round_rounds_halves_away_from_zero():
+    """C's ``round``, which Pillow's pen arithmetic uses (Python's rounds halves to even)."""
+    cases = {0.0: 0, 0.4: 0, 0.5: 1, 0.6: 1, 1.5: 2, 2.5: 3, -0.4: 0, -0.5: -1, -0.6: -1, -2.5: -3}
+    assert {v: glyphs.c_round(v) for v in cases} == cases
+
+
+def test_kept_glyphs_and_kerning_are_drawn_and_looked_up_once(monkeypatch):
+    """A kept glyph is drawn alone once and a kerning pair measured once, however often lines
+    use them; fonts without a ``kern`` table look no pair up; sightings count per font."""
+    kerned = next(p for p in FONTS if glyphs.has_kerning_table(p))
+    plain = next(p for p in FONTS if not glyphs.has_kerning_table(p) and p != kerned)
+    drawn, measured = [], []
+    render, font = glyphs.render_glyph, glyphs.font
+
+    class Counting:
+        def __init__(self, fnt):
+            self.fnt = fnt
+
+        def getlength(self, text, *a, **k):
+            measured.append(text)
+            return self.fnt.getlength(text, *a, **k)
+
+        def __getattr__(self, name):
+            return getattr(self.fnt, name)
+
+    monkeypatch.setattr(glyphs, "render_glyph", lambda f, ch: drawn.append(ch) or render(f, ch))
+    monkeypatch.setattr(glyphs, "font", lambda path, size: Counting(font(path, size)))
+    for _ in range(glyphs.ADMIT + 4):
+        glyphs.line_ink("AVA", kerned, 20)
+    assert sorted(drawn) == ["A", "V"]
+    assert sorted(m for m in measured if len(m) == 2) == ["AV", "VA"]
+    for pair in ("AV", "VA"):  # what Pillow adds between the two
+        gap = round(font(kerned, 20).getlength(pair) * 64)
+        gap -= sum(glyphs.glyph(kerned, 20, ch).advance for ch in pair)
+        assert glyphs._pairs[(kerned, 20, pair)] == gap
+    assert all(key[0] == kerned for key in glyphs._pairs)
+    for _ in range(glyphs.ADMIT):
+        glyphs.line_ink("AVA", plain, 20)
+    assert all(key[0] == kerned for key in glyphs._pairs)  # nothing looked up for `plain`
+    other = next(p for p in FONTS if p not in (kerned, plain))
+    assert glyphs.line_ink("AV", other, 20) is None  # seen in other fonts only: not yet
+
+
+def test_text_length_counts_sightings_and_keeps_glyphs_as_lines_do():
+    path = FONTS[0]
+    want = glyphs.font(path, 32).getlength("ab")
+    assert glyphs.text_length("ab", path, 32) == want
+    assert (path, 32, "a") in glyphs._seen and not glyphs._glyphs  # counted, not kept
+    for _ in range(glyphs.ADMIT - 1):
+        assert glyphs.text_length("ab", path, 32) == want
+    assert {k for k in glyphs._glyphs} == {(path, 32, "a"), (path, 32, "b")}
 
 
 def test_text_masks_from_kept_glyphs_are_the_masks_pillow_draws():
