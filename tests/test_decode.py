@@ -221,6 +221,25 @@ def test_load_rgb_array_equals_load_rgb(tmp_path, monkeypatch, min_side, opencv_
         assert calls == {"imdecode": int(fast), "pillow": int(not fast)}, name
 
 
+def test_plain_jpegs_are_planned_from_their_markers_without_pillow(tmp_path, monkeypatch):
+    """The commonest JPEGs (three YCbCr components, no EXIF, no Adobe marker) are sized from
+    their markers; EXIF, grayscale and CMYK files are not, and Pillow reads their headers."""
+    import fisc.data.decode as decode
+
+    opened = []
+    real_open = decode.Image.open
+    monkeypatch.setattr(
+        decode.Image, "open", lambda *a, **k: opened.append(1) or real_open(*a, **k)
+    )
+    plain = {"q95_444.jpg", "q75_422.jpg", "q50_420.jpg", "progressive.jpg"}
+    for name, (path, fast) in _jpeg_cases(tmp_path).items():
+        data = path.read_bytes()
+        assert decode._plain_jpeg_size(data) == ((517, 333) if name in plain else None), name
+        opened.clear()
+        plan = decode._opencv_plan(data, 10**8, None)
+        assert (plan is not None) == fast and bool(opened) == (name not in plain), name
+
+
 def test_load_rgb_array_scales_like_load_rgb(tmp_path):
     """A 640x480 JPEG: 1/4 scale at min_side=100, 1/2 at 240, full at 241."""
     from fisc.data.decode import load_rgb_array
