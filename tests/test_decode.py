@@ -56,7 +56,8 @@ def test_16bit_modes_scale_by_the_full_range(mode):
 
     layout = {"I;16": "<u2", "I;16L": "<u2", "I;16N": "=u2", "I;16B": ">u2"}[mode]
     # the second image is dark: it stays dark (scaled by the format's range, not its maximum)
-    for values, expected in ([0, 256, 33025, 65535], [0, 1, 129, 255]), ([0, 257, 514], [0, 1, 2]):
+    full = [0, 256, 33025, 51400, 65535]  # 51400 / 257 = 200.0: 200, where x 256 / 65535 gives 201
+    for values, expected in (full, [0, 1, 129, 200, 255]), ([0, 257, 514], [0, 1, 2]):
         assert expected == [int(v / 257 + 0.5) for v in values]
         img = Image.frombytes(mode, (len(values), 1), np.array(values, layout).tobytes())
         out = np.asarray(_to_8bit_rgb(img))
@@ -64,12 +65,38 @@ def test_16bit_modes_scale_by_the_full_range(mode):
         assert (out == np.array(expected)[None, :, None]).all(), (mode, out[0, :, 0].tolist())
 
 
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "RGBa", "PA"])
+def test_every_alpha_mode_is_composited_on_white(mode):
+    """Colour c at opacity a becomes c * a / 255 + 255 * (1 - a / 255) (to within rounding), in
+    every mode with an alpha band, premultiplied ones included."""
+    from fisc.data.decode import _to_8bit_rgb
+
+    alpha = np.array([0, 64, 128, 200, 255], np.uint8)
+    rgba = np.zeros((1, 5, 4), np.uint8)
+    rgba[0, :, :3], rgba[0, :, 3] = (90, 90, 90), alpha  # grey: the same in L, LA and P modes
+    img = Image.fromarray(rgba, "RGBA").convert(mode)
+    out = np.asarray(_to_8bit_rgb(img)).astype(np.float64)
+    a = alpha / 255.0
+    want = 90 * a + 255 * (1 - a)
+    assert out.shape == (1, 5, 3) and np.abs(out - want[None, :, None]).max() <= 1.5, out[0, :, 0]
+
+
+def test_a_palette_image_s_transparent_colour_becomes_white(tmp_path):
+    pixels = np.array([[0, 1, 2, 1]], np.uint8)
+    img = Image.fromarray(pixels, "P")
+    img.putpalette([10, 20, 30, 200, 0, 0, 0, 0, 250] + [0] * 759)
+    path = _save(img, tmp_path / "clear.png", transparency=0)
+    assert "transparency" in Image.open(path).info
+    out = np.asarray(load_rgb(path))
+    assert out[0].tolist() == [[255, 255, 255], [200, 0, 0], [0, 0, 250], [200, 0, 0]]
+
+
 def test_big_endian_16bit_tiff_decodes_like_the_little_endian_one(tmp_path):
-    values = np.array([[0, 256, 33025, 65535]])
+    values = np.array([[0, 256, 33025, 51400, 65535]])
     big = _save(Image.fromarray(values.astype(">u2")), tmp_path / "big.tiff")
     assert Image.open(big).mode == "I;16B"
     out = np.asarray(load_rgb(big))
-    assert out[0, :, 1].tolist() == [0, 1, 129, 255]
+    assert out[0, :, 1].tolist() == [0, 1, 129, 200, 255]
 
 
 @pytest.mark.parametrize(

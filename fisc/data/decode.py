@@ -45,7 +45,7 @@ def _to_8bit_rgb(img: Image.Image) -> Image.Image:
     if mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
         mode = "RGBA"
-    if mode in ("RGBA", "LA", "RGBa", "La", "PA"):
+    if mode in ("RGBA", "LA", "RGBa", "PA"):  # (Pillow cannot convert "La", which no file opens as)
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, _ALPHA_BACKGROUND + (255,))
         return Image.alpha_composite(background, rgba).convert("RGB")
