@@ -163,6 +163,18 @@ def test_decompression_bomb_refused(tmp_path):
     with pytest.raises(ImageDecodeError, match="max_pixels"):
         load_rgb(path, max_pixels=1_000_000)
     assert load_rgb(path, max_pixels=10_000_000).size == (3000, 3000)
+    assert load_rgb(path, max_pixels=9_000_000).size == (3000, 3000)  # exactly at the limit
+
+
+@pytest.mark.parametrize("size", [(1, 7), (7, 1), (1, 1)])
+def test_one_pixel_wide_or_high_images_decode(tmp_path, size):
+    pixels = np.arange(3 * size[0] * size[1], dtype=np.uint8).reshape(size[1], size[0], 3)
+    for name in ("thin.png", "thin.jpg"):
+        path = _save(Image.fromarray(pixels), tmp_path / name)
+        out = np.asarray(load_rgb(path))
+        assert out.shape == (size[1], size[0], 3), name
+        if name.endswith(".png"):
+            np.testing.assert_array_equal(out, pixels)
 
 
 def test_jpeg_decodes_at_reduced_scale_down_to_min_side(tmp_path):
