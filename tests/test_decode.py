@@ -91,6 +91,20 @@ def test_a_palette_image_s_transparent_colour_becomes_white(tmp_path):
     assert out[0].tolist() == [[255, 255, 255], [200, 0, 0], [0, 0, 250], [200, 0, 0]]
 
 
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_a_colour_keyed_transparent_colour_becomes_white_in_rgb_and_gray_pngs(tmp_path, mode):
+    """A PNG's tRNS colour key makes that colour transparent: white, as for palette images."""
+    if mode == "RGB":
+        pixels, key = np.array([[[10, 20, 30], [1, 2, 3], [10, 20, 30]]], np.uint8), (10, 20, 30)
+        kept = [1, 2, 3]
+    else:
+        pixels, key, kept = np.array([[10, 40, 10]], np.uint8), 10, [40, 40, 40]
+    path = _save(Image.fromarray(pixels, mode), tmp_path / "keyed.png", transparency=key)
+    assert Image.open(path).info["transparency"] == key
+    out = np.asarray(load_rgb(path))
+    assert out[0].tolist() == [[255, 255, 255], kept, [255, 255, 255]]
+
+
 def test_big_endian_16bit_tiff_decodes_like_the_little_endian_one(tmp_path):
     values = np.array([[0, 256, 33025, 51400, 65535]])
     big = _save(Image.fromarray(values.astype(">u2")), tmp_path / "big.tiff")

@@ -1,9 +1,10 @@
 """Safe image decoding: every odd-but-valid image becomes RGB; every bad file raises an error
 that names it.
 
-Handled: grayscale, palette, CMYK, RGBA/LA (composited on white), 16-bit and float images
-(rescaled to 8 bit), EXIF orientation (applied), decompression bombs (refused above
-``max_pixels``), corrupt, truncated, zero-byte and non-image files (:class:`ImageDecodeError`).
+Handled: grayscale, palette, CMYK, RGBA/LA and colour-keyed transparency (composited on
+white), 16-bit and float images (rescaled to 8 bit), EXIF orientation (applied), decompression
+bombs (refused above ``max_pixels``), corrupt, truncated, zero-byte and non-image files
+(:class:`ImageDecodeError`).
 
 One path for every caller: :func:`load_rgb_array` (training) and :func:`load_rgb` (the same
 pixels as a Pillow image: evaluation, extraction, export, pHash). OpenCV decodes the plain RGB
@@ -42,7 +43,7 @@ def _to_8bit_rgb(img: Image.Image) -> Image.Image:
         hi = 65535.0 if mode.startswith("I;16") else float(max(arr.max(), 1.0))
         arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return Image.fromarray(arr, mode="L").convert("RGB")
-    if mode == "P" and "transparency" in img.info:
+    if mode in ("P", "L", "RGB") and "transparency" in img.info:  # a colour key (PNG tRNS)
         img = img.convert("RGBA")
         mode = "RGBA"
     if mode in ("RGBA", "LA", "RGBa", "PA"):  # (Pillow cannot convert "La", which no file opens as)
