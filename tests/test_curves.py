@@ -13,6 +13,9 @@ from helpers.config import REPO, tiny_overrides
 from PIL import Image
 
 
+# slow tier (make test-all): three / one subprocess trainings, 60 s and 30 s of the
+# default tier's budget on 2 cores
+@pytest.mark.slow
 def test_curves_train_keep_score_and_resume(tiny_minidisc, tmp_path):
     from fisc.challenge import load_ground_truth
     from fisc.data.disc21 import Disc21
@@ -62,6 +65,9 @@ def test_curves_train_keep_score_and_resume(tiny_minidisc, tmp_path):
     assert other.returncode != 0 and "loss.temperature" in other.stderr, other.stderr[-2000:]
 
 
+# slow tier (make test-all): three / one subprocess trainings, 60 s and 30 s of the
+# default tier's budget on 2 cores
+@pytest.mark.slow
 def test_gpu_quality_script_runs_tiny_on_cpu(tmp_path):
     """experiments/gpu/quality.py --tiny: builds its minidisc, trains the best recipe with a time
     cap, scores every split next to pHash, and records the run (what the GPU run will do)."""
