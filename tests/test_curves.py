@@ -13,9 +13,7 @@ from helpers.config import REPO, tiny_overrides
 from PIL import Image
 
 
-# slow tier (make test-all): three / one subprocess trainings, 60 s and 30 s of the
-# default tier's budget on 2 cores
-@pytest.mark.slow
+@pytest.mark.slow  # three subprocess runs of the study, ~60 s on 2 cores (make test-all)
 def test_curves_train_keep_score_and_resume(tiny_minidisc, tmp_path):
     from fisc.challenge import load_ground_truth
     from fisc.data.disc21 import Disc21
@@ -65,9 +63,7 @@ def test_curves_train_keep_score_and_resume(tiny_minidisc, tmp_path):
     assert other.returncode != 0 and "loss.temperature" in other.stderr, other.stderr[-2000:]
 
 
-# slow tier (make test-all): three / one subprocess trainings, 60 s and 30 s of the
-# default tier's budget on 2 cores
-@pytest.mark.slow
+@pytest.mark.slow  # a subprocess training, ~30 s on 2 cores (make test-all)
 def test_gpu_quality_script_runs_tiny_on_cpu(tmp_path):
     """experiments/gpu/quality.py --tiny: builds its minidisc, trains the best recipe with a time
     cap, scores every split next to pHash, and records the run (what the GPU run will do)."""

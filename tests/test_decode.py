@@ -48,16 +48,19 @@ def test_16bit_is_rescaled_not_clipped(tmp_path):
     assert out[0, :, 0].tolist() == [0, 128, 255]
 
 
+# 16-bit values and their 8-bit values, v / 257 rounded half up (65535 / 255 = 257): 33025 ->
+# 128.5 -> 129, where dividing by 65536 would give 128; 51400 -> 200.0, where x 256 would give 201
+SIXTEEN_BIT = ([0, 256, 33025, 51400, 65535], [0, 1, 129, 200, 255])
+
+
 @pytest.mark.parametrize("mode", ["I;16", "I;16B", "I;16L", "I;16N"])
 def test_16bit_modes_scale_by_the_full_range(mode):
-    """Every 16-bit layout Pillow hands over maps v to v / 257 rounded half up (65535 / 255 =
-    257): 33025 / 257 = 128.5 -> 129, where dividing by 65536 would give 128."""
+    """Every 16-bit layout Pillow hands over maps v to v / 257 rounded half up."""
     from fisc.data.decode import _to_8bit_rgb
 
     layout = {"I;16": "<u2", "I;16L": "<u2", "I;16N": "=u2", "I;16B": ">u2"}[mode]
     # the second image is dark: it stays dark (scaled by the format's range, not its maximum)
-    full = [0, 256, 33025, 51400, 65535]  # 51400 / 257 = 200.0: 200, where x 256 / 65535 gives 201
-    for values, expected in (full, [0, 1, 129, 200, 255]), ([0, 257, 514], [0, 1, 2]):
+    for values, expected in SIXTEEN_BIT, ([0, 257, 514], [0, 1, 2]):
         assert expected == [int(v / 257 + 0.5) for v in values]
         img = Image.frombytes(mode, (len(values), 1), np.array(values, layout).tobytes())
         out = np.asarray(_to_8bit_rgb(img))
@@ -106,11 +109,11 @@ def test_a_colour_keyed_transparent_colour_becomes_white_in_rgb_and_gray_pngs(tm
 
 
 def test_big_endian_16bit_tiff_decodes_like_the_little_endian_one(tmp_path):
-    values = np.array([[0, 256, 33025, 51400, 65535]])
-    big = _save(Image.fromarray(values.astype(">u2")), tmp_path / "big.tiff")
+    values, expected = SIXTEEN_BIT
+    big = _save(Image.fromarray(np.array([values], ">u2")), tmp_path / "big.tiff")
     assert Image.open(big).mode == "I;16B"
     out = np.asarray(load_rgb(big))
-    assert out[0, :, 1].tolist() == [0, 1, 129, 200, 255]
+    assert out[0, :, 1].tolist() == expected
 
 
 @pytest.mark.parametrize(

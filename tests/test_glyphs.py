@@ -263,7 +263,7 @@ def test_text_length_counts_sightings_and_keeps_glyphs_as_lines_do():
     assert (path, 32, "a") in glyphs._seen and not glyphs._glyphs  # counted, not kept
     for _ in range(glyphs.ADMIT - 1):
         assert glyphs.text_length("ab", path, 32) == want
-    assert {k for k in glyphs._glyphs} == {(path, 32, "a"), (path, 32, "b")}
+    assert set(glyphs._glyphs) == {(path, 32, "a"), (path, 32, "b")}
 
 
 def test_text_masks_from_kept_glyphs_are_the_masks_pillow_draws():
