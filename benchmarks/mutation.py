@@ -20,6 +20,7 @@ import argparse
 import ast
 import difflib
 import functools
+import itertools
 import json
 import os
 import platform
@@ -289,7 +290,43 @@ THREAD_ENV = {
 }
 
 
+def running_mutmut(root: Path | None = None) -> list[int]:
+    """The ids of the ``mutmut run`` processes working in ``root`` (this checkout by default) or
+    below it, from Linux's ``/proc`` (none found elsewhere). mutmut forks its workers, so a run
+    shows as several processes with the same command line."""
+    root = (root or ROOT).resolve()
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return []
+    found = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            cwd = Path(os.readlink(entry / "cwd"))
+        except OSError:  # gone, or another user's
+            continue
+        words = [os.path.basename(a.decode(errors="replace")) for a in argv]
+        if not any(w == "mutmut" and nxt == "run" for w, nxt in itertools.pairwise(words)):
+            continue
+        if cwd == root or root in cwd.parents:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    # two runs write the same result files under mutants/: the later one's results can be lost
+    # (2026-12-02: a first run that never exited, its workers still forking an hour later, kept
+    # overwriting the record of the runs after it)
+    if pids := running_mutmut():
+        print(
+            f"another `mutmut run` is working in {ROOT} (process ids {' '.join(map(str, pids))}):"
+            " both would write mutants/'s result files and lose results. Wait for it, or stop"
+            f" it: kill {' '.join(map(str, pids))}",
+            file=sys.stderr,
+        )
+        return 2
     files = [f for m in args.modules for f in MODULES[m]]
     restrict_tests()
     fresh = not all((ROOT / "mutants" / (f + ".meta")).is_file() for f in files)

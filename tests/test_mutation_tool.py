@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -87,3 +89,37 @@ def test_summary_counts_each_mutant_once_and_equivalents_outside_the_rate(monkey
     assert s["kill_rate"] == round(2 / 4, 4)
     assert s["not_killed"]["equivalent"] == ["fisc.metrics.micro_ap.x__labelled__mutmut_3"]
     assert s["not_killed"]["survived (code)"] == ["fisc.metrics.micro_ap.x__labelled__mutmut_4"]
+
+
+def _fake_mutmut(tmp_path: Path, *args: str, cwd: Path) -> subprocess.Popen:
+    """A process whose command line reads like mutmut's (``.../mutmut run ...``), sleeping."""
+    script = tmp_path / "bin" / "mutmut"
+    script.parent.mkdir(exist_ok=True)
+    script.write_text(f"#!{sys.executable}\nimport time\ntime.sleep(60)\n")
+    script.chmod(0o755)
+    return subprocess.Popen([str(script), *args], cwd=cwd)
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads Linux's /proc")
+def test_a_second_run_refuses_while_a_mutmut_run_works_in_the_checkout(tmp_path, monkeypatch):
+    checkout, elsewhere = tmp_path / "repo", tmp_path / "other"
+    (checkout / "mutants").mkdir(parents=True)
+    elsewhere.mkdir()
+    monkeypatch.setattr(tool, "ROOT", checkout)
+    # were the guard to let it through, the run must not replace pytest with mutmut
+    monkeypatch.setattr(tool.os, "execv", lambda *a: pytest.fail("mutmut was started"))
+    procs = [
+        _fake_mutmut(tmp_path, "results", cwd=checkout),  # not a run
+        _fake_mutmut(tmp_path, "run", "x.*", cwd=elsewhere),  # another checkout's run
+    ]
+    try:
+        assert tool.running_mutmut() == []
+        procs.append(_fake_mutmut(tmp_path, "run", "--max-children", "2", cwd=checkout / "mutants"))
+        assert tool.running_mutmut() == [procs[-1].pid]
+        assert tool.running_mutmut(elsewhere) == [procs[1].pid]
+        assert tool.main(["run", "--modules", "datapath"]) == 2
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    assert tool.running_mutmut() == []
