@@ -7,7 +7,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 
-.PHONY: help setup demo test test-all lint format clean bench-augment bench-train bench-startup bench-views augment-gallery bench-search export-phase2 study curves mutation
+.PHONY: help setup demo test test-all lint format clean bench-augment bench-train bench-startup bench-views plot-throughput augment-gallery bench-search export-phase2 study curves mutation
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -74,6 +74,9 @@ bench-train: setup  ## end-to-end training views/s on the real data path (minidi
 
 bench-startup: setup  ## start-up time of fisc --help and train.py --help beside python -c pass; python train.py from launch to its first training step
 	$(PY) benchmarks/bench_startup.py --train
+
+plot-throughput: setup  ## benchmarks/results/throughput.png: cores per GPU and speed-up over the issue-time code, every recorded run
+	$(PY) benchmarks/plot_throughput.py
 
 bench-search: setup  ## exact search: fisc (faiss, torch) vs the official faiss pipeline, vs the GEMM floor
 	$(PY) benchmarks/bench_search.py

@@ -236,6 +236,7 @@ def main() -> None:
                     "views_per_s_median": median,
                     "views_per_s_min_max": span,
                     "ratio_to_first_median": ratio,
+                    "views_per_s_rounds": [round(x, 1) for x in rates[t["label"]]],
                 }
             )
     print(

@@ -94,6 +94,9 @@ def test_two_trees_measured_in_turn_with_their_settings(tmp_path):
     for r in rows:
         lo, hi = r["views_per_s_min_max"]
         assert 0 < lo <= r["views_per_s_median"] <= hi
+        # every round's rate is kept, and the summary is theirs
+        assert len(r["views_per_s_rounds"]) == 2
+        assert (min(r["views_per_s_rounds"]), max(r["views_per_s_rounds"])) == (lo, hi)
 
 
 def test_rate_summary_is_median_range_and_median_ratio():
