@@ -183,6 +183,28 @@ def test_decompression_bomb_refused(tmp_path):
     assert load_rgb(path, max_pixels=9_000_000).size == (3000, 3000)  # exactly at the limit
 
 
+@pytest.mark.parametrize("name", ["bomb.png", "bomb.jpg"])
+def test_pillow_s_own_pixel_limit_refuses_too(tmp_path, monkeypatch, name):
+    """Past Pillow's limit (``Image.MAX_IMAGE_PIXELS``) it warns, past twice it raises: both
+    refuse the file, by either path, whatever ``max_pixels`` allows; at the limit it decodes."""
+    import fisc.data.decode as decode
+
+    path = _save(Image.new("RGB", (97, 61), (9, 8, 7)), tmp_path / name)
+    for limit, reason in (
+        (97 * 61 - 1, "decompression bomb: "),
+        (97 * 30, "DecompressionBombError: "),
+    ):
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
+        for load in (decode.load_rgb, decode.load_rgb_array):
+            with pytest.raises(ImageDecodeError) as err:
+                load(path, max_pixels=64_000_000)
+            assert err.value.path == str(path) and err.value.reason.startswith(reason), err.value
+            assert "exceeds limit of" in err.value.reason
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 97 * 61)
+    assert decode.load_rgb(path, max_pixels=64_000_000).size == (97, 61)
+    assert decode.load_rgb_array(path, max_pixels=64_000_000).shape == (61, 97, 3)
+
+
 @pytest.mark.parametrize("size", [(1, 7), (7, 1), (1, 1)])
 def test_one_pixel_wide_or_high_images_decode(tmp_path, size):
     pixels = np.arange(3 * size[0] * size[1], dtype=np.uint8).reshape(size[1], size[0], 3)
@@ -400,9 +422,25 @@ def test_marker_reader_plans_as_pillow_does(tmp_path, monkeypatch):
     plain = cases["comment.jpg"]
     sof = plain.index(b"\xff\xc0")
     cases["fill_bytes.jpg"] = plain[:sof] + b"\xff\xff" + plain[sof:]
+    cases["fill_byte.jpg"] = plain[:sof] + b"\xff" + plain[sof:]  # an odd number of them
     # an Adobe marker (transform 1: YCbCr) after the start of image
     adobe = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x01"
     cases["adobe.jpg"] = plain[:2] + adobe + plain[2:]
+    # other APP1 (XMP) and APP14 segments are neither EXIF nor Adobe blocks
+    xmp = b"http://ns.adobe.com/xap/1.0/\x00<x:xmpmeta/>"
+    cases["xmp.jpg"] = plain[:2] + b"\xff\xe1" + (len(xmp) + 2).to_bytes(2, "big") + xmp + plain[2:]
+    cases["app14.jpg"] = plain[:2] + b"\xff\xee\x00\x0aOther123" + plain[2:]
+    # EXIF (a rotation) and Adobe blocks far into the header, after a 2 KB comment: segments
+    # shorter than their offset
+    comment = b"\xff\xfe" + (2002).to_bytes(2, "big") + b"x" * 2000
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated = _save(rgb, tmp_path / "rotated.jpg", exif=exif.tobytes()).read_bytes()
+    app1 = rotated.index(b"\xff\xe1")
+    exif_segment = rotated[app1 : app1 + 2 + int.from_bytes(rotated[app1 + 2 : app1 + 4], "big")]
+    assert len(exif_segment) < 2 + len(comment)
+    cases["late_exif.jpg"] = plain[:2] + comment + exif_segment + plain[2:]
+    cases["late_adobe.jpg"] = plain[:2] + comment + adobe + plain[2:]
     # components numbered R, G, B (82, 71, 66) in the frame and scan headers
     sos = plain.index(b"\xff\xda")
     rgb_ids = bytearray(plain)
@@ -423,7 +461,8 @@ def test_marker_reader_plans_as_pillow_does(tmp_path, monkeypatch):
     cases["cmyk_no_adobe.jpg"] = bytes(cmyk)
     # the EXIF-carrying files go to Pillow even when upright: the reader does not parse EXIF
     accepted = {"q95_444.jpg", "q75_422.jpg", "q50_420.jpg", "progressive.jpg", "comment.jpg",
-                "icc.jpg", "restarts.jpg", "optimized.jpg", "fill_bytes.jpg"}  # fmt: skip
+                "icc.jpg", "restarts.jpg", "optimized.jpg", "fill_bytes.jpg", "fill_byte.jpg",
+                "xmp.jpg", "app14.jpg"}  # fmt: skip
     got = {name for name, data in cases.items() if decode._plain_jpeg_size(data)}
     assert got == accepted
     for name, data in cases.items():
@@ -469,9 +508,13 @@ def test_draft_scale_is_pillows(tmp_path):
     """The decode scale computed from the size alone is the one Pillow's draft picks."""
     from fisc.data.decode import _draft, _draft_scale
 
-    for w, h in [(517, 333), (640, 480), (333, 517), (1024, 97), (97, 97), (160, 120), (100, 97)]:
+    # (97, 60) and (60, 97) with min_side 30: the long side asks for 49 px, so Pillow stays at
+    # full scale though the short side would allow 1/2
+    sizes = [(517, 333), (640, 480), (333, 517), (1024, 97), (97, 97), (160, 120), (100, 97),
+             (97, 60), (60, 97)]  # fmt: skip
+    for w, h in sizes:
         path = _save(Image.new("RGB", (w, h)), tmp_path / f"{w}x{h}.jpg")
-        for min_side in (None, 1, 12, 13, 24, 25, 40, 48, 49, 60, 61, 100, 120, 166, 167, 240):
+        for min_side in (None, 1, 12, 13, 24, 25, 30, 40, 48, 49, 60, 61, 100, 120, 166, 167, 240):
             with Image.open(path) as img:
                 assert _draft_scale(w, h, min_side) == _draft(img, min_side), (w, h, min_side)
 
@@ -486,3 +529,14 @@ def test_cv2_decode_rgb_refuses_flags_that_are_not_colour():
     with pytest.raises(ValueError, match="colour"):
         cv2_decode_rgb(data, cv2.IMREAD_GRAYSCALE)
     assert cv2_decode_rgb(data).shape == (8, 8, 3)
+
+
+def test_cv2_decode_rgb_gives_none_for_what_opencv_cannot_decode(monkeypatch):
+    """On either OpenCV (one that decodes to RGB itself, or to BGR then swapped), bytes it
+    cannot decode give None, which sends the file to Pillow's path."""
+    import fisc.data.decode as decode
+
+    garbage = np.frombuffer(b"\xff\xd8 not a JPEG after all", np.uint8)
+    assert decode.cv2_decode_rgb(garbage) is None
+    monkeypatch.setattr(decode, "_IMREAD_RGB", None)
+    assert decode.cv2_decode_rgb(garbage) is None

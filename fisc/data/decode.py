@@ -3,8 +3,8 @@ that names it.
 
 Handled: grayscale, palette, CMYK, RGBA/LA and colour-keyed transparency (composited on
 white), 16-bit and float images (rescaled to 8 bit), EXIF orientation (applied), decompression
-bombs (refused above ``max_pixels``), corrupt, truncated, zero-byte and non-image files
-(:class:`ImageDecodeError`).
+bombs (refused above ``max_pixels`` or Pillow's own limit, ``Image.MAX_IMAGE_PIXELS``, whichever
+is lower), corrupt, truncated, zero-byte and non-image files (:class:`ImageDecodeError`).
 
 One path for every caller: :func:`load_rgb_array` (training) and :func:`load_rgb` (the same
 pixels as a Pillow image: evaluation, extraction, export, pHash). OpenCV decodes the plain RGB
@@ -76,20 +76,23 @@ def _load_rgb_pillow(
     if size == 0:
         raise ImageDecodeError(path, "zero-byte file")
     try:
-        with Image.open(path) as img:
-            w, h = img.size
-            if w * h > max_pixels:
-                raise ImageDecodeError(
-                    path, f"{w}x{h} = {w * h} pixels exceeds max_pixels={max_pixels}"
-                )
-            if w == 0 or h == 0:
-                raise ImageDecodeError(path, f"empty image {w}x{h}")
-            _draft(img, min_side)
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
+        # Pillow warns at open past its own limit (Image.MAX_IMAGE_PIXELS, 89 M pixels unless
+        # changed) and raises past twice it: the warning refuses the file too, so that a file is
+        # refused above max_pixels or that limit, whichever is lower (_opencv_plan agrees)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                w, h = img.size
+                if w * h > max_pixels:
+                    raise ImageDecodeError(
+                        path, f"{w}x{h} = {w * h} pixels exceeds max_pixels={max_pixels}"
+                    )
+                if w == 0 or h == 0:
+                    raise ImageDecodeError(path, f"empty image {w}x{h}")
+                _draft(img, min_side)
                 img.load()  # raises on truncated data (LOAD_TRUNCATED_IMAGES stays False)
-            img = ImageOps.exif_transpose(img)
-            return _to_8bit_rgb(img)
+                img = ImageOps.exif_transpose(img)
+                return _to_8bit_rgb(img)
     except ImageDecodeError:
         raise
     except UnidentifiedImageError as e:
