@@ -94,18 +94,30 @@ def test_a_palette_image_s_transparent_colour_becomes_white(tmp_path):
     assert out[0].tolist() == [[255, 255, 255], [200, 0, 0], [0, 0, 250], [200, 0, 0]]
 
 
-@pytest.mark.parametrize("mode", ["RGB", "L"])
-def test_a_colour_keyed_transparent_colour_becomes_white_in_rgb_and_gray_pngs(tmp_path, mode):
+W = [255, 255, 255]
+
+
+@pytest.mark.parametrize(
+    "mode, pixels, key, expected",
+    [
+        ("RGB", [[[10, 20, 30], [1, 2, 3], [10, 20, 30]]], (10, 20, 30), [W, [1, 2, 3], W]),
+        ("L", [[10, 40, 10]], 10, [W, [40] * 3, W]),
+        ("1", [[0, 1, 0]], 0, [W, W, W]),  # black keyed: black and white both become white
+        # a 16-bit key is a 16-bit value: 2570 (10 in 8 bits) is not keyed; 10280 is 40
+        ("I;16", [[10, 10280, 2570]], 10, [W, [40] * 3, [10] * 3]),
+    ],
+)
+def test_a_colour_keyed_transparent_colour_becomes_white_at_every_depth(
+    tmp_path, mode, pixels, key, expected
+):
     """A PNG's tRNS colour key makes that colour transparent: white, as for palette images."""
-    if mode == "RGB":
-        pixels, key = np.array([[[10, 20, 30], [1, 2, 3], [10, 20, 30]]], np.uint8), (10, 20, 30)
-        kept = [1, 2, 3]
-    else:
-        pixels, key, kept = np.array([[10, 40, 10]], np.uint8), 10, [40, 40, 40]
-    path = _save(Image.fromarray(pixels, mode), tmp_path / "keyed.png", transparency=key)
-    assert Image.open(path).info["transparency"] == key
+    dtype = {"1": bool, "I;16": np.uint16}.get(mode, np.uint8)
+    img = Image.fromarray(np.array(pixels, dtype))
+    assert img.mode == mode
+    path = _save(img, tmp_path / "keyed.png", transparency=key)
+    assert Image.open(path).mode == mode and Image.open(path).info["transparency"] == key
     out = np.asarray(load_rgb(path))
-    assert out[0].tolist() == [[255, 255, 255], kept, [255, 255, 255]]
+    assert out[0].tolist() == expected
 
 
 def test_big_endian_16bit_tiff_decodes_like_the_little_endian_one(tmp_path):

@@ -41,9 +41,14 @@ def _to_8bit_rgb(img: Image.Image) -> Image.Image:
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
         hi = 65535.0 if mode.startswith("I;16") else float(max(arr.max(), 1.0))
-        arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(arr, mode="L").convert("RGB")
-    if mode in ("P", "L", "RGB") and "transparency" in img.info:  # a colour key (PNG tRNS)
+        gray = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        key = img.info.get("transparency")
+        if isinstance(key, int):  # a 16-bit grayscale PNG's colour key (tRNS), in its own values
+            rgb = np.repeat(gray[..., None], 3, axis=2)
+            rgb[arr == key] = _ALPHA_BACKGROUND
+            return Image.fromarray(rgb)
+        return Image.fromarray(gray, mode="L").convert("RGB")
+    if mode in ("P", "1", "L", "RGB") and "transparency" in img.info:  # a colour key (PNG tRNS)
         img = img.convert("RGBA")
         mode = "RGBA"
     if mode in ("RGBA", "LA", "RGBa", "PA"):  # (Pillow cannot convert "La", which no file opens as)
