@@ -335,3 +335,17 @@ def test_lines_beyond_the_composed_cases_are_left_to_pillow():
         overlay_ops.draw_text(ImageDraw.Draw(got), xy, text, (200, 30, 60), sans, 30, anchor)
         assert np.array_equal(np.asarray(got), np.asarray(want)), (text, xy, anchor)
         assert np.asarray(want).max() == 200  # the text is on the canvas
+
+
+def test_a_new_glyph_among_kept_ones_is_counted_and_leaves_the_line_to_pillow():
+    """Every glyph of a line that is not kept has its sighting counted, however many of the
+    line's other glyphs are kept (the glyphs are looked at in no set order)."""
+    path = FONTS[0]
+    kept = "abcdefghijklmnopqrst"
+    for _ in range(glyphs.ADMIT):
+        glyphs.line_ink(kept, path, 12)
+    assert {k[2] for k in glyphs._glyphs} == set(kept)
+    assert glyphs.line_ink(kept + "xyz", path, 12) is None
+    for ch in "xyz":  # three: a set order with all three before every kept one is 1 in 1,771
+        assert glyphs._seen[(path, 12, ch)] == 1
+        assert (path, 12, ch) not in glyphs._glyphs
