@@ -136,6 +136,8 @@ def test_big_endian_16bit_tiff_decodes_like_the_little_endian_one(tmp_path):
         ("I", [0, 0, 0], [0, 0, 0]),  # all zero: no division by zero
         ("F", [-1.0, 0.0, 0.25, 1.0], [0, 0, 64, 255]),  # negatives clip to black, not wrap
         ("F", [0.0, 0.5, 0.5], [0, 128, 128]),  # a maximum below 1 is not stretched to white
+        # 0.0058823526 / 3 x 255 + 0.5 is 0.99999997: 0, which single precision rounds to 1
+        ("F", [0.0058823526, 3.0], [0, 255]),
     ],
 )
 def test_32bit_and_float_images_scale_by_their_maximum(tmp_path, mode, values, expected):

@@ -48,9 +48,8 @@ def _to_8bit_rgb(img: Image.Image) -> Image.Image:
             rgb[arr == key] = _ALPHA_BACKGROUND
             return Image.fromarray(rgb)
         return Image.fromarray(gray, mode="L").convert("RGB")
-    if mode in ("P", "1", "L", "RGB") and "transparency" in img.info:  # a colour key (PNG tRNS)
-        img = img.convert("RGBA")
-        mode = "RGBA"
+    if mode in ("P", "1", "L", "RGB") and "transparency" in img.info:  # a colour key (PNG tRNS):
+        mode = "RGBA"  # Pillow's convert("RGBA") below makes the keyed colour transparent
     if mode in ("RGBA", "LA", "RGBa", "PA"):  # (Pillow cannot convert "La", which no file opens as)
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, _ALPHA_BACKGROUND + (255,))
