@@ -113,6 +113,8 @@ def test_a_glyph_is_left_to_pillow_until_its_third_sighting_then_kept():
     assert glyphs.line_ink("  ", path, 12) == (None, 0, 0)
     with pytest.raises(ValueError, match="anchor"):
         glyphs.line_ink("ab", path, 12, anchor="mm")
+    with pytest.raises(ValueError, match=r"^one line at a time \(ImageDraw\.text splits lines"):
+        glyphs.line_ink("a\nb", path, 12)
 
 
 def test_bounded_caches_drop_their_oldest_entries_by_weight():
