@@ -48,20 +48,27 @@ def run_date(path: Path, info: dict) -> str:
 
 
 def _row_settings(row: dict) -> str:
-    """A ``bench_train.py`` row's settings, from its Hydra overrides."""
-    overrides = dict(o.split("=", 1) for o in row.get("overrides", []) if "=" in o)
-    size = row["train_size"]
-    work_side = overrides.get("augment.work_side")
-    min_side = overrides.get("data.decode_min_side")
+    """A ``bench_train.py`` row's settings: the ones it records having applied (since
+    2026-12-02), else those its Hydra overrides name."""
+    if "decode_min_side" in row:
+        return settings_label(row.get("work_side"), row["decode_min_side"], row["train_size"])
+    pairs = [*row.get("base_overrides", []), *row.get("overrides", [])]  # the variant's last
+    overrides = dict(o.split("=", 1) for o in pairs if "=" in o)
+    work_side, min_side = (
+        overrides.get(k) for k in ("augment.work_side", "data.decode_min_side")
+    )  # absent or null: the default
     return settings_label(
-        float(work_side) if work_side not in (None, "null") else None,
-        int(min_side) if min_side is not None else None,
-        size,
+        float(work_side) if work_side not in (None, "null", "None") else None,
+        int(min_side) if min_side not in (None, "null", "None") else None,
+        row["train_size"],
     )
 
 
-def cores_runs(paths: list[Path], data: str = "disc21like", augment: str = "disc_full") -> list:
-    """Per interleaved ``bench_train.py`` run and settings: the cores for the target, per round."""
+def cores_runs(
+    paths: list[Path], data: str = "disc21like", augment: str = "disc_full", size: int = 224
+) -> list:
+    """Per interleaved ``bench_train.py`` run and settings: the cores for the target, per round,
+    for ``augment`` on ``data`` at training size ``size``."""
     runs = []
     for path in paths:
         doc = json.loads(path.read_text())
@@ -69,7 +76,11 @@ def cores_runs(paths: list[Path], data: str = "disc21like", augment: str = "disc
         target = info.get("target_views_per_s", TARGET_VIEWS_PER_S)
         for row in doc.get("rows", []):
             per_core = row.get("loader_views_per_core_s_rounds")
-            if row.get("data") != data or row.get("augment") != augment or not per_core:
+            if (row.get("data"), row.get("augment"), row.get("train_size")) != (
+                data,
+                augment,
+                size,
+            ) or not per_core:
                 continue
             cores = [target / r for r in per_core]
             runs.append(

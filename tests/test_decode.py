@@ -455,6 +455,12 @@ def test_marker_reader_plans_as_pillow_does(tmp_path, monkeypatch):
     assert len(exif_segment) < 2 + len(comment)
     cases["late_exif.jpg"] = plain[:2] + comment + exif_segment + plain[2:]
     cases["late_adobe.jpg"] = plain[:2] + comment + adobe + plain[2:]
+    # blocks too short to hold what they announce, which Pillow refuses: an Adobe marker of
+    # 5 bytes (Pillow reads a version after it), and an EXIF block of 7 in a file whose JFIF
+    # header gives its dpi (Pillow then parses the EXIF and finds no TIFF header in it)
+    cases["short_adobe.jpg"] = plain[:2] + b"\xff\xee\x00\x07Adobe" + plain[2:]
+    dpi = _save(rgb, tmp_path / "dpi.jpg", dpi=(72, 72)).read_bytes()
+    cases["short_exif.jpg"] = dpi[:2] + b"\xff\xe1\x00\x09Exif\x00\x00M" + dpi[2:]
     # components numbered R, G, B (82, 71, 66) in the frame and scan headers
     sos = plain.index(b"\xff\xda")
     rgb_ids = bytearray(plain)
@@ -528,9 +534,30 @@ def test_draft_scale_is_pillows(tmp_path):
              (97, 60), (60, 97)]  # fmt: skip
     for w, h in sizes:
         path = _save(Image.new("RGB", (w, h)), tmp_path / f"{w}x{h}.jpg")
-        for min_side in (None, 1, 12, 13, 24, 25, 30, 40, 48, 49, 60, 61, 100, 120, 166, 167, 240):
+        min_sides = (None, -1, 0, 1, 12, 13, 24, 25, 30, 40, 48, 49, 60, 61, 100, 120, 166, 167,
+                     240)  # fmt: skip
+        for min_side in min_sides:
             with Image.open(path) as img:
                 assert _draft_scale(w, h, min_side) == _draft(img, min_side), (w, h, min_side)
+
+
+def test_mpo_files_decode_at_their_first_picture_s_reduced_scale_by_both_paths(tmp_path):
+    """A multi-picture JPEG (MPO, as cameras write) is drafted like a JPEG: the OpenCV path,
+    which reads its markers as a plain JPEG's, and Pillow's path give the same pixels at the
+    same scale; min_side 0 decodes in full, like None."""
+    import fisc.data.decode as decode
+
+    rng = np.random.default_rng(1)
+    first, second = (Image.fromarray(rng.integers(0, 255, (400, 600, 3), np.uint8)) for _ in "ab")
+    path = tmp_path / "two.mpo"
+    first.save(path, format="MPO", save_all=True, append_images=[second])
+    assert Image.open(path).format == "MPO"
+    for min_side, shape in ((100, (100, 150, 3)), (0, (400, 600, 3)), (None, (400, 600, 3))):
+        fast = decode.load_rgb_array(path, min_side=min_side)
+        assert fast.shape == shape, min_side
+        np.testing.assert_array_equal(
+            fast, np.asarray(decode._load_rgb_pillow(path, min_side=min_side))
+        )
 
 
 def test_cv2_decode_rgb_refuses_flags_that_are_not_colour():

@@ -106,8 +106,12 @@ def test_a_second_run_refuses_while_a_mutmut_run_works_in_the_checkout(tmp_path,
     (checkout / "mutants").mkdir(parents=True)
     elsewhere.mkdir()
     monkeypatch.setattr(tool, "ROOT", checkout)
-    # were the guard to let it through, the run must not replace pytest with mutmut
+    # were the guard to let it through, the run must not replace pytest with mutmut, and the
+    # working directory and thread variables it sets first are put back after the test
     monkeypatch.setattr(tool.os, "execv", lambda *a: pytest.fail("mutmut was started"))
+    monkeypatch.chdir(tmp_path)
+    for var in tool.THREAD_ENV:
+        monkeypatch.setenv(var, "1")
     procs = [
         _fake_mutmut(tmp_path, "results", cwd=checkout),  # not a run
         _fake_mutmut(tmp_path, "run", "x.*", cwd=elsewhere),  # another checkout's run

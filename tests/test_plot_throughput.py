@@ -47,6 +47,14 @@ def test_cores_are_the_target_over_each_round_s_rate(tmp_path):
         _bench_train_row("other", [], [1.0], augment="basic"),  # not disc_full: left out
         _bench_train_row("mini", [], [1.0], data="minidisc"),  # not DISC21-like: left out
         {**_bench_train_row("single", [], None)},  # one timing, no rounds: left out
+        {**_bench_train_row("small", [], [1.0]), "train_size": 96},  # another size: left out
+        # the settings a row records having applied win over its overrides (trainer=gpu sets
+        # them without naming them); else the base overrides, then the variant's
+        {**_bench_train_row("gpu", [], [500.0]), "work_side": 1.0, "decode_min_side": 224},
+        {
+            **_bench_train_row("base", ["data.decode_min_side=null"], [1000.0]),
+            "base_overrides": ["augment.work_side=1", "data.decode_min_side=224"],
+        },
     ]
     path.write_text(json.dumps({"info": {"target_views_per_s": 1000.0}, "rows": rows}))
     runs = plot.cores_runs([path])
@@ -54,6 +62,8 @@ def test_cores_are_the_target_over_each_round_s_rate(tmp_path):
         ("defaults", "2026-12-01"),
         ("GPU feed", "2026-12-01"),
         ("work_side=1", "2026-12-01"),
+        ("GPU feed", "2026-12-01"),
+        ("work_side=1", "2026-12-01"),  # the variant's null: the default decode scale
     ]
     assert runs[0]["cores"] == [5.0, 10.0, 2.5]  # 1000 views/s over 200, 100, 400 per core
     assert runs[0]["median"] == 5.0

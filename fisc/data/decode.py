@@ -110,8 +110,8 @@ def _load_rgb_pillow(
 def _draft_request(w: int, h: int, min_side: int | None) -> tuple[int, int] | None:
     """The size Pillow's draft is asked for: a ``w x h`` JPEG scaled so that its shorter side
     is ``min_side`` (draft picks the smallest DCT scale at least this size); None: decode in
-    full (no ``min_side``, or not even 1/2 scale keeps it)."""
-    if min_side is None or min(w, h) < 2 * min_side:
+    full (no ``min_side``, one of 0 or less, or not even 1/2 scale keeps it)."""
+    if min_side is None or min_side <= 0 or min(w, h) < 2 * min_side:
         return None
     f = min_side / min(w, h)
     return math.ceil(w * f), math.ceil(h * f)
@@ -122,7 +122,7 @@ def _draft(img: Image.Image, min_side: int | None) -> int:
     at least ``min_side``; returns the scale divisor chosen (1: full size)."""
     w, h = img.size
     size = _draft_request(w, h, min_side)
-    if size is None or img.format != "JPEG":
+    if size is None or img.format not in ("JPEG", "MPO"):  # MPO: a multi-picture JPEG
         return 1
     drafted = img.draft(img.mode, size)
     return 1 if drafted is None else round(w / drafted[1][2])
