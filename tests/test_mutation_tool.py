@@ -6,6 +6,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -97,7 +98,14 @@ def _fake_mutmut(tmp_path: Path, *args: str, cwd: Path) -> subprocess.Popen:
     script.parent.mkdir(exist_ok=True)
     script.write_text(f"#!{sys.executable}\nimport time\ntime.sleep(60)\n")
     script.chmod(0o755)
-    return subprocess.Popen([str(script), *args], cwd=cwd)
+    proc = subprocess.Popen([str(script), *args], cwd=cwd)
+    # Popen returns once exec has begun; the kernel fills /proc/<pid>/cmdline a moment later
+    # (1 run in 15 read it empty here): wait for it, as a real run would long have
+    cmdline = Path(f"/proc/{proc.pid}/cmdline")
+    deadline = time.monotonic() + 10
+    while b"mutmut" not in cmdline.read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return proc
 
 
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads Linux's /proc")
