@@ -461,6 +461,14 @@ def test_marker_reader_plans_as_pillow_does(tmp_path, monkeypatch):
     cases["short_adobe.jpg"] = plain[:2] + b"\xff\xee\x00\x07Adobe" + plain[2:]
     dpi = _save(rgb, tmp_path / "dpi.jpg", dpi=(72, 72)).read_bytes()
     cases["short_exif.jpg"] = dpi[:2] + b"\xff\xe1\x00\x09Exif\x00\x00M" + dpi[2:]
+    # a JFIF block cut before its version, an ICC block before its sequence numbers: refused
+    # by Pillow's header parse; one byte more and Pillow reads them
+    cases["short_jfif.jpg"] = plain[:2] + b"\xff\xe0\x00\x08JFIF\x00\x01" + plain[2:]
+    cases["bare_jfif.jpg"] = plain[:2] + b"\xff\xe0\x00\x06JFIF" + plain[2:]
+    cases["jfif_version.jpg"] = plain[:2] + b"\xff\xe0\x00\x09JFIF\x00\x01\x02" + plain[2:]
+    cases["short_icc.jpg"] = plain[:2] + b"\xff\xe2\x00\x0fICC_PROFILE\x00\x01" + plain[2:]
+    cases["bare_icc.jpg"] = plain[:2] + b"\xff\xe2\x00\x0eICC_PROFILE\x00" + plain[2:]
+    cases["icc_numbered.jpg"] = plain[:2] + b"\xff\xe2\x00\x10ICC_PROFILE\x00\x01\x01" + plain[2:]
     # components numbered R, G, B (82, 71, 66) in the frame and scan headers
     sos = plain.index(b"\xff\xda")
     rgb_ids = bytearray(plain)
@@ -482,7 +490,7 @@ def test_marker_reader_plans_as_pillow_does(tmp_path, monkeypatch):
     # the EXIF-carrying files go to Pillow even when upright: the reader does not parse EXIF
     accepted = {"q95_444.jpg", "q75_422.jpg", "q50_420.jpg", "progressive.jpg", "comment.jpg",
                 "icc.jpg", "restarts.jpg", "optimized.jpg", "fill_bytes.jpg", "fill_byte.jpg",
-                "xmp.jpg", "app14.jpg"}  # fmt: skip
+                "xmp.jpg", "app14.jpg", "jfif_version.jpg", "icc_numbered.jpg"}  # fmt: skip
     got = {name for name, data in cases.items() if decode._plain_jpeg_size(data)}
     assert got == accepted
     for name, data in cases.items():

@@ -223,6 +223,16 @@ def _plain_jpeg_size(data: bytes) -> tuple[int, int] | None:
             return None
         if marker == 0xEE and data.startswith(b"Adobe", i + 4, i + 2 + length):
             return None
+        # blocks too short for what Pillow's header parse reads of them, so that it refuses the
+        # file: a JFIF block without its version, an ICC block without its sequence numbers
+        if marker == 0xE0 and length < 9 and data.startswith(b"JFIF", i + 4, i + 2 + length):
+            return None
+        if (
+            marker == 0xE2
+            and length < 16
+            and data.startswith(b"ICC_PROFILE\0", i + 4, i + 2 + length)
+        ):
+            return None
         i += 2 + length
     return None
 
