@@ -23,7 +23,9 @@ import statistics
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-TARGET_VIEWS_PER_S = 3659.0  # ResNet-50 at 224 px, one H100, model step alone
+# bench_train.py's H100_RESNET50_VIEWS_S (ResNet-50 at 224 px, one H100, model step alone),
+# which its files record as info.target_views_per_s; not imported: bench_train loads torch
+TARGET_VIEWS_PER_S = 3659.0
 CORES_GOAL = 12
 SPEEDUP_GOAL = 2.0
 

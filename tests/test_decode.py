@@ -401,6 +401,11 @@ def test_evaluation_inputs_are_those_of_pillow(tmp_path):
         assert torch.equal(x, prep(_load_rgb_pillow(path))), path.name
 
 
+def _segment(marker: int, payload: bytes) -> bytes:
+    """A JPEG marker segment: 0xFF, the marker, the length (itself included), the payload."""
+    return bytes([0xFF, marker]) + (len(payload) + 2).to_bytes(2, "big") + payload
+
+
 def _pillow_only_plan(decode, data, max_pixels, min_side):
     """``_opencv_plan`` with every header read by Pillow (the marker reader disabled)."""
     saved = decode._plain_jpeg_size
@@ -438,15 +443,15 @@ def test_marker_reader_plans_as_pillow_does(tmp_path, monkeypatch):
     cases["fill_bytes.jpg"] = plain[:sof] + b"\xff\xff" + plain[sof:]
     cases["fill_byte.jpg"] = plain[:sof] + b"\xff" + plain[sof:]  # an odd number of them
     # an Adobe marker (transform 1: YCbCr) after the start of image
-    adobe = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x01"
+    adobe = _segment(0xEE, b"Adobe\x00\x64\x00\x00\x00\x00\x01")
     cases["adobe.jpg"] = plain[:2] + adobe + plain[2:]
     # other APP1 (XMP) and APP14 segments are neither EXIF nor Adobe blocks
-    xmp = b"http://ns.adobe.com/xap/1.0/\x00<x:xmpmeta/>"
-    cases["xmp.jpg"] = plain[:2] + b"\xff\xe1" + (len(xmp) + 2).to_bytes(2, "big") + xmp + plain[2:]
-    cases["app14.jpg"] = plain[:2] + b"\xff\xee\x00\x0aOther123" + plain[2:]
+    xmp = _segment(0xE1, b"http://ns.adobe.com/xap/1.0/\x00<x:xmpmeta/>")
+    cases["xmp.jpg"] = plain[:2] + xmp + plain[2:]
+    cases["app14.jpg"] = plain[:2] + _segment(0xEE, b"Other123") + plain[2:]
     # EXIF (a rotation) and Adobe blocks far into the header, after a 2 KB comment: segments
     # shorter than their offset
-    comment = b"\xff\xfe" + (2002).to_bytes(2, "big") + b"x" * 2000
+    comment = _segment(0xFE, b"x" * 2000)
     exif = Image.Exif()
     exif[0x0112] = 6
     rotated = _save(rgb, tmp_path / "rotated.jpg", exif=exif.tobytes()).read_bytes()
@@ -458,17 +463,20 @@ def test_marker_reader_plans_as_pillow_does(tmp_path, monkeypatch):
     # blocks too short to hold what they announce, which Pillow refuses: an Adobe marker of
     # 5 bytes (Pillow reads a version after it), and an EXIF block of 7 in a file whose JFIF
     # header gives its dpi (Pillow then parses the EXIF and finds no TIFF header in it)
-    cases["short_adobe.jpg"] = plain[:2] + b"\xff\xee\x00\x07Adobe" + plain[2:]
+    cases["short_adobe.jpg"] = plain[:2] + _segment(0xEE, b"Adobe") + plain[2:]
     dpi = _save(rgb, tmp_path / "dpi.jpg", dpi=(72, 72)).read_bytes()
-    cases["short_exif.jpg"] = dpi[:2] + b"\xff\xe1\x00\x09Exif\x00\x00M" + dpi[2:]
+    cases["short_exif.jpg"] = dpi[:2] + _segment(0xE1, b"Exif\x00\x00M") + dpi[2:]
     # a JFIF block cut before its version, an ICC block before its sequence numbers: refused
     # by Pillow's header parse; one byte more and Pillow reads them
-    cases["short_jfif.jpg"] = plain[:2] + b"\xff\xe0\x00\x08JFIF\x00\x01" + plain[2:]
-    cases["bare_jfif.jpg"] = plain[:2] + b"\xff\xe0\x00\x06JFIF" + plain[2:]
-    cases["jfif_version.jpg"] = plain[:2] + b"\xff\xe0\x00\x09JFIF\x00\x01\x02" + plain[2:]
-    cases["short_icc.jpg"] = plain[:2] + b"\xff\xe2\x00\x0fICC_PROFILE\x00\x01" + plain[2:]
-    cases["bare_icc.jpg"] = plain[:2] + b"\xff\xe2\x00\x0eICC_PROFILE\x00" + plain[2:]
-    cases["icc_numbered.jpg"] = plain[:2] + b"\xff\xe2\x00\x10ICC_PROFILE\x00\x01\x01" + plain[2:]
+    for name, marker, payload in (
+        ("bare_jfif", 0xE0, b"JFIF"),
+        ("short_jfif", 0xE0, b"JFIF\x00\x01"),
+        ("jfif_version", 0xE0, b"JFIF\x00\x01\x02"),
+        ("bare_icc", 0xE2, b"ICC_PROFILE\x00"),
+        ("short_icc", 0xE2, b"ICC_PROFILE\x00\x01"),
+        ("icc_numbered", 0xE2, b"ICC_PROFILE\x00\x01\x01"),
+    ):
+        cases[f"{name}.jpg"] = plain[:2] + _segment(marker, payload) + plain[2:]
     # components numbered R, G, B (82, 71, 66) in the frame and scan headers
     sos = plain.index(b"\xff\xda")
     rgb_ids = bytearray(plain)
