@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import zlib
 
 import cv2
 import numpy as np
@@ -118,6 +119,71 @@ def test_a_colour_keyed_transparent_colour_becomes_white_at_every_depth(
     assert Image.open(path).mode == mode and Image.open(path).info["transparency"] == key
     out = np.asarray(load_rgb(path))
     assert out[0].tolist() == expected
+
+
+def _png(width: int, height: int, depth: int, colour_type: int, rows: list[bytes], trns: bytes):
+    """A PNG written by hand (Pillow writes neither 2/4-bit grayscale nor 16-bit RGB with a
+    colour key): signature, IHDR, tRNS, one IDAT of filter-0 rows, IEND."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return len(data).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
+
+    ihdr = (
+        width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([depth, colour_type, 0, 0, 0])
+    )
+    idat = zlib.compress(b"".join(b"\0" + row for row in rows))
+    return b"\x89PNG\r\n\x1a\n" + b"".join(
+        (chunk(b"IHDR", ihdr), chunk(b"tRNS", trns), chunk(b"IDAT", idat), chunk(b"IEND", b""))
+    )
+
+
+@pytest.mark.parametrize("depth", [2, 4])
+def test_a_2_and_4_bit_grayscale_colour_key_is_white_whichever_level(tmp_path, depth):
+    """Every level of a 2- or 4-bit grayscale PNG, each keyed in turn: the keyed level becomes
+    white, the others read v x 255 / (2^depth - 1) (Pillow scales the pixels, not the key)."""
+    levels = list(range(2**depth))
+    packed = int("".join(format(v, f"0{depth}b") for v in levels), 2)
+    row = packed.to_bytes(len(levels) * depth // 8, "big")
+    for key in levels:
+        path = tmp_path / f"gray{depth}_{key}.png"
+        path.write_bytes(_png(len(levels), 1, depth, 0, [row], key.to_bytes(2, "big")))
+        assert Image.open(path).mode == "L" and Image.open(path).info["transparency"] == key
+        want = [255 if v == key else v * 255 // (2**depth - 1) for v in levels]
+        out = np.asarray(load_rgb(path))
+        assert out[0].tolist() == [[v] * 3 for v in want], (depth, key)
+
+
+def test_a_16_bit_rgb_colour_key_makes_only_the_exact_colour_white(tmp_path):
+    """16-bit RGB with a tRNS key: only pixels equal to the key in all 16 bits of all three
+    samples become white; the others keep their high bytes, among them the pixels whose high
+    bytes equal the key's (one differs in a low byte only) and the one whose 16-bit values
+    equal the key's 8-bit reading."""
+    key = (2570, 5140, 7710)  # high bytes 10, 20, 30
+    pixels = [(10, 20, 30), (2560, 5120, 7680), key, (2570, 5140, 7711), (2571, 5140, 7710)]
+    row = np.array(pixels, ">u2").tobytes()
+    trns = b"".join(v.to_bytes(2, "big") for v in key)
+    path = tmp_path / "deep_keyed.png"
+    path.write_bytes(_png(len(pixels), 2, 16, 2, [row, row], trns))
+    assert Image.open(path).info["transparency"] == key
+    want = [[v >> 8 for v in p] if p != key else W for p in pixels]
+    out = np.asarray(load_rgb(path))
+    assert out.shape == (2, len(pixels), 3)
+    assert out[0].tolist() == want and out[1].tolist() == want
+
+
+def test_a_16_bit_colour_key_opencv_cannot_reread_is_an_error_naming_the_file(
+    tmp_path, monkeypatch
+):
+    from fisc.data import decode
+
+    row = np.array([(1, 2, 3)], ">u2").tobytes()
+    path = tmp_path / "deep_keyed.png"
+    path.write_bytes(_png(1, 1, 16, 2, [row], bytes(6)))
+    monkeypatch.setattr(decode.cv2, "imdecode", lambda *a: None)
+    with pytest.raises(ImageDecodeError, match="16-bit PNG with a colour key") as err:
+        load_rgb(path)
+    assert err.value.path == str(path)
 
 
 def test_big_endian_16bit_tiff_decodes_like_the_little_endian_one(tmp_path):
