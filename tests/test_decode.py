@@ -172,18 +172,39 @@ def test_a_16_bit_rgb_colour_key_makes_only_the_exact_colour_white(tmp_path):
     assert out[0].tolist() == want and out[1].tolist() == want
 
 
-def test_a_16_bit_colour_key_opencv_cannot_reread_is_an_error_naming_the_file(
-    tmp_path, monkeypatch
+@pytest.mark.parametrize(
+    "reread",
+    [
+        None,  # OpenCV decodes nothing
+        np.zeros((2, 3, 3), np.uint8),  # 8-bit samples
+        np.zeros((3, 2, 3), np.uint16),  # width and height swapped
+        np.zeros((2, 4, 3), np.uint16),  # one column more
+    ],
+)
+def test_a_16_bit_colour_key_opencv_rereads_wrongly_is_an_error_naming_the_file(
+    tmp_path, monkeypatch, reread
 ):
     from fisc.data import decode
 
-    row = np.array([(1, 2, 3)], ">u2").tobytes()
+    row = np.array([(1, 2, 3)] * 3, ">u2").tobytes()
     path = tmp_path / "deep_keyed.png"
-    path.write_bytes(_png(1, 1, 16, 2, [row], bytes(6)))
-    monkeypatch.setattr(decode.cv2, "imdecode", lambda *a: None)
+    path.write_bytes(_png(3, 2, 16, 2, [row, row], bytes(6)))
+    assert np.asarray(load_rgb(path)).shape == (2, 3, 3)  # read right, it decodes
+    monkeypatch.setattr(decode.cv2, "imdecode", lambda *a: reread)
     with pytest.raises(ImageDecodeError, match="16-bit PNG with a colour key") as err:
         load_rgb(path)
     assert err.value.path == str(path)
+
+
+def test_only_a_png_s_raw_layout_is_read(tmp_path):
+    """The raw layout that decides the colour-key fixes is a PNG's only (a JPEG's tile holds a
+    tuple, a TIFF's its own layout names)."""
+    from fisc.data.decode import _png_rawmode
+
+    gray = Image.fromarray(np.zeros((2, 3), np.uint8))
+    assert _png_rawmode(Image.open(_save(gray, tmp_path / "g.png"))) == "L"
+    assert _png_rawmode(Image.open(_save(gray, tmp_path / "g.jpg"))) is None
+    assert _png_rawmode(Image.open(_save(gray, tmp_path / "g.tiff"))) is None
 
 
 def test_big_endian_16bit_tiff_decodes_like_the_little_endian_one(tmp_path):
@@ -543,6 +564,8 @@ def test_marker_reader_plans_as_pillow_does(tmp_path, monkeypatch):
         ("icc_numbered", 0xE2, b"ICC_PROFILE\x00\x01\x01"),
     ):
         cases[f"{name}.jpg"] = plain[:2] + _segment(marker, payload) + plain[2:]
+        # the same after a 2 KB comment (a negative end index would read from the file's end)
+        cases[f"late_{name}.jpg"] = plain[:2] + comment + _segment(marker, payload) + plain[2:]
     # components numbered R, G, B (82, 71, 66) in the frame and scan headers
     sos = plain.index(b"\xff\xda")
     rgb_ids = bytearray(plain)
@@ -564,7 +587,8 @@ def test_marker_reader_plans_as_pillow_does(tmp_path, monkeypatch):
     # the EXIF-carrying files go to Pillow even when upright: the reader does not parse EXIF
     accepted = {"q95_444.jpg", "q75_422.jpg", "q50_420.jpg", "progressive.jpg", "comment.jpg",
                 "icc.jpg", "restarts.jpg", "optimized.jpg", "fill_bytes.jpg", "fill_byte.jpg",
-                "xmp.jpg", "app14.jpg", "jfif_version.jpg", "icc_numbered.jpg"}  # fmt: skip
+                "xmp.jpg", "app14.jpg", "jfif_version.jpg", "icc_numbered.jpg",
+                "late_jfif_version.jpg", "late_icc_numbered.jpg"}  # fmt: skip
     got = {name for name, data in cases.items() if decode._plain_jpeg_size(data)}
     assert got == accepted
     for name, data in cases.items():

@@ -112,34 +112,33 @@ def _load_rgb_pillow(
 def _png_rawmode(img: Image.Image) -> str | None:
     """The raw pixel layout of a PNG before :meth:`load` (which clears ``tile``): ``"L;2"``,
     ``"RGB;16B"``, ...; None for other formats."""
-    if img.format != "PNG" or not img.tile:
-        return None
-    args = img.tile[0][3]
-    return args if isinstance(args, str) else None
+    return img.tile[0][3] if img.format == "PNG" and img.tile else None
+
+
+# Pillow unpacks 2- and 4-bit grayscale level v as v x 85 and v x 17 (0-255)
+_GRAY_LEVEL_STEP = {"L;2": 85, "L;4": 17}
 
 
 def _honour_png_colour_key(img: Image.Image, rawmode: str | None, path: Path) -> Image.Image:
-    """The two PNG colour keys (``tRNS``) Pillow's ``convert("RGBA")`` misses, made alpha:
+    """The two PNG colour keys (``tRNS``) Pillow's ``convert("RGBA")`` misses, applied:
 
-    - 2- and 4-bit grayscale: Pillow scales the pixels to 0-255 (x85, x17) but not the key;
-      the key is scaled the same way.
+    - 2- and 4-bit grayscale: Pillow scales the pixels to 0-255 but not the key; the key is
+      scaled the same way.
     - 16-bit RGB: Pillow keeps each sample's high byte but the whole 16-bit key, so it keys
       the wrong pixels (or none). The 16-bit samples are read again with OpenCV, and exactly
-      the pixels equal to the key become transparent.
+      the pixels equal to the key become transparent (an alpha band).
 
     Every other image is returned as it is (8-bit and 1-bit keys Pillow applies itself, 16-bit
     grayscale ones :func:`_to_8bit_rgb`)."""
     key = img.info.get("transparency")
-    if rawmode in ("L;2", "L;4") and isinstance(key, int):
-        img.info["transparency"] = key * (255 // ((1 << int(rawmode[-1])) - 1))
+    if rawmode in _GRAY_LEVEL_STEP and isinstance(key, int):
+        img.info["transparency"] = key * _GRAY_LEVEL_STEP[rawmode]
     elif rawmode == "RGB;16B" and isinstance(key, tuple) and len(key) == 3:
         deep = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)
         if deep is None or deep.dtype != np.uint16 or deep.shape[:2] != (img.height, img.width):
             raise ImageDecodeError(path, "16-bit PNG with a colour key that OpenCV cannot read")
-        keyed = (deep[..., :3] == np.array(key[::-1], np.uint16)).all(axis=2)  # BGR order
-        rgba = img.convert("RGB")
-        rgba.putalpha(Image.fromarray(np.where(keyed, 0, 255).astype(np.uint8), mode="L"))
-        return rgba
+        keyed = (deep[..., :3] == key[::-1]).all(axis=2)  # OpenCV's samples are BGR(A)
+        img.putalpha(Image.fromarray(np.where(keyed, 0, 255).astype(np.uint8)))
     return img
 
 
