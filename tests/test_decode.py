@@ -121,9 +121,18 @@ def test_a_colour_keyed_transparent_colour_becomes_white_at_every_depth(
     assert out[0].tolist() == expected
 
 
-def _png(width: int, height: int, depth: int, colour_type: int, rows: list[bytes], trns: bytes):
+def _png(
+    width: int,
+    height: int,
+    depth: int,
+    colour_type: int,
+    rows: list[bytes],
+    trns: bytes,
+    extra: tuple[tuple[bytes, bytes], ...] = (),
+):
     """A PNG written by hand (Pillow writes neither 2/4-bit grayscale nor 16-bit RGB with a
-    colour key): signature, IHDR, tRNS, one IDAT of filter-0 rows, IEND."""
+    colour key): signature, IHDR, tRNS, the ``extra`` chunks, one IDAT of filter-0 rows,
+    IEND."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         body = kind + data
@@ -133,9 +142,8 @@ def _png(width: int, height: int, depth: int, colour_type: int, rows: list[bytes
         width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([depth, colour_type, 0, 0, 0])
     )
     idat = zlib.compress(b"".join(b"\0" + row for row in rows))
-    return b"\x89PNG\r\n\x1a\n" + b"".join(
-        (chunk(b"IHDR", ihdr), chunk(b"tRNS", trns), chunk(b"IDAT", idat), chunk(b"IEND", b""))
-    )
+    chunks = [(b"IHDR", ihdr), (b"tRNS", trns), *extra, (b"IDAT", idat), (b"IEND", b"")]
+    return b"\x89PNG\r\n\x1a\n" + b"".join(chunk(kind, data) for kind, data in chunks)
 
 
 @pytest.mark.parametrize("depth", [2, 4])
@@ -152,6 +160,19 @@ def test_a_2_and_4_bit_grayscale_colour_key_is_white_whichever_level(tmp_path, d
         want = [255 if v == key else v * 255 // (2**depth - 1) for v in levels]
         out = np.asarray(load_rgb(path))
         assert out[0].tolist() == [[v] * 3 for v in want], (depth, key)
+
+
+@pytest.mark.parametrize("depth, key, keyed", [(2, 4, 0), (2, 0x0101, 1), (4, 0x1F, 15)])
+def test_a_grayscale_key_s_bits_above_the_depth_are_ignored(tmp_path, depth, key, keyed):
+    """An encoder may leave bits above the depth in a key (the PNG spec says to use the low
+    ones, as libpng does): only the level of the key's low bits is keyed."""
+    levels = list(range(2**depth))
+    packed = int("".join(format(v, f"0{depth}b") for v in levels), 2)
+    row = packed.to_bytes(len(levels) * depth // 8, "big")
+    path = tmp_path / "gray_high_bits.png"
+    path.write_bytes(_png(len(levels), 1, depth, 0, [row], key.to_bytes(2, "big")))
+    want = [255 if v == keyed else v * 255 // (2**depth - 1) for v in levels]
+    assert np.asarray(load_rgb(path))[0, :, 0].tolist() == want
 
 
 def test_a_16_bit_rgb_colour_key_makes_only_the_exact_colour_white(tmp_path):
@@ -172,28 +193,49 @@ def test_a_16_bit_rgb_colour_key_makes_only_the_exact_colour_white(tmp_path):
     assert out[0].tolist() == want and out[1].tolist() == want
 
 
-@pytest.mark.parametrize(
-    "reread",
-    [
-        None,  # OpenCV decodes nothing
-        np.zeros((2, 3, 3), np.uint8),  # 8-bit samples
-        np.zeros((3, 2, 3), np.uint16),  # width and height swapped
-        np.zeros((2, 4, 3), np.uint16),  # one column more
-    ],
-)
-def test_a_16_bit_colour_key_opencv_rereads_wrongly_is_an_error_naming_the_file(
-    tmp_path, monkeypatch, reread
-):
-    from fisc.data import decode
+def _keyed_16_bit_rgb(height: int, width: int) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """16-bit samples with a key that some pixels equal and others miss by a low byte."""
+    key = (2570, 5140, 7710)
+    rng = np.random.default_rng(3)
+    deep = rng.integers(0, 65536, (height, width, 3)).astype(np.uint16)
+    deep[rng.random((height, width)) < 0.4] = key
+    deep[0, 0] = (2571, 5140, 7710)
+    return deep, key
 
-    row = np.array([(1, 2, 3)] * 3, ">u2").tobytes()
-    path = tmp_path / "deep_keyed.png"
-    path.write_bytes(_png(3, 2, 16, 2, [row, row], bytes(6)))
-    assert np.asarray(load_rgb(path)).shape == (2, 3, 3)  # read right, it decodes
-    monkeypatch.setattr(decode.cv2, "imdecode", lambda *a: reread)
-    with pytest.raises(ImageDecodeError, match="16-bit PNG with a colour key") as err:
-        load_rgb(path)
-    assert err.value.path == str(path)
+
+def test_a_16_bit_colour_key_is_applied_before_the_exif_rotation(tmp_path):
+    """The key marks pixels as stored; the EXIF orientation (6: turn 90 degrees clockwise to
+    display) then moves them with the picture, on a picture that is not square."""
+    deep, key = _keyed_16_bit_rgb(5, 7)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    tiff = exif.tobytes()
+    tiff = tiff[6:] if tiff.startswith(b"Exif\0\0") else tiff
+    rows = [deep[r].astype(">u2").tobytes() for r in range(5)]
+    trns = b"".join(v.to_bytes(2, "big") for v in key)
+    path = tmp_path / "deep_keyed_rotated.png"
+    path.write_bytes(_png(7, 5, 16, 2, rows, trns, extra=((b"eXIf", tiff),)))
+    assert Image.open(path).getexif()[0x0112] == 6
+    stored = (deep >> 8).astype(np.uint8)
+    stored[(deep == key).all(axis=2)] = 255
+    want = np.rot90(stored, k=-1)  # clockwise
+    out = np.asarray(load_rgb(path))
+    assert out.shape == (7, 5, 3) and (out == want).all()
+
+
+def test_a_16_bit_colour_keyed_png_without_its_end_chunk_decodes_as_the_whole_file(tmp_path):
+    """What Pillow reads (a file cut after its image data, IEND missing) the colour-key fix
+    reads too: the same pixels as the complete file."""
+    deep, key = _keyed_16_bit_rgb(3, 4)
+    rows = [deep[r].astype(">u2").tobytes() for r in range(3)]
+    trns = b"".join(v.to_bytes(2, "big") for v in key)
+    whole = _png(4, 3, 16, 2, rows, trns)
+    assert whole.endswith(b"IEND\xaeB`\x82")
+    (tmp_path / "whole.png").write_bytes(whole)
+    (tmp_path / "cut.png").write_bytes(whole[:-12])
+    want = np.asarray(load_rgb(tmp_path / "whole.png"))
+    assert (want[(deep == key).all(axis=2)] == 255).all()
+    assert (np.asarray(load_rgb(tmp_path / "cut.png")) == want).all()
 
 
 def test_only_a_png_s_raw_layout_is_read(tmp_path):

@@ -1,10 +1,11 @@
-"""Safe image decoding: every odd-but-valid image becomes RGB; every bad file raises an error
-that names it.
+"""Safe image decoding: every odd-but-valid image becomes RGB; every bad file raises an error that
+names it.
 
-Handled: grayscale, palette, CMYK, RGBA/LA and colour-keyed transparency (composited on
-white), 16-bit and float images (rescaled to 8 bit), EXIF orientation (applied), decompression
-bombs (refused above ``max_pixels`` or Pillow's own limit, ``Image.MAX_IMAGE_PIXELS``, whichever
-is lower), corrupt, truncated, zero-byte and non-image files (:class:`ImageDecodeError`).
+Handled: grayscale, palette, CMYK, RGBA/LA and colour-keyed transparency at every PNG bit depth
+(composited on white; :func:`_honour_png_colour_key` for the keys Pillow misapplies), 16-bit and
+float images (rescaled to 8 bit), EXIF orientation (applied), decompression bombs (refused above
+``max_pixels`` or Pillow's own limit, ``Image.MAX_IMAGE_PIXELS``, whichever is lower), corrupt,
+truncated, zero-byte and non-image files (:class:`ImageDecodeError`).
 
 One path for every caller: :func:`load_rgb_array` (training) and :func:`load_rgb` (the same
 pixels as a Pillow image: evaluation, extraction, export, pHash). OpenCV decodes the plain RGB
@@ -120,24 +121,29 @@ _GRAY_LEVEL_STEP = {"L;2": 85, "L;4": 17}
 
 
 def _honour_png_colour_key(img: Image.Image, rawmode: str | None, path: Path) -> Image.Image:
-    """The two PNG colour keys (``tRNS``) Pillow's ``convert("RGBA")`` misses, applied:
+    """The two PNG colour keys (``tRNS``) Pillow's ``convert("RGBA")`` misapplies, applied:
 
     - 2- and 4-bit grayscale: Pillow scales the pixels to 0-255 but not the key; the key is
-      scaled the same way.
-    - 16-bit RGB: Pillow keeps each sample's high byte but the whole 16-bit key, so it keys
-      the wrong pixels (or none). The 16-bit samples are read again with OpenCV, and exactly
-      the pixels equal to the key become transparent (an alpha band).
+      scaled the same way, its bits above the depth ignored (as libpng does).
+    - 16-bit RGB: Pillow keeps each sample's high byte but compares the whole 16-bit key, so
+      it keys other pixels than the key's (those whose high bytes equal the key's low bytes).
+      The file is decoded again keeping the low bytes (Pillow's little-endian unpacker on the
+      big-endian samples), and exactly the pixels whose 16-bit samples equal the key become
+      transparent (an alpha band).
 
-    Every other image is returned as it is (8-bit and 1-bit keys Pillow applies itself, 16-bit
-    grayscale ones :func:`_to_8bit_rgb`)."""
+    Called before the EXIF rotation, on the pixels as stored. Every other image is returned
+    as it is (8-bit and 1-bit keys Pillow applies itself, 16-bit grayscale ones
+    :func:`_to_8bit_rgb`)."""
     key = img.info.get("transparency")
     if rawmode in _GRAY_LEVEL_STEP and isinstance(key, int):
-        img.info["transparency"] = key * _GRAY_LEVEL_STEP[rawmode]
+        levels = 4 if rawmode == "L;2" else 16
+        img.info["transparency"] = key % levels * _GRAY_LEVEL_STEP[rawmode]
     elif rawmode == "RGB;16B" and isinstance(key, tuple) and len(key) == 3:
-        deep = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)
-        if deep is None or deep.dtype != np.uint16 or deep.shape[:2] != (img.height, img.width):
-            raise ImageDecodeError(path, "16-bit PNG with a colour key that OpenCV cannot read")
-        keyed = (deep[..., :3] == key[::-1]).all(axis=2)  # OpenCV's samples are BGR(A)
+        with Image.open(path) as low:
+            low.tile = [(*tile[:3], "RGB;16L") for tile in low.tile]
+            low.load()
+            deep = np.asarray(img, np.uint16) << 8 | np.asarray(low, np.uint16)
+        keyed = (deep == key).all(axis=2)
         img.putalpha(Image.fromarray(np.where(keyed, 0, 255).astype(np.uint8)))
     return img
 
