@@ -142,7 +142,7 @@ def _honour_png_colour_key(img: Image.Image, rawmode: str | None, path: Path) ->
         with Image.open(path) as low:
             low.tile = [(*tile[:3], "RGB;16L") for tile in low.tile]
             low.load()
-            deep = np.asarray(img, np.uint16) << 8 | np.asarray(low, np.uint16)
+            deep = np.asarray(img, np.uint16) << 8 | np.asarray(low)  # uint16 | uint8: uint16
         keyed = (deep == key).all(axis=2)
         img.putalpha(Image.fromarray(np.where(keyed, 0, 255).astype(np.uint8)))
     return img
