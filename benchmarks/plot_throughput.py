@@ -138,6 +138,9 @@ def _run_tag(name: str) -> str:
     return stem.removeprefix("train_cpu_disc21like").strip("_") or "run"
 
 
+CORES_YMAX = 40.0  # the cores axis's top; rounds above it are marked at the top
+
+
 def _groups(ax, labels: list[str]) -> None:
     """Separate and name runs of equal ``labels`` along the x axis."""
     i = 0
@@ -159,7 +162,8 @@ def _groups(ax, labels: list[str]) -> None:
         i = j
 
 
-def draw(cores: list, speedups: list, out: Path) -> None:
+def draw(cores: list, speedups: list, out: Path):
+    """Writes the figure to ``out`` (PNG) and returns it."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -169,11 +173,19 @@ def draw(cores: list, speedups: list, out: Path) -> None:
         (left, cores, "cores", CORES_GOAL, f"goal: at most {CORES_GOAL} cores"),
         (right, speedups, "rounds", SPEEDUP_GOAL, f"goal: at least {SPEEDUP_GOAL:g}x"),
     ):
+        # a stray round (a cold first round took 68 cores) would squash every other dot: the
+        # cores axis stops at CORES_YMAX and such rounds are drawn at its top, marked, valued
+        top = CORES_YMAX if ax is left else float("inf")
         for x, run in enumerate(runs):
             c = COLOURS.get(run["settings"], "tab:green")
-            if run[key]:
-                ax.scatter([x] * len(run[key]), run[key], s=14, color=c, alpha=0.6)
-            ax.hlines(run["median"], x - 0.3, x + 0.3, color=c, lw=2.5)
+            inside = [v for v in run[key] if v <= top]
+            if inside:
+                ax.scatter([x] * len(inside), inside, s=14, color=c, alpha=0.6)
+            for v in (v for v in run[key] if v > top):
+                ax.scatter([x], [0.96 * top], s=30, color=c, marker="^")
+                ax.annotate(f"{v:.0f}", (x, 0.96 * top), xytext=(6, -3), textcoords="offset points",
+                            fontsize=7, color=c)  # fmt: skip
+            ax.hlines(min(run["median"], top), x - 0.3, x + 0.3, color=c, lw=2.5)
         ax.axhline(goal, color="k", ls="--", lw=1)
         ax.annotate(
             goal_text,
@@ -187,6 +199,8 @@ def draw(cores: list, speedups: list, out: Path) -> None:
         ax.tick_params(axis="x", labelsize=7, labelrotation=60)
         ax.set_xlim(-0.6, max(len(runs), 1) - 0.4)
         ax.set_ylim(bottom=0)
+        if any(v > top for run in runs for v in run[key]):
+            ax.set_ylim(0, top)
     _groups(left, [_run_tag(r["file"]) for r in cores])
     _groups(right, [r["data"] for r in speedups])
     left.set_ylabel(f"CPU cores per {TARGET_VIEWS_PER_S:,.0f} views/s device")
@@ -209,6 +223,7 @@ def draw(cores: list, speedups: list, out: Path) -> None:
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig).print_png(out)
+    return fig
 
 
 def main(argv: list[str] | None = None) -> int:

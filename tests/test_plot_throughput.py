@@ -127,3 +127,19 @@ def test_the_figure_is_written_from_the_folder_and_an_empty_one_says_so(tmp_path
     empty.mkdir()
     with pytest.raises(SystemExit, match="no interleaved bench_train or ab_trees result"):
         plot.main(["--results", str(empty), "--out", str(out)])
+
+
+def test_a_stray_round_is_marked_at_the_cores_axis_top_not_stretching_it(tmp_path):
+    """A cold round of 68 cores would squash the others: the axis stops at CORES_YMAX and that
+    round is marked there with its value; without one the axis is scaled to the data."""
+    pytest.importorskip("matplotlib")
+    run = {"settings": "defaults", "median": 24.0, "date": "d", "file": "f_2026-12-02.json"}
+    stray = dict(run, cores=[24.0, 68.1, 23.0])
+    fig = plot.draw([stray], [], tmp_path / "a.png")
+    left = fig.axes[0]
+    assert left.get_ylim() == (0.0, plot.CORES_YMAX)
+    assert [t.get_text() for t in left.texts if t.get_text().isdigit()] == ["68"]
+    fig = plot.draw([dict(run, cores=[24.0, 23.0])], [], tmp_path / "b.png")
+    left = fig.axes[0]
+    assert left.get_ylim()[1] < plot.CORES_YMAX
+    assert not [t for t in left.texts if t.get_text().isdigit()]
