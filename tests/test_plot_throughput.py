@@ -139,6 +139,12 @@ def test_a_stray_round_is_marked_at_the_cores_axis_top_not_stretching_it(tmp_pat
     left = fig.axes[0]
     assert left.get_ylim() == (0.0, plot.CORES_YMAX)
     assert [t.get_text() for t in left.texts if t.get_text().isdigit()] == ["68"]
+    # the dots: the two rounds under the cap, and one marked at its top (0.96 x the cap)
+    from matplotlib.collections import PathCollection  # scatter's, not hlines' LineCollection
+
+    dots = [c for c in left.collections if isinstance(c, PathCollection)]
+    points = [tuple(xy) for c in dots for xy in c.get_offsets()]
+    assert sorted(y for _, y in points) == [23.0, 24.0, 0.96 * plot.CORES_YMAX]
     fig = plot.draw([dict(run, cores=[24.0, 23.0])], [], tmp_path / "b.png")
     left = fig.axes[0]
     assert left.get_ylim()[1] < plot.CORES_YMAX
