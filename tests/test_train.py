@@ -495,6 +495,51 @@ def test_loader_workers_compute_on_one_opencv_thread(compose_cfg, tiny_minidisc,
         cv2.setNumThreads(saved)
 
 
+def test_runs_training_now_are_not_named_unfinished_but_a_killed_one_is(compose_cfg, tmp_path):
+    """A sweep's parallel jobs share a run_name: a launch must not call the others, whose
+    locks are held, unfinished runs. A run whose launch was killed (its lock file still names
+    a PID that is gone) and one whose launch ended (the file emptied) are named; a holder on
+    another host cannot be checked and counts as training."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from fisc.train.lock import RunLock, live_holder
+    from fisc.train.records import write_run_info
+    from fisc.train.resume import note_unfinished_siblings
+
+    base = ["trainer.max_epochs=1"]
+
+    def left_behind(value: float) -> Path:
+        cfg = compose_cfg(*base, f"loss.temperature={value}")
+        d = Path(cfg.run_dir)
+        (d / "checkpoints").mkdir(parents=True)
+        write_run_info(d, cfg)
+        (d / "checkpoints" / "last.ckpt").write_bytes(b"")
+        return d
+
+    running, killed, ended, remote = (left_behind(v) for v in (0.2, 0.3, 0.4, 0.5))
+    cfg = compose_cfg(*base)
+    me = Path(cfg.run_dir)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    holder = {"host": socket.gethostname(), "pid": int(gone.stdout), "started": "then"}
+    (killed / ".lock").write_text(json.dumps(holder))
+    with RunLock(ended):
+        pass
+    (remote / ".lock").write_text(json.dumps({**holder, "host": "elsewhere"}))  # a gone PID here
+    with RunLock(running):
+        assert live_holder(running)["pid"] == os.getpid()
+        assert live_holder(killed) is None and live_holder(ended) is None
+        assert live_holder(remote)["host"] == "elsewhere"
+        named = note_unfinished_siblings(me, cfg, most=10)
+        assert sorted(named) == sorted([killed, ended])
+    # once its launch has let go, the run that was training is an unfinished run like any
+    assert sorted(note_unfinished_siblings(me, cfg, most=10)) == sorted([running, killed, ended])
+
+
 def test_a_fresh_run_names_the_unfinished_runs_its_recipe_change_left_behind(
     compose_cfg, tiny_minidisc, tmp_path, caplog
 ):

@@ -112,6 +112,26 @@ class RunLock:
             return {}
 
 
+def live_holder(run_dir: str | Path) -> dict | None:
+    """The launch training into ``run_dir`` now, as its lock file names it (host, PID, start
+    time), without touching the lock; None when the lock is free (a finished launch empties the
+    file) or stale (its PID is gone from this host). A holder on another host cannot be
+    checked from here and counts as live."""
+    info = RunLock(run_dir)._read()
+    pid = info.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return None
+    if info.get("host") != socket.gethostname():
+        return info
+    try:
+        os.kill(pid, 0)  # signal 0: only whether the process exists
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # it exists, under another user
+        pass
+    return info
+
+
 def is_rank_zero_process() -> bool:
     """The global rank 0 of a launch, or a launch of one process: the one process that locks
     the run dir and writes the run's records. Read from the launcher's environment, so that it

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fisc.checkpoints import newest_valid_checkpoint, readable
 from fisc.train.config import key_default
+from fisc.train.lock import live_holder
 from fisc.train.resolvers import RESUMABLE_CHANGES
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,8 @@ def note_unfinished_siblings(run_dir: Path, cfg: DictConfig, most: int = 2) -> l
     that differ. The default run dir is named after a hash of the recipe, so a recipe changed
     by accident, or by a newer fisc (``trainer=gpu`` setting the GPU-feeding data settings
     since 2026-12-01), starts a new run instead of resuming the old one; this says so, and how
-    to resume it instead. Returns the runs named."""
+    to resume it instead. Runs whose launch is training now (their lock held: a sweep's
+    parallel jobs, say) are not unfinished and are left out. Returns the runs named."""
     name = str(cfg.get("run_name") or "")
     if not name or not run_dir.name.startswith(f"{name}-"):
         return []  # not a default run dir (<run_name>-<recipe hash>)
@@ -85,6 +87,7 @@ def note_unfinished_siblings(run_dir: Path, cfg: DictConfig, most: int = 2) -> l
         and (d / "config.yaml").is_file()
         and (d / "checkpoints" / "last.ckpt").is_file()
         and not (d / "train_result.json").is_file()
+        and live_holder(d) is None  # not a run training now (a sweep's parallel jobs)
     ]
     siblings.sort(key=lambda d: _mtime(d / "checkpoints" / "last.ckpt"), reverse=True)
     for d in siblings[:most]:
