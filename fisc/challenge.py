@@ -108,6 +108,16 @@ def _check_vectors(name: str, data: np.ndarray, stored: bool, failures: list[str
             failures.append(
                 f"{name}: {len(bad)} rows with NaN or inf values (rows {_examples(bad.tolist())})"
             )
+        from fisc.search.exact import SQUARED_NORM_MAX
+
+        squares = np.einsum("ij,ij->i", data, data, dtype=np.float64)  # inf/NaN rows: above
+        huge = np.flatnonzero(np.isfinite(squares) & (squares > SQUARED_NORM_MAX))
+        if len(huge):
+            failures.append(
+                f"{name}: {len(huge)} rows with squared norms above {SQUARED_NORM_MAX:.1e}, "
+                f"where float32 distances overflow (rows {_examples(huge.tolist())}); scale "
+                f"the descriptors down"
+            )
     else:
         failures.append(f"{name}: dtype {data.dtype} is not numeric")
     return int(data.shape[1])

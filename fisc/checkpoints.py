@@ -61,12 +61,19 @@ def load_checkpoint(path: str | Path, what: str = "checkpoint", mmap: bool = Fal
             f"{what} {path} refused: it stores Python objects beyond tensors and plain "
             f"containers, which fisc never writes, and unpickling them could run code. Use a "
             f"checkpoint written by fisc (or a plain state dict / safetensors file). "
-            f"({str(e).splitlines()[0]})"
+            f"({_first_line(e)})"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
         raise CorruptCheckpointError(
-            f"{what} {path} is unreadable (truncated or corrupt): {str(e).splitlines()[0]}"
+            f"{what} {path} is unreadable (truncated or corrupt): {_first_line(e)}"
         ) from e
+
+
+def _first_line(e: BaseException) -> str:
+    """The first line of an exception's message, or its type when it has none (torch raises a
+    bare ``EOFError`` for a zero-byte file)."""
+    lines = str(e).splitlines()
+    return lines[0] if lines else type(e).__name__
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:

@@ -211,6 +211,10 @@ def _write_gallery(out: Path, cases: dict, images: Mapping[str, Path]) -> Path:
     return path
 
 
+# what write_report may write into its folder (fisc evaluate --report refuses to replace them)
+REPORT_FILES = ("results.json", "results.md", "pr_curve.png", "gallery.html")
+
+
 def write_report(
     out_dir: str | Path,
     queries: Descriptors,

@@ -175,6 +175,17 @@ def test_load_on_cuda_verifies_and_extracts_there(artifact, refs):
     np.testing.assert_allclose(got.vectors, want.vectors, atol=GPU_GOLDEN_TOLERANCE)
 
 
+def test_a_zero_byte_checkpoint_is_named_unreadable_not_an_index_error(tmp_path):
+    """torch raises a bare EOFError (no message) on an empty file: the error still names the
+    file, as for any truncated checkpoint."""
+    from fisc.checkpoints import CorruptCheckpointError, load_checkpoint
+
+    zero = tmp_path / "zero.ckpt"
+    zero.write_bytes(b"")
+    with pytest.raises(CorruptCheckpointError, match=r"zero\.ckpt is unreadable .*: EOFError$"):
+        load_checkpoint(zero)
+
+
 def test_load_refuses_what_it_cannot_load_and_says_why(artifact, run_ckpt, tmp_path):
     from fisc.checkpoints import CheckpointError, CorruptCheckpointError
     from fisc.export.artifact import ArtifactError

@@ -324,3 +324,30 @@ def test_validate_submission_bad_id_list_is_a_one_line_error_through_fisc(
     err = capsys.readouterr().err
     assert err.startswith("fisc validate-submission: error: ") and len(err.splitlines()) == 1
     assert str(gt) in err
+
+
+def test_rows_too_long_for_float32_distances_are_named_by_their_row_in_the_file():
+    """Squared norms above 2**124 (float32 distances overflow) are refused before any search,
+    naming the rows of the whole split, not of the queries the ground truth keeps; rows with
+    NaN or inf are reported as such only, and a row just under the bound passes."""
+    from fisc.evaluation import evaluate
+    from fisc.search.exact import SQUARED_NORM_MAX
+
+    vectors, ids = _parts(n_q=5)
+    q = vectors["query"].copy()
+    q[:] = 0.1
+    q[3] = 0.0
+    q[3, 0] = np.float32(2.0**62.1)  # squared: 2**124.2
+    q[2] = 0.0
+    q[2, 0] = np.float32(2.0**61.9)  # squared: 2**123.8, allowed
+    assert float(q[3, 0]) ** 2 > SQUARED_NORM_MAX > float(q[2, 0]) ** 2
+    q[1, 0] = np.inf
+    queries = Descriptors(np.array(ids["query"]), q)
+    refs = Descriptors(np.array(ids["reference"]), vectors["reference"])
+    truth = {ids["query"][0]: ids["reference"][0], ids["query"][3]: None}
+    with pytest.raises(ValueError) as err:
+        evaluate(queries, refs, truth)
+    message = str(err.value)
+    assert "query: 1 rows with squared norms above 2.1e+37" in message
+    assert "(rows e.g. 3)" in message and "(rows e.g. 1)" in message  # huge; inf
+    assert message.count("squared norms") == 1

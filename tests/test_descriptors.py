@@ -294,3 +294,24 @@ def test_names_with_paths_and_extensions_read_as_ids(tmp_path, capsys):
     capsys.readouterr()
     assert main([*args[:-2], "--disc-ids"]) == 2
     assert "not a query id" in capsys.readouterr().err
+
+
+def test_the_skip_list_of_a_merged_extraction_is_its_missing_ids(tmp_path, capsys):
+    """Under torchrun rank 0 lists the images every rank skipped, read from the merged file's
+    ``missing`` attribute, in ``<out>.skipped.txt`` as a single process does; a run with
+    nothing skipped removes an earlier run's list."""
+    from fisc.commands.extract import missing_ids, report_skipped
+
+    out = tmp_path / "refs.h5"
+    ids = np.array(["R000001", "R000002"])
+    write_vectors(out, Descriptors(ids, np.zeros((2, 4), np.float32)),
+                  attrs={"missing": np.array([b"R000000", b"R000003"])})  # fmt: skip
+    assert missing_ids(out) == ["R000000", "R000003"]
+    report_skipped(out, missing_ids(out))
+    listed = tmp_path / "refs.h5.skipped.txt"
+    assert listed.read_text() == "R000000\nR000003\n"
+    assert "skipped 2 undecodable images" in capsys.readouterr().out
+    write_vectors(out, Descriptors(ids, np.zeros((2, 4), np.float32)))
+    assert missing_ids(out) == []
+    report_skipped(out, missing_ids(out))
+    assert not listed.exists()

@@ -145,3 +145,32 @@ def test_report_without_images_skips_gallery(planted, tmp_path):
     assert "gallery" not in paths and not (tmp_path / "gallery.html").exists()
     assert "No gallery" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "pr_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_cli_does_not_replace_a_report_without_overwrite(tmp_path, capsys):
+    """``fisc evaluate --report DIR`` on a folder already holding a report refuses, naming the
+    files, and leaves them as they were; ``--overwrite`` replaces them."""
+    from fisc.cli import main
+    from fisc.descriptors.h5io import write_vectors
+
+    rng = np.random.default_rng(0)
+    refs = rng.normal(size=(12, 8)).astype(np.float32)
+    write_vectors(tmp_path / "q.h5", Descriptors(np.array([f"q{i}" for i in range(4)]), refs[:4]))
+    write_vectors(tmp_path / "r.h5", Descriptors(np.array([f"r{i}" for i in range(12)]), refs))
+    gt = tmp_path / "gt.csv"
+    gt.write_text("query_id,reference_id\n" + "".join(f"q{i},r{i}\n" for i in range(4)))
+    report = tmp_path / "rep"
+    report.mkdir()
+    (report / "results.json").write_text("MINE")
+    args = ["evaluate", "--query", str(tmp_path / "q.h5"), "--reference", str(tmp_path / "r.h5"),
+            "--gt", str(gt), "--report", str(report)]  # fmt: skip
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "already holds a report (results.json;" in err and "--overwrite" in err
+    assert (report / "results.json").read_text() == "MINE"
+    assert not (report / "results.md").exists()  # nothing else written either
+    assert main([*args, "--overwrite"]) == 0
+    assert json.loads((report / "results.json").read_text())["pooled"]["n_gt_pairs"] == 4
+    fresh = tmp_path / "fresh"
+    assert main([*args[:-1], str(fresh)]) == 0 and (fresh / "results.md").is_file()

@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace an existing --json or --write-predictions file",
+        help="replace an existing --json or --write-predictions file, or a --report DIR report",
     )
     p.set_defaults(func=cmd_evaluate)
 

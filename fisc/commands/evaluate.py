@@ -14,6 +14,15 @@ def cmd_evaluate(args) -> None:
     for out in (args.json, args.write_predictions):
         if out and Path(out).exists() and not args.overwrite:
             raise FileExistsError(f"{out} exists (pass --overwrite to replace it)")
+    if args.report and not args.overwrite:
+        from fisc.reports import REPORT_FILES
+
+        there = [n for n in REPORT_FILES if (Path(args.report) / n).exists()]
+        if there:
+            raise FileExistsError(
+                f"{args.report} already holds a report ({', '.join(there)}; pass --overwrite "
+                f"to replace it)"
+            )
     if args.predictions:
         evaluate_predictions(args)
         return

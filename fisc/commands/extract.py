@@ -57,7 +57,6 @@ def cmd_extract(args) -> None:
     from fisc.challenge import load_ground_truth
     from fisc.data.disc21 import list_images
     from fisc.descriptors.h5io import write_vectors
-    from fisc.files import atomic_path
 
     if Path(args.out).exists() and not args.overwrite:
         raise FileExistsError(f"{args.out} exists (pass --overwrite to replace it)")
@@ -80,8 +79,9 @@ def cmd_extract(args) -> None:
             num_workers=args.workers,
             on_error=args.on_error,
         )
-        if merged is not None:
+        if merged is not None:  # rank 0: the images every rank skipped, as one list
             print(f"merged {merged} shards into {args.out}")
+            report_skipped(args.out, missing_ids(args.out))
         return
     else:
         descriptors, skipped = pipeline.describe(
@@ -94,13 +94,7 @@ def cmd_extract(args) -> None:
             progress=True,
         )
     write_vectors(args.out, descriptors, attrs=labels(pipeline, role))
-    skip_file = Path(f"{args.out}.skipped.txt")
-    if skipped:
-        with atomic_path(skip_file) as tmp:
-            tmp.write_text("\n".join(skipped) + "\n")
-        print(f"skipped {len(skipped)} undecodable images, listed in {skip_file}")
-    else:
-        skip_file.unlink(missing_ok=True)  # no stale list from an earlier run
+    report_skipped(args.out, skipped)
     what = f", {pipeline.postprocess_spec} as {role}" if pipeline and pipeline.postprocessor else ""
     print(
         f"wrote {len(descriptors.ids)} x {descriptors.vectors.shape[1]} descriptors{what} "
@@ -138,3 +132,29 @@ def cmd_fit_postprocess(args) -> None:
         f"fitted {pp.spec!r} on {pp.fit_set['count']} training images: "
         f"{pp.in_dims}-d -> {pp.dims}-d, written to {path}"
     )
+
+
+def missing_ids(out: str | Path) -> list[str]:
+    """The ids a merged extraction left out (its ``missing`` attribute): the images skipped."""
+    import numpy as np
+
+    from fisc.descriptors.h5io import read_attrs
+
+    missing = read_attrs(out).get("missing")
+    if missing is None:
+        return []
+    return [m.decode() if isinstance(m, bytes) else str(m) for m in np.atleast_1d(missing)]
+
+
+def report_skipped(out: str | Path, skipped: list[str]) -> None:
+    """``<out>.skipped.txt`` lists the skipped images (one id a line), or is removed when there
+    are none, so that no list from an earlier run is left beside a new output."""
+    from fisc.files import atomic_path
+
+    skip_file = Path(f"{out}.skipped.txt")
+    if skipped:
+        with atomic_path(skip_file) as tmp:
+            tmp.write_text("\n".join(skipped) + "\n")
+        print(f"skipped {len(skipped)} undecodable images, listed in {skip_file}")
+    else:
+        skip_file.unlink(missing_ok=True)
