@@ -108,10 +108,9 @@ def _check_vectors(name: str, data: np.ndarray, stored: bool, failures: list[str
             failures.append(
                 f"{name}: {len(bad)} rows with NaN or inf values (rows {_examples(bad.tolist())})"
             )
-        from fisc.search.exact import SQUARED_NORM_MAX
+        from fisc.search.exact import SQUARED_NORM_MAX, overflowing_rows
 
-        squares = np.einsum("ij,ij->i", data, data, dtype=np.float64)  # inf/NaN rows: above
-        huge = np.flatnonzero(np.isfinite(squares) & (squares > SQUARED_NORM_MAX))
+        huge = overflowing_rows(data)
         if len(huge):
             failures.append(
                 f"{name}: {len(huge)} rows with squared norms above {SQUARED_NORM_MAX:.1e}, "

@@ -138,12 +138,10 @@ def missing_ids(out: str | Path) -> list[str]:
     """The ids a merged extraction left out (its ``missing`` attribute): the images skipped."""
     import numpy as np
 
-    from fisc.descriptors.h5io import read_attrs
+    from fisc.descriptors.h5io import decode_ids, read_attrs
 
     missing = read_attrs(out).get("missing")
-    if missing is None:
-        return []
-    return [m.decode() if isinstance(m, bytes) else str(m) for m in np.atleast_1d(missing)]
+    return [] if missing is None else decode_ids(np.atleast_1d(missing)).tolist()
 
 
 def report_skipped(out: str | Path, skipped: list[str]) -> None:

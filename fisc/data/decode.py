@@ -116,8 +116,8 @@ def _png_rawmode(img: Image.Image) -> str | None:
     return img.tile[0][3] if img.format == "PNG" and img.tile else None
 
 
-# Pillow unpacks 2- and 4-bit grayscale level v as v x 85 and v x 17 (0-255)
-_GRAY_LEVEL_STEP = {"L;2": 85, "L;4": 17}
+# raw 2- and 4-bit grayscale: (levels, step); Pillow unpacks level v as v x step (0-255)
+_GRAY_LEVELS = {"L;2": (4, 85), "L;4": (16, 17)}
 
 
 def _honour_png_colour_key(img: Image.Image, rawmode: str | None, path: Path) -> Image.Image:
@@ -135,9 +135,9 @@ def _honour_png_colour_key(img: Image.Image, rawmode: str | None, path: Path) ->
     as it is (8-bit and 1-bit keys Pillow applies itself, 16-bit grayscale ones
     :func:`_to_8bit_rgb`)."""
     key = img.info.get("transparency")
-    if rawmode in _GRAY_LEVEL_STEP and isinstance(key, int):
-        levels = 4 if rawmode == "L;2" else 16
-        img.info["transparency"] = key % levels * _GRAY_LEVEL_STEP[rawmode]
+    if rawmode in _GRAY_LEVELS and isinstance(key, int):
+        levels, step = _GRAY_LEVELS[rawmode]
+        img.info["transparency"] = key % levels * step
     elif rawmode == "RGB;16B" and isinstance(key, tuple) and len(key) == 3:
         with Image.open(path) as low:
             low.tile = [(*tile[:3], "RGB;16L") for tile in low.tile]

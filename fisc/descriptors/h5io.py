@@ -23,7 +23,8 @@ def ascii_ids(ids: Sequence[str]) -> np.ndarray:
     return np.array([str(i).encode("ascii") for i in ids], dtype="S")
 
 
-def _decode(names: np.ndarray) -> np.ndarray:
+def decode_ids(names: np.ndarray) -> np.ndarray:
+    """Ids stored as ASCII bytes (or already str) as a str array."""
     return np.array([n.decode("ascii") if isinstance(n, bytes) else str(n) for n in names])
 
 
@@ -55,7 +56,7 @@ def read_vectors(path: str | Path) -> Descriptors:
 
     with _open(path) as f:
         _require(f, path, ("vectors", "image_names"))
-        names = np.array([normalise_name(n) for n in _decode(f["image_names"][:])])
+        names = np.array([normalise_name(n) for n in decode_ids(f["image_names"][:])])
         return _checked(path, "", names, f["vectors"][:])
 
 
@@ -78,8 +79,8 @@ def read_submission(path: str | Path) -> tuple[Descriptors, Descriptors]:
     with _open(path) as f:
         _require(f, path, ("query", "reference", "query_ids", "reference_ids"))
         return (
-            _checked(path, "query", _decode(f["query_ids"][:]), f["query"][:]),
-            _checked(path, "reference", _decode(f["reference_ids"][:]), f["reference"][:]),
+            _checked(path, "query", decode_ids(f["query_ids"][:]), f["query"][:]),
+            _checked(path, "reference", decode_ids(f["reference_ids"][:]), f["reference"][:]),
         )
 
 

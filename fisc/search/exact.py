@@ -60,15 +60,21 @@ def check_descriptors(x, name: str) -> np.ndarray:
             f"{name} descriptors: {rows.size} of {x.shape[0]} rows have non-finite "
             f"values (first rows: {rows[:5].tolist()})"
         )
-    huge = np.einsum("ij,ij->i", x, x, dtype=np.float64) > SQUARED_NORM_MAX
-    if huge.any():
-        rows = np.flatnonzero(huge)
+    rows = overflowing_rows(x)
+    if rows.size:
         raise ValueError(
             f"{name} descriptors: {rows.size} of {x.shape[0]} rows have squared norms above "
             f"{SQUARED_NORM_MAX:.1e}, where float32 distances overflow (first rows: "
             f"{rows[:5].tolist()}); scale the descriptors down"
         )
     return x
+
+
+def overflowing_rows(x: np.ndarray) -> np.ndarray:
+    """Indices of the finite rows of ``x`` whose squared norm exceeds :data:`SQUARED_NORM_MAX`
+    (their float32 distances can overflow); rows with NaN or inf are not among them."""
+    squares = np.einsum("ij,ij->i", x, x, dtype=np.float64)
+    return np.flatnonzero(np.isfinite(squares) & (squares > SQUARED_NORM_MAX))
 
 
 def _check_pair(q, r) -> tuple[np.ndarray, np.ndarray]:
