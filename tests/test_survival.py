@@ -200,6 +200,44 @@ def test_a_checkpoint_whose_epoch_disagrees_with_its_data_position_is_refused(
     assert same_weights(final_state(run_dir), uninterrupted)
 
 
+def _resuming(saved_at, batches_per_epoch, lightning_at, accumulate=1):
+    """A trainer stub as ResumeCheck sees it: the data position the checkpoint saved
+    (``(epoch, batches done)``), this launch's batches an epoch, and Lightning's restored
+    ``(epoch, global step)``."""
+    from types import SimpleNamespace
+
+    epoch, step = lightning_at
+    return SimpleNamespace(datamodule=SimpleNamespace(resumed_at=saved_at),
+                           num_training_batches=batches_per_epoch, current_epoch=epoch,
+                           global_step=step, accumulate_grad_batches=accumulate)  # fmt: skip
+
+
+def test_a_resume_onto_data_of_another_size_is_refused():
+    """The other half of the exact-resume guard (the launch-level test above changes the loop
+    state): a checkpoint saved after 2 of 3 batches of epoch 1 (Lightning at step 3 + 2 = 5)
+    goes on with the data it was saved with, and is refused once the data gives 4 or 2 batches
+    an epoch, when Lightning's step no longer matches the saved position."""
+    from fisc.train.datamodule import ResumeCheck
+
+    same = _resuming((1, 2), 3, (1, 5))
+    ResumeCheck().on_train_start(same, None)
+    assert same.datamodule.resumed_at is None  # checked once
+    grown = _resuming((1, 2), 4, (1, 5))
+    with pytest.raises(RuntimeError, match="cannot resume exactly") as e:
+        ResumeCheck().on_train_start(grown, None)
+    assert "epoch 1, batch 2 of 4 (step 6 if every epoch had 4 batches)" in str(e.value)
+    assert "Lightning would go on at epoch 1, step 5" in str(e.value)
+    assert "changed size" in str(e.value)
+    # shrunk to 2 batches an epoch: the saved position is epoch 1's end, so epoch 2, step 4
+    with pytest.raises(RuntimeError, match=r"epoch 2, batch 0 of 2 \(step 4 "):
+        ResumeCheck().on_train_start(_resuming((1, 2), 2, (1, 5)), None)
+    # the checks that let a resume through: an ended epoch goes on at the next one's start,
+    # steps count optimizer steps (two batches a step), and a fresh run is not checked
+    ResumeCheck().on_train_start(_resuming((0, 3), 3, (1, 3)), None)
+    ResumeCheck().on_train_start(_resuming((1, 2), 4, (1, 3), accumulate=2), None)
+    ResumeCheck().on_train_start(_resuming(None, 3, (1, 5)), None)
+
+
 def test_sigkill_during_a_checkpoint_write_then_relaunch_continues(
     tiny_minidisc, tmp_path, uninterrupted
 ):
@@ -250,11 +288,14 @@ def refused(call, path: Path, marker: Path) -> None:
 
 
 def test_a_crafted_pickle_is_refused_in_every_position(compose_cfg, tiny_minidisc, tmp_path):
-    """resume (ckpt_path and a run's last.ckpt), init_from, extraction, freezing and a moved
-    run's best checkpoint: each refuses a checkpoint that needs unpickling, naming it, and
-    no code runs. (The payload does run under a plain torch.load: the test is live.)"""
+    """resume (ckpt_path and a run's last.ckpt), init_from, extraction, freezing, a moved
+    run's best checkpoint and a backbone weights file: each refuses a checkpoint that needs
+    unpickling, naming it, and no code runs. (The payload does run under a plain torch.load:
+    the test is live.)"""
     from fisc.export.freeze import freeze
     from fisc.inference import DescriptorPipeline
+    from fisc.models.weights import read_state_dict
+    from fisc.provenance import sha256_of
     from fisc.train.records import _moved_best
     from fisc.train.run import train
 
@@ -279,6 +320,9 @@ def test_a_crafted_pickle_is_refused_in_every_position(compose_cfg, tiny_minidis
     best = crafted(tmp_path / "moved" / "checkpoints" / "best-epoch000.ckpt", marker)
     old = tmp_path / "gone" / "checkpoints" / best.name
     refused(lambda: _moved_best(best.parent, old, None), best, marker)
+    # a backbone weights file (model.weights.source=file), with and without its checksum
+    refused(lambda: read_state_dict(str(bad)), bad, marker)
+    refused(lambda: read_state_dict(str(bad), sha256_of(bad)), bad, marker)
 
 
 # -- one writer per run dir -----------------------------------------------------------------

@@ -190,6 +190,41 @@ def cli(*args) -> int:
     return fisc_main([str(a) for a in args])
 
 
+def test_last_checkpoint_every_n_optimizer_steps_by_default_100(compose_cfg, tmp_path):
+    """The README's default: ``last.ckpt`` every 100 optimizer steps, mid-epoch; an epoch's
+    last batch is left to the end-of-epoch save that follows it; ``null`` saves at epoch ends
+    only. What run.py passes on is what the trainer is given (checked by the launch tests)."""
+    from types import SimpleNamespace
+
+    from fisc.train.checkpointing import LastCheckpoint
+
+    every = compose_cfg().checkpoint_every_n_steps
+    assert every == 100
+    saved = []
+
+    def batch_end(cb, step, per_epoch=250):
+        done = (step - 1) % per_epoch + 1  # batches of this epoch, one step each
+        progress = SimpleNamespace(current=SimpleNamespace(processed=done))
+        loop = SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress))
+        trainer = SimpleNamespace(
+            global_step=step,
+            num_training_batches=per_epoch,
+            fit_loop=loop,
+            save_checkpoint=lambda p: saved.append((step, p)),
+        )
+        cb.on_train_batch_end(trainer, None, None, None, done - 1)
+
+    cb = LastCheckpoint(tmp_path, every)
+    for step in range(1, 601):
+        batch_end(cb, step)
+    # 500 ends epoch 1 (250 batches an epoch): its save is the epoch end's
+    assert saved == [(s, tmp_path / "last.ckpt") for s in (100, 200, 300, 400, 600)]
+    saved.clear()
+    for step in range(1, 601):
+        batch_end(LastCheckpoint(tmp_path, None), step)
+    assert saved == []
+
+
 def test_last_checkpoint_is_the_final_state_and_a_finished_run_trains_nothing(
     compose_cfg, tiny_minidisc, tmp_path
 ):
