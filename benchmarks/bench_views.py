@@ -16,8 +16,10 @@ measures the part the working resolution and the decode scale change, side by si
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import json
+import math
 import os
 import platform
 import pstats
@@ -89,6 +91,99 @@ def stage_shares(ds: TwoViewDataset, items: list[int]) -> dict[str, float]:
     return {s: round(t / whole, 3) for s, t in totals.items()}
 
 
+PASTED = "(decode of pasted images)"
+
+
+@contextlib.contextmanager
+def timed_ops():
+    """While inside, every CPU op's ``edit`` is timed: yields op name -> ``[seconds, calls]``.
+    The other image that ``paste_onto`` and ``overlay_image`` draw (a decode) is timed apart,
+    under :data:`PASTED`, and left out of the op's own time."""
+    from fisc.augment.ops import base
+
+    spent: dict[str, list[float]] = {}
+    edit = base.Op.edit
+
+    def timed(self, img, rng, other=None):
+        drawn = [0.0]
+        provider = other
+        if other is not None:  # called only by the ops that need another image
+
+            def provider(r):
+                t = time.perf_counter()
+                try:
+                    return other(r)
+                finally:
+                    drawn[0] += time.perf_counter() - t
+
+        t = time.perf_counter()
+        try:
+            return edit(self, img, rng, provider)
+        finally:
+            own = spent.setdefault(self.name, [0.0, 0])
+            own[0] += time.perf_counter() - t - drawn[0]
+            own[1] += 1
+            if drawn[0]:
+                spent.setdefault(PASTED, [0.0, 0])[0] += drawn[0]
+
+    base.Op.edit = timed
+    try:
+        yield spent
+    finally:
+        base.Op.edit = edit
+
+
+def op_shares(ds: TwoViewDataset, items: list[int]) -> dict:
+    """One pass with every op timed: the pass's µs per view, and per op (and the pasted images'
+    decode) its µs per view, its share of the pass, its calls per view and whether it has a GPU
+    form in fisc's registry; ops by share, largest first."""
+    import fisc.augment.gpu  # noqa: F401  (registers the GPU implementations)
+    from fisc.augment.registry import REGISTRY
+
+    gpu_able = set(REGISTRY.view("gpu"))
+    with timed_ops() as spent:
+        start = time.perf_counter()
+        for i in items:
+            ds[i]
+        whole = time.perf_counter() - start
+    n = 2 * len(items)
+    ops = {
+        name: {
+            "us_per_view": round(secs / n * 1e6, 1),
+            "share": round(secs / whole, 4),
+            "calls_per_view": round(calls / n, 3),
+            "gpu_form": name in gpu_able,
+        }
+        for name, (secs, calls) in sorted(spent.items(), key=lambda kv: -kv[1][0])
+    }
+    return {"us_per_view": round(whole / n * 1e6, 1), "ops": ops}
+
+
+def ceiling(shares: list[float]) -> float:
+    """How many times faster a view could get if the parts with these shares of its time cost
+    nothing: ``1 / (1 - sum)``."""
+    rest = 1.0 - sum(shares)
+    return math.inf if rest <= 0 else 1.0 / rest
+
+
+def print_op_table(label: str, augment: str, result: dict) -> None:
+    """The per-op table of one variant, with the running ceiling (the ops so far, free)."""
+    print(f"\n{augment}, {label}: {result['us_per_view']:.0f} µs a view on one core")
+    print("| op | µs a view | share | calls a view | GPU form | these ops free: view at most |")
+    print("|---|---:|---:|---:|---|---:|")
+    so_far: list[float] = []
+    for name, r in result["ops"].items():
+        so_far.append(r["share"])
+        gpu = "yes" if r["gpu_form"] else ""
+        print(f"| {name} | {r['us_per_view']:.0f} | {r['share']:.1%} | "
+              f"{r['calls_per_view']:.2f} | {gpu} | {ceiling(so_far):.2f}x |")  # fmt: skip
+    gpu_share = sum(r["share"] for r in result["ops"].values() if r["gpu_form"])
+    ops_share = sum(r["share"] for r in result["ops"].values())
+    print(f"all ops: {ops_share:.1%} of a view (the rest: decode, crop-to-view resize, tensors, "
+          f"draws); ops with a GPU form: {gpu_share:.1%}, "
+          f"at most {ceiling([gpu_share]):.2f}x if all ran on the GPU")  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--folder", type=Path, default=ROOT / "data" / "disc21like")
@@ -96,6 +191,10 @@ def main() -> None:
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--items", type=int, default=60)
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--warm", type=int, default=5,
+                   help="items made per variant before the timing (the first N images): "
+                   "fills the font, emoji and glyph caches a training run's workers have "
+                   "filled")  # fmt: skip
     p.add_argument("--variant", action="append", default=None, metavar="LABEL=OVERRIDES",
                    help="comma-separated Hydra overrides; default: work_side=1, and with the "
                    "JPEG decode scale lowered to the view size too")  # fmt: skip
@@ -103,6 +202,10 @@ def main() -> None:
     p.add_argument("--profile", action="store_true",
                    help="also profile one pass per variant: each stage's share of its CPU time "
                    "(decode, resize, text rendering, tensors, edits)")  # fmt: skip
+    p.add_argument("--per-op", action="store_true",
+                   help="also time every op in one pass per variant: its µs and share of a "
+                   "view, whether it has a GPU form, and how much faster a view could get if "
+                   "the largest ops cost nothing")  # fmt: skip
     a = p.parse_args()
     if not a.folder.is_dir():
         sys.exit(f"{a.folder} is missing: `make bench-train` writes the DISC21-like folder once")
@@ -118,8 +221,9 @@ def main() -> None:
     for augment in a.augment:
         sets = {label: dataset(a.folder, augment, o, a.size) for label, o in variants}
         items = rng.choice(len(next(iter(sets.values()))), a.items, replace=False).tolist()
+        warm = [i % len(next(iter(sets.values()))) for i in range(a.warm)]
         for ds in sets.values():
-            views_per_s(ds, items[:5])  # warm caches, fonts, lazy imports
+            views_per_s(ds, warm)  # warm caches, fonts, glyphs, lazy imports
         rates: dict[str, list[float]] = {label: [] for label in sets}
         for _ in range(a.rounds):
             for label, ds in sets.items():
@@ -136,11 +240,14 @@ def main() -> None:
             }
             if a.profile:
                 row["cpu_share"] = stage_shares(sets[label], items)
+            if a.per_op:
+                row["per_op"] = op_shares(sets[label], items)
             rows.append(row)
             print(json.dumps(row), flush=True)
     info = {"machine": platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "load_avg": os.getloadavg(), "folder": str(a.folder), "size": a.size,
-            "items": a.items, "rounds": a.rounds}  # fmt: skip
+            "items": a.items, "rounds": a.rounds, "warm": a.warm,
+            "argv": sys.argv[1:]}  # fmt: skip
     a.out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(a.out) as tmp:
         tmp.write_text(json.dumps({"info": info, "rows": rows}, indent=2) + "\n")
@@ -150,6 +257,9 @@ def main() -> None:
         lo, hi = r["views_per_s_min_max"]
         rate = f"{r['views_per_s_median']:.0f} ({lo:.0f}-{hi:.0f})"
         print(f"| {r['augment']} | {r['variant']} | {rate} | {r['ratio_to_default_median']:.2f} |")
+    for r in rows:
+        if "per_op" in r:
+            print_op_table(r["variant"], r["augment"], r["per_op"])
 
 
 if __name__ == "__main__":
