@@ -98,14 +98,15 @@ PASTED = "(decode of pasted images)"
 def timed_ops():
     """While inside, every CPU op's ``edit`` is timed: yields op name -> ``[seconds, calls]``.
     The other image that ``paste_onto`` and ``overlay_image`` draw (a decode) is timed apart,
-    under :data:`PASTED`, and left out of the op's own time."""
+    under :data:`PASTED` (its calls: the images drawn), and left out of the op's own time.
+    Not reentrant: one such context at a time."""
     from fisc.augment.ops import base
 
     spent: dict[str, list[float]] = {}
     edit = base.Op.edit
 
     def timed(self, img, rng, other=None):
-        drawn = [0.0]
+        drawn = [0.0, 0]  # seconds, images
         provider = other
         if other is not None:  # called only by the ops that need another image
 
@@ -115,6 +116,7 @@ def timed_ops():
                     return other(r)
                 finally:
                     drawn[0] += time.perf_counter() - t
+                    drawn[1] += 1
 
         t = time.perf_counter()
         try:
@@ -123,8 +125,10 @@ def timed_ops():
             own = spent.setdefault(self.name, [0.0, 0])
             own[0] += time.perf_counter() - t - drawn[0]
             own[1] += 1
-            if drawn[0]:
-                spent.setdefault(PASTED, [0.0, 0])[0] += drawn[0]
+            if drawn[1]:
+                pasted = spent.setdefault(PASTED, [0.0, 0])
+                pasted[0] += drawn[0]
+                pasted[1] += drawn[1]
 
     base.Op.edit = timed
     try:
@@ -177,10 +181,13 @@ def print_op_table(label: str, augment: str, result: dict) -> None:
         gpu = "yes" if r["gpu_form"] else ""
         print(f"| {name} | {r['us_per_view']:.0f} | {r['share']:.1%} | "
               f"{r['calls_per_view']:.2f} | {gpu} | {ceiling(so_far):.2f}x |")  # fmt: skip
-    gpu_share = sum(r["share"] for r in result["ops"].values() if r["gpu_form"])
-    ops_share = sum(r["share"] for r in result["ops"].values())
-    print(f"all ops: {ops_share:.1%} of a view (the rest: decode, crop-to-view resize, tensors, "
-          f"draws); ops with a GPU form: {gpu_share:.1%}, "
+    ops = {name: r for name, r in result["ops"].items() if name != PASTED}
+    ops_share = sum(r["share"] for r in ops.values())
+    pasted = result["ops"].get(PASTED, {"share": 0.0})["share"]
+    gpu_share = sum(r["share"] for r in ops.values() if r["gpu_form"])
+    print(f"the {len(ops)} ops: {ops_share:.1%} of a view ({ceiling([ops_share]):.2f}x if free); "
+          f"the pasted images' decode {pasted:.1%}; the rest {1 - ops_share - pasted:.1%} (the "
+          f"view's own decode, resizes, tensors, draws); ops with a GPU form: {gpu_share:.1%}, "
           f"at most {ceiling([gpu_share]):.2f}x if all ran on the GPU")  # fmt: skip
 
 
