@@ -25,8 +25,12 @@ $(VENV)/.installed: pyproject.toml
 demo: setup  ## build minidisc, train the CPU default, extract, evaluate, print the table
 	$(PY) -m fisc.cli demo
 
-test: setup  ## the fast test tier (what CI runs)
-	$(PY) -m pytest -q
+# `make test` runs the fast tier on this many pytest-xdist workers (2: the 2-core build machine;
+# 0 runs it in this process, as `make test-all` does)
+TEST_WORKERS ?= 2
+
+test: setup  ## the fast test tier (what CI runs), on TEST_WORKERS pytest-xdist workers
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 test-all: setup  ## every test, slow ones included
 	$(PY) -m pytest -q -m ""
