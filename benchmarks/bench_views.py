@@ -11,6 +11,13 @@ machine whose pace drifts over minutes slows every variant alike; the figure is 
 median views/s over the rounds, its spread (min-max), and the median over rounds of its ratio
 to the first variant. ``make bench-train`` measures the whole loader and training loop; this
 measures the part the working resolution and the decode scale change, side by side.
+
+``--per-op`` adds one pass per variant with every CPU op timed where the pipeline runs it
+(:func:`timed_ops`): each op's µs and share of a view, and how much faster a view could get if
+ops cost nothing (the README's "Per op, on minidisc"):
+
+    python benchmarks/bench_views.py --folder data/minidisc/images/training --size 96 \\
+        --augment disc_full --warm 3000 --per-op
 """
 
 from __future__ import annotations
